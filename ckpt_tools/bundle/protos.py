@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
 # Only the fields ckpt-tools reads are declared; protobuf skips (and keeps) every other field it meets.
 # Field numbers and wire types follow tensorflow/core/{framework,protobuf}/*.proto. Enum-typed fields
 # (dtype, endianness, version) are declared as int32, which has the same wire encoding as an open enum.
+# The file is proto3, so repeated scalars serialize packed; parsing accepts packed and unpacked alike.
 
 _F = descriptor_pb2.FieldDescriptorProto
 _OPTIONAL = _F.LABEL_OPTIONAL
@@ -20,6 +21,9 @@ _SCALARS = {
     "string": _F.TYPE_STRING,
     "bytes": _F.TYPE_BYTES,
     "float": _F.TYPE_FLOAT,
+    "double": _F.TYPE_DOUBLE,
+    "uint32": _F.TYPE_UINT32,
+    "uint64": _F.TYPE_UINT64,
     "fixed32": _F.TYPE_FIXED32,
 }
 
@@ -118,7 +122,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         name="ckpt_tools/tensorflow_subset.proto",
         package="tensorflow",
         syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
+        dependency=["google/protobuf/wrappers.proto", "google/protobuf/any.proto"],
     )
     t = ".tensorflow."
     fdp.message_type.extend(
@@ -192,10 +196,10 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
                     _field("version", 7, "int32"),
                 ],
             ),
-            # protobuf/meta_graph.proto (subset); GraphDef, SavedObjectGraph and TypeSpecProto are opaque.
-            _message("GraphDef", []),
-            _message("SavedObjectGraph", [_field("nodes", 1, t + "SavedObject", repeated=True)]),
-            _message("SavedObject", []),
+            *_graph_messages(),
+            *_variable_messages(),
+            *_saved_object_messages(),
+            # protobuf/meta_graph.proto (subset); TypeSpecProto is opaque.
             _message("TypeSpecProto", []),
             _message(
                 "TensorInfo",
@@ -240,7 +244,9 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
                     _field("meta_info_def", 1, t + "MetaGraphDef.MetaInfoDef"),
                     _field("graph_def", 2, t + "GraphDef"),
                     _field("saver_def", 3, t + "SaverDef"),
+                    _field("collection_def", 4, t + "MetaGraphDef.CollectionDefEntry", repeated=True),
                     _field("signature_def", 5, t + "MetaGraphDef.SignatureDefEntry", repeated=True),
+                    _field("asset_file_def", 6, t + "AssetFileDef", repeated=True),
                     _field("object_graph_def", 7, t + "SavedObjectGraph"),
                 ],
                 nested=[
@@ -254,6 +260,7 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
                             _field("stripped_default_attrs", 7, "bool"),
                         ],
                     ),
+                    _map_entry("CollectionDefEntry", t + "CollectionDef"),
                     _map_entry("SignatureDefEntry", t + "SignatureDef"),
                 ],
             ),
@@ -304,9 +311,236 @@ def _trackable_object() -> descriptor_pb2.DescriptorProto:
     )
 
 
+def _tensor_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """Tensors and attribute values, as they sit in a NodeDef's attr map."""
+    t = ".tensorflow."
+    values = [("half", 13, "int32"), ("float", 5, "float"), ("double", 6, "double"), ("int", 7, "int32")]
+    values += [("string", 8, "bytes"), ("scomplex", 9, "float"), ("int64", 10, "int64"), ("bool", 11, "bool")]
+    values += [("dcomplex", 12, "double"), ("uint32", 16, "uint32"), ("uint64", 17, "uint64")]
+    return [
+        # framework/tensor.proto; resource_handle_val (14) and variant_val (15) are left undeclared
+        _message(
+            "TensorProto",
+            [
+                _field("dtype", 1, "int32"),
+                _field("tensor_shape", 2, t + "TensorShapeProto"),
+                _field("version_number", 3, "int32"),
+                _field("tensor_content", 4, "bytes"),
+                *(_field(name + "_val", number, kind, repeated=True) for name, number, kind in values),
+                _field("float8_val", 18, "bytes"),
+            ],
+        ),
+        # framework/attr_value.proto
+        _message(
+            "AttrValue",
+            [
+                _field("s", 2, "bytes", oneof=0),
+                _field("i", 3, "int64", oneof=0),
+                _field("f", 4, "float", oneof=0),
+                _field("b", 5, "bool", oneof=0),
+                _field("type", 6, "int32", oneof=0),
+                _field("shape", 7, t + "TensorShapeProto", oneof=0),
+                _field("tensor", 8, t + "TensorProto", oneof=0),
+                _field("list", 1, t + "AttrValue.ListValue", oneof=0),
+                _field("func", 10, t + "NameAttrList", oneof=0),
+                _field("placeholder", 9, "string", oneof=0),
+            ],
+            nested=[
+                _message(
+                    "ListValue",
+                    [
+                        _field("s", 2, "bytes", repeated=True),
+                        _field("i", 3, "int64", repeated=True),
+                        _field("f", 4, "float", repeated=True),
+                        _field("b", 5, "bool", repeated=True),
+                        _field("type", 6, "int32", repeated=True),
+                        _field("shape", 7, t + "TensorShapeProto", repeated=True),
+                        _field("tensor", 8, t + "TensorProto", repeated=True),
+                        _field("func", 9, t + "NameAttrList", repeated=True),
+                    ],
+                )
+            ],
+            oneofs=("value",),
+        ),
+        _message(
+            "NameAttrList",
+            [_field("name", 1, "string"), _field("attr", 2, t + "NameAttrList.AttrEntry", repeated=True)],
+            nested=[_map_entry("AttrEntry", t + "AttrValue")],
+        ),
+    ]
+
+
+def _graph_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """GraphDef: its nodes and its function library."""
+    t = ".tensorflow."
+    return [
+        *_tensor_messages(),
+        # framework/node_def.proto
+        _message(
+            "NodeDef",
+            [
+                _field("name", 1, "string"),
+                _field("op", 2, "string"),
+                _field("input", 3, "string", repeated=True),
+                _field("device", 4, "string"),
+                _field("attr", 5, t + "NodeDef.AttrEntry", repeated=True),
+            ],
+            nested=[_map_entry("AttrEntry", t + "AttrValue")],
+        ),
+        # framework/op_def.proto: only the argument names of a function's signature
+        _message(
+            "OpDef",
+            [
+                _field("name", 1, "string"),
+                _field("input_arg", 2, t + "OpDef.ArgDef", repeated=True),
+                _field("output_arg", 3, t + "OpDef.ArgDef", repeated=True),
+            ],
+            nested=[_message("ArgDef", [_field("name", 1, "string")])],
+        ),
+        # framework/function.proto
+        _message(
+            "FunctionDef",
+            [
+                _field("signature", 1, t + "OpDef"),
+                _field("attr", 5, t + "FunctionDef.AttrEntry", repeated=True),
+                _field("node_def", 3, t + "NodeDef", repeated=True),
+                _field("ret", 4, t + "FunctionDef.RetEntry", repeated=True),
+            ],
+            nested=[_map_entry("AttrEntry", t + "AttrValue"), _map_entry("RetEntry", "string")],
+        ),
+        _message("GradientDef", [_field("function_name", 1, "string"), _field("gradient_func", 2, "string")]),
+        _message(
+            "FunctionDefLibrary",
+            [
+                _field("function", 1, t + "FunctionDef", repeated=True),
+                _field("gradient", 2, t + "GradientDef", repeated=True),
+            ],
+        ),
+        # framework/graph.proto
+        _message(
+            "GraphDef",
+            [
+                _field("node", 1, t + "NodeDef", repeated=True),
+                _field("versions", 4, t + "VersionDef"),
+                _field("library", 2, t + "FunctionDefLibrary"),
+            ],
+        ),
+    ]
+
+
+def _variable_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """A MetaGraphDef's collections and assets, and the VariableDefs serialized into its `variables` collections."""
+    t = ".tensorflow."
+    return [
+        # protobuf/meta_graph.proto
+        _message(
+            "CollectionDef",
+            [
+                _field("node_list", 1, t + "CollectionDef.NodeList", oneof=0),
+                _field("bytes_list", 2, t + "CollectionDef.BytesList", oneof=0),
+                _field("int64_list", 3, t + "CollectionDef.Int64List", oneof=0),
+                _field("float_list", 4, t + "CollectionDef.FloatList", oneof=0),
+                _field("any_list", 5, t + "CollectionDef.AnyList", oneof=0),
+            ],
+            nested=[
+                _message("NodeList", [_field("value", 1, "string", repeated=True)]),
+                _message("BytesList", [_field("value", 1, "bytes", repeated=True)]),
+                _message("Int64List", [_field("value", 1, "int64", repeated=True)]),
+                _message("FloatList", [_field("value", 1, "float", repeated=True)]),
+                _message("AnyList", [_field("value", 1, ".google.protobuf.Any", repeated=True)]),
+            ],
+            oneofs=("kind",),
+        ),
+        _message("AssetFileDef", [_field("tensor_info", 1, t + "TensorInfo"), _field("filename", 2, "string")]),
+        # protobuf/variable.proto: serialized into the bytes_list of the `variables` collections
+        _message(
+            "VariableDef",
+            [
+                _field("variable_name", 1, "string"),
+                _field("initial_value_name", 6, "string"),
+                _field("initializer_name", 2, "string"),
+                _field("snapshot_name", 3, "string"),
+                _field("save_slice_info_def", 4, t + "SaveSliceInfoDef"),
+                _field("is_resource", 5, "bool"),
+                _field("trainable", 7, "bool"),
+                _field("synchronization", 8, "int32"),
+                _field("aggregation", 9, "int32"),
+            ],
+        ),
+        _message(
+            "SaveSliceInfoDef",
+            [
+                _field("full_name", 1, "string"),
+                _field("full_shape", 2, "int64", repeated=True),
+                _field("var_offset", 3, "int64", repeated=True),
+                _field("var_shape", 4, "int64", repeated=True),
+            ],
+        ),
+    ]
+
+
+def _saved_object_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """protobuf/saved_object_graph.proto (subset): the objects of a SavedModel and what kind each is."""
+    t = ".tensorflow."
+    ref = t + "TrackableObjectGraph.TrackableObject."
+    kinds = [
+        ("user_object", 4, "SavedUserObject"),
+        ("asset", 5, "SavedAsset"),
+        ("function", 6, "SavedFunction"),
+        ("variable", 7, "SavedVariable"),
+        ("bare_concrete_function", 8, "SavedBareConcreteFunction"),
+        ("constant", 9, "SavedConstant"),
+        ("resource", 10, "SavedResource"),
+        ("captured_tensor", 12, "CapturedTensor"),
+    ]
+    version = _field("version", 2, t + "VersionDef")
+    return [
+        _message("SavedObjectGraph", [_field("nodes", 1, t + "SavedObject", repeated=True)]),
+        _message(
+            "SavedObject",
+            [
+                _field("children", 1, ref + "ObjectReference", repeated=True),
+                _field("dependencies", 15, ref + "ObjectReference", repeated=True),
+                _field("slot_variables", 3, ref + "SlotVariableReference", repeated=True),
+                *(_field(name, number, t + kind, oneof=0) for name, number, kind in kinds),
+                _field("registered_name", 13, "string"),
+                _field("registered_saver", 16, "string"),
+            ],
+            oneofs=("kind",),
+        ),
+        _message("SavedUserObject", [_field("identifier", 1, "string"), version, _field("metadata", 3, "string")]),
+        _message("SavedAsset", [_field("asset_file_def_index", 1, "int32")]),
+        _message("SavedFunction", [_field("concrete_functions", 1, "string", repeated=True)]),
+        _message(
+            "SavedVariable",
+            [
+                _field("dtype", 1, "int32"),
+                _field("shape", 2, t + "TensorShapeProto"),
+                _field("trainable", 3, "bool"),
+                _field("synchronization", 4, "int32"),
+                _field("aggregation", 5, "int32"),
+                _field("name", 6, "string"),
+                _field("device", 7, "string"),
+            ],
+        ),
+        _message(
+            "SavedBareConcreteFunction",
+            [
+                _field("concrete_function_name", 1, "string"),
+                _field("argument_keywords", 2, "string", repeated=True),
+                _field("allowed_positional_arguments", 3, "int64"),
+            ],
+        ),
+        _message("SavedConstant", [_field("operation", 1, "string")]),
+        _message("SavedResource", [_field("device", 1, "string")]),
+        _message("CapturedTensor", [_field("name", 1, "string"), _field("concrete_function", 2, "string")]),
+    ]
+
+
 # A private pool, so these declarations never clash with TensorFlow's own when both are loaded.
 _POOL = descriptor_pool.DescriptorPool()
 _POOL.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+_POOL.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
 _POOL.AddSerializedFile(_file().SerializeToString())
 
 
@@ -325,22 +559,46 @@ TensorInfo: Any = _cls("TensorInfo")
 SignatureDef: Any = _cls("SignatureDef")
 MetaGraphDef: Any = _cls("MetaGraphDef")
 SavedModel: Any = _cls("SavedModel")
+TensorProto: Any = _cls("TensorProto")
+AttrValue: Any = _cls("AttrValue")
+NameAttrList: Any = _cls("NameAttrList")
+NodeDef: Any = _cls("NodeDef")
+FunctionDef: Any = _cls("FunctionDef")
+FunctionDefLibrary: Any = _cls("FunctionDefLibrary")
+GraphDef: Any = _cls("GraphDef")
+CollectionDef: Any = _cls("CollectionDef")
+VariableDef: Any = _cls("VariableDef")
+SaveSliceInfoDef: Any = _cls("SaveSliceInfoDef")
+SavedObjectGraph: Any = _cls("SavedObjectGraph")
+SavedObject: Any = _cls("SavedObject")
 
 __all__ = [
     "BIG_ENDIAN",
     "DTYPE_NAMES",
     "DTYPE_NUMBERS",
     "LITTLE_ENDIAN",
+    "AttrValue",
     "BundleEntryProto",
     "BundleHeaderProto",
+    "CollectionDef",
+    "FunctionDef",
+    "FunctionDefLibrary",
+    "GraphDef",
     "MetaGraphDef",
+    "NameAttrList",
+    "NodeDef",
+    "SaveSliceInfoDef",
     "SavedModel",
+    "SavedObject",
+    "SavedObjectGraph",
     "SaverDef",
     "SignatureDef",
     "TensorInfo",
+    "TensorProto",
     "TensorShapeProto",
     "TensorSliceProto",
     "TrackableObjectGraph",
+    "VariableDef",
     "VersionDef",
     "dtype_name",
 ]

@@ -1,1 +1,0 @@
-"""One module per `ckpt` sub-command; each exposes a click command named `command`."""
