@@ -57,8 +57,9 @@ def generate(out: Path, count: int, total_mib: float, big_mib: float) -> None:
     print(f"writing two checkpoints of {count} float32 variables (~{total_mib:.0f} MiB each) to {out} ...")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", GENERATE, str(out), str(count), str(total_mib), str(big_mib)],
-                   check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-c", GENERATE, str(out), str(count), str(total_mib), str(big_mib)], check=True, env=env
+    )
     print(f"  done in {time.monotonic() - started:.1f} s")
 
 
@@ -68,8 +69,9 @@ def mib(n: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("dir", nargs="?", type=Path,
-                        help="where to write (or reuse) the checkpoints; default: a temporary directory")
+    parser.add_argument(
+        "dir", nargs="?", type=Path, help="where to write (or reuse) the checkpoints; default: a temporary directory"
+    )
     parser.add_argument("--variables", type=int, default=1000)
     parser.add_argument("--mib", type=float, default=400.0, help="size of each checkpoint")
     parser.add_argument("--big-mib", type=float, default=32.0, help="size of the one large variable (0: none)")
@@ -81,7 +83,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         generate(out, args.variables, args.mib, args.big_mib)
         sys.path.insert(0, str(ROOT))
-        from ckpt_tools.registry import open_checkpoint
+        from ckpt_tools.readers.registry import open_checkpoint
 
         maps = [open_checkpoint(out / side) for side in ("a", "b")]
         largest = max(v.nbytes or 0 for m in maps for v in m.values())
@@ -91,7 +93,8 @@ def main() -> None:
         _, baseline, _ = run_measured([python, "-c", "import numpy, ckpt_tools.cli"])
         code, peak, seconds = run_measured([python, "-m", "ckpt_tools", "diff", str(out / "a"), str(out / "b")])
         _, peak_names, _ = run_measured(
-            [python, "-m", "ckpt_tools", "diff", str(out / "a"), str(out / "b"), "--names-only"])
+            [python, "-m", "ckpt_tools", "diff", str(out / "a"), str(out / "b"), "--names-only"]
+        )
         budget = baseline + 2 * largest
         figures = {
             "variables_per_checkpoint": len(maps[0]),
@@ -118,8 +121,10 @@ def main() -> None:
     rate = figures["throughput_mib_s"]
     print(f"ckpt diff:     {mib(peak)} peak RSS, {seconds:.1f} s ({rate:.0f} MiB/s read), exit {code}")
     print(f"names-only:    {mib(peak_names)} peak RSS")
-    print(f"ratio:         {figures['ratio_to_budget']:.2f} x budget; {mib(peak - baseline)} above baseline "
-          f"(loading everything would add {mib(total)})")
+    print(
+        f"ratio:         {figures['ratio_to_budget']:.2f} x budget; {mib(peak - baseline)} above baseline "
+        f"(loading everything would add {mib(total)})"
+    )
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ DIFF_PHASES = r"""
 import contextlib, io, json, sys, time
 start = time.perf_counter()
 from ckpt_tools.cli import main
-import ckpt_tools.commands.diff_cmd
+import ckpt_tools.cli.diff_cmd
 imported = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     code = main(["diff", sys.argv[1], sys.argv[2]], standalone_mode=False)
@@ -207,8 +207,12 @@ def generate(out: Path, count: int, total: int) -> dict[str, Any]:
     for side in ("a", "b"):
         shutil.rmtree(out / side, ignore_errors=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", GENERATE, str(out), str(count), str(total)],
-                          env=child_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", GENERATE, str(out), str(count), str(total)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise SystemExit(f"generating the checkpoints failed (TensorFlow installed?):\n{proc.stderr[-3000:]}")
     meta = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -220,8 +224,9 @@ def generate(out: Path, count: int, total: int) -> dict[str, Any]:
 
 def diff_available() -> bool:
     env = child_env()
-    proc = subprocess.run([sys.executable, "-m", "ckpt_tools", "diff", "--help"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ckpt_tools", "diff", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     return proc.returncode == 0
 
 
@@ -250,8 +255,11 @@ def build_measures(meta: dict[str, Any], with_diff: bool) -> list[Measure]:
     a, b = meta["prefix_a"], meta["prefix_b"]
     measures = [
         Measure("ckpt_inspect", "(a) ckpt inspect --json", [py, "-m", "ckpt_tools", "inspect", a, "--json"]),
-        Measure("tf_inspect_checkpoint", "(b) TF inspect_checkpoint",
-                [py, "-m", "tensorflow.python.tools.inspect_checkpoint", f"--file_name={a}"]),
+        Measure(
+            "tf_inspect_checkpoint",
+            "(b) TF inspect_checkpoint",
+            [py, "-m", "tensorflow.python.tools.inspect_checkpoint", f"--file_name={a}"],
+        ),
         Measure("tf_list_variables", "(c) tf.train.list_variables", [py, "-c", TF_LIST, a]),
     ]
     if with_diff:
@@ -260,8 +268,9 @@ def build_measures(meta: dict[str, Any], with_diff: bool) -> list[Measure]:
     measures += [
         Measure("tf_full_read", "(e) TF read + np compare", [py, "-c", TF_FULL_READ, a, b]),
         Measure("numpy_raw", "(f) np.fromfile both .data", [py, "-c", NUMPY_RAW, *data_files(a), *data_files(b)]),
-        Measure("numpy_process", "(f') python + np.fromfile both", [py, "-c", NUMPY_PROCESS, *data_files(a),
-                                                                     *data_files(b)]),
+        Measure(
+            "numpy_process", "(f') python + np.fromfile both", [py, "-c", NUMPY_PROCESS, *data_files(a), *data_files(b)]
+        ),
     ]
     return measures
 
@@ -318,21 +327,46 @@ def run(args: argparse.Namespace, out: Path) -> int:
     files = [*data_files(meta["prefix_a"]), *data_files(meta["prefix_b"])]
     file_bytes = sum(os.path.getsize(f) for f in files)
     warm(files)
+    measure_all(measures, args.repeat)
+    by_name = {m.name: m for m in measures}
+    problems = sanity(by_name, meta)
+    ratios = compute_ratios(by_name)
+    goals = check_goals(ratios, with_diff=by_name.get("ckpt_diff") is not None)
+    print_results(meta, measures, file_bytes, args.repeat, ratios, goals, problems)
+    if args.json_out:
+        result = {
+            "machine": machine(meta),
+            "checkpoint": {**meta, "data_file_bytes_both": file_bytes},
+            "repeat": args.repeat,
+            "measurements": {m.name: m.to_json() for m in measures},
+            "ratios": ratios,
+            "goals": goals,
+            "problems": problems,
+        }
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+    if problems:
+        return 2
+    return 1 if args.check and not all(goals.values()) else 0
+
+
+def measure_all(measures: list[Measure], repeat: int) -> None:
+    """Run every measurement `repeat` times, round-robin, so a burst of load elsewhere hits every tool alike."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-native-run-"))
     try:
-        for rep in range(args.repeat):  # round-robin, so a burst of load elsewhere hits every tool alike
+        for rep in range(repeat):
             for m in measures:
-                print(f"  run {rep + 1}/{args.repeat}: {m.label}", file=sys.stderr)
+                print(f"  run {rep + 1}/{repeat}: {m.label}", file=sys.stderr)
                 run_once(m, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    by_name = {m.name: m for m in measures}
-    problems = sanity(by_name, meta)
 
+
+def compute_ratios(by_name: dict[str, Measure]) -> dict[str, float | None]:
     insp, tf_b, tf_c = by_name["ckpt_inspect"], by_name["tf_inspect_checkpoint"], by_name["tf_list_variables"]
     dif = by_name.get("ckpt_diff")
     raw = by_name["numpy_raw"]
-    ratios = {
+    return {
         "inspect_speedup_vs_inspect_checkpoint": ratio(tf_b.wall, insp.wall),
         "inspect_speedup_vs_list_variables": ratio(tf_c.wall, insp.wall),
         "inspect_memory_vs_inspect_checkpoint": ratio(insp.peak, tf_b.peak),
@@ -343,22 +377,43 @@ def run(args: argparse.Namespace, out: Path) -> int:
         "diff_speedup_vs_tf_full_read": ratio(by_name["tf_full_read"].wall, dif.wall if dif else None),
         "diff_memory_vs_tf_full_read": ratio(dif.peak if dif else None, by_name["tf_full_read"].peak),
     }
-    goals = {
-        "inspect_speedup >= 10x": min(ratios["inspect_speedup_vs_inspect_checkpoint"] or 0,
-                                      ratios["inspect_speedup_vs_list_variables"] or 0) >= GOAL_SPEEDUP,
-        "inspect_memory <= 1/5": max(ratios["inspect_memory_vs_inspect_checkpoint"] or 1,
-                                     ratios["inspect_memory_vs_list_variables"] or 1) <= GOAL_MEMORY,
-    }
-    if dif is not None:
-        # Like for like: whole process against whole process, and in-process against in-process.
-        goals["diff <= 2x raw read"] = max(
-            ratios["diff_process_vs_numpy_process"] or 99, ratios["diff_after_imports_vs_numpy_raw"] or 99
-        ) <= GOAL_DIFF
 
+
+def check_goals(ratios: dict[str, float | None], *, with_diff: bool) -> dict[str, bool]:
+    goals = {
+        "inspect_speedup >= 10x": min(
+            ratios["inspect_speedup_vs_inspect_checkpoint"] or 0, ratios["inspect_speedup_vs_list_variables"] or 0
+        )
+        >= GOAL_SPEEDUP,
+        "inspect_memory <= 1/5": max(
+            ratios["inspect_memory_vs_inspect_checkpoint"] or 1, ratios["inspect_memory_vs_list_variables"] or 1
+        )
+        <= GOAL_MEMORY,
+    }
+    if with_diff:
+        # Like for like: whole process against whole process, and in-process against in-process.
+        goals["diff <= 2x raw read"] = (
+            max(ratios["diff_process_vs_numpy_process"] or 99, ratios["diff_after_imports_vs_numpy_raw"] or 99)
+            <= GOAL_DIFF
+        )
+    return goals
+
+
+def print_results(
+    meta: dict[str, Any],
+    measures: list[Measure],
+    file_bytes: int,
+    repeat: int,
+    ratios: dict[str, float | None],
+    goals: dict[str, bool],
+    problems: list[str],
+) -> None:
     print()
-    print(f"checkpoints: 2 x {meta['variables']} float32 variables, {file_bytes / 2 / 1e6:.0f} MB per data file, "
-          f"{meta['changed']} variables changed in B; TF {meta['tensorflow']}; {os.cpu_count()} cores; "
-          f"median of {args.repeat}")
+    print(
+        f"checkpoints: 2 x {meta['variables']} float32 variables, {file_bytes / 2 / 1e6:.0f} MB per data file, "
+        f"{meta['changed']} variables changed in B; TF {meta['tensorflow']}; {os.cpu_count()} cores; "
+        f"median of {repeat}"
+    )
     print(f"{'measurement':<30} {'wall s':>8} {'peak RSS':>10} {'cpu s':>7}   runs (s)")
     for m in measures:
         runs = " ".join(f"{t:.3f}" for t in (m.internal or m.walls))
@@ -373,22 +428,15 @@ def run(args: argparse.Namespace, out: Path) -> int:
     for problem in problems:
         print(f"problem: {problem}")
 
-    if args.json_out:
-        result = {
-            "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                        "tensorflow": meta["tensorflow"], "rusage": TIME if Path(TIME).is_file() else "wrapper"},
-            "checkpoint": {**meta, "data_file_bytes_both": file_bytes},
-            "repeat": args.repeat,
-            "measurements": {m.name: m.to_json() for m in measures},
-            "ratios": ratios,
-            "goals": goals,
-            "problems": problems,
-        }
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json_out}")
-    if problems:
-        return 2
-    return 1 if args.check and not all(goals.values()) else 0
+
+def machine(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": meta["tensorflow"],
+        "rusage": TIME if Path(TIME).is_file() else "wrapper",
+    }
 
 
 if __name__ == "__main__":

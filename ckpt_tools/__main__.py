@@ -1,5 +1,5 @@
 """`python -m ckpt_tools` runs the `ckpt` command line."""
 
-from .cli import main
+from ckpt_tools.cli import main
 
 main()

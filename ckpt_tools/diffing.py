@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -11,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptCheckpointError, UsageError
-from .mapping import RenameRules
-from .model import Variable, VariableMap, numpy_dtype
+from ckpt_tools.errors import CorruptCheckpointError, UsageError
+from ckpt_tools.model import Variable, VariableMap, numpy_dtype
+from ckpt_tools.renames import RenameRules
 
 JSON_SCHEMA = "ckpt-tools/diff/1"
 
@@ -168,12 +169,34 @@ class DiffResult:
         }
 
 
-def _open(source: PathOrMap) -> VariableMap:
+def _open(source: PathOrMap, opened: contextlib.ExitStack) -> VariableMap:
+    """The map of `source`; maps opened here (from paths) are closed when `opened` unwinds, given ones never."""
     if isinstance(source, VariableMap):
         return source
-    from .registry import open_checkpoint
+    from ckpt_tools.readers.registry import open_checkpoint
 
-    return open_checkpoint(Path(source))
+    return opened.enter_context(open_checkpoint(Path(source)))
+
+
+def _compare_all(
+    rules: RenameRules,
+    map_a: VariableMap,
+    map_b: VariableMap,
+    rtol: float,
+    atol: float,
+    names_only: bool,
+    progress: Callable[[int], None] | None,
+) -> list[DiffEntry]:
+    """One entry per canonical name of either side, in name order."""
+    side_a = rules.canonical(map_a.values(), "a")
+    side_b = rules.canonical(map_b.values(), "b")
+    entries: list[DiffEntry] = []
+    for name in sorted(set(side_a) | set(side_b)):
+        var_a, var_b = side_a.get(name), side_b.get(name)
+        entries.append(_compare_pair(name, var_a, var_b, rtol, atol, names_only))
+        if progress is not None:
+            progress(_pair_bytes(var_a, var_b))
+    return entries
 
 
 def _pair_bytes(a: Variable | None, b: Variable | None) -> int:
@@ -200,18 +223,13 @@ def diff(
     """
     for label, value in (("rtol", rtol), ("atol", atol)):
         if not (value >= 0 and math.isfinite(value)):
-            raise UsageError(f"{label}: must be a finite number >= 0 (got {value})")
+            detail = f"must be a finite number >= 0 (got {value})"
+            raise UsageError(f"{label}={value!r}: {detail}", argument=label, detail=detail)
     rules = (rules or RenameRules()).with_strip_prefixes(strip_prefix)
-    map_a = _open(a)
-    map_b = _open(b)
-    side_a = rules.canonical(map_a.values(), "a")
-    side_b = rules.canonical(map_b.values(), "b")
-    entries: list[DiffEntry] = []
-    for name in sorted(set(side_a) | set(side_b)):
-        var_a, var_b = side_a.get(name), side_b.get(name)
-        entries.append(_compare_pair(name, var_a, var_b, rtol, atol, names_only))
-        if progress is not None:
-            progress(_pair_bytes(var_a, var_b))
+    with contextlib.ExitStack() as opened:
+        map_a = _open(a, opened)
+        map_b = _open(b, opened)
+        entries = _compare_all(rules, map_a, map_b, rtol, atol, names_only, progress)
     return DiffResult(
         a=Side(os.fspath(map_a.path), map_a.format, len(map_a)),
         b=Side(os.fspath(map_b.path), map_b.format, len(map_b)),

@@ -10,7 +10,16 @@ class CkptToolsError(Exception):
 
 
 class UsageError(CkptToolsError, ValueError):
-    """The call itself is wrong: bad option values, missing arguments, conflicting flags."""
+    """The call itself is wrong: bad argument values, missing arguments, conflicting arguments.
+
+    When one argument is at fault, `argument` names it (the library's keyword, e.g. `require`) and `detail` is the
+    message without the argument's name, so that a front end can speak of its own spelling (the CLI's `--require`).
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self.detail = message if detail is None else detail
 
 
 class FormatNotRecognizedError(CkptToolsError, ValueError):
@@ -43,4 +52,4 @@ class ConversionError(CkptToolsError, ValueError):
 
 
 class OutputExistsError(CkptToolsError, FileExistsError):
-    """The output path exists and --force was not given."""
+    """The output path exists and replacing it was not asked for (`force=True`)."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .model import ROLES, Variable, VariableMap
-from .registry import open_checkpoint
+from ckpt_tools.model import ROLES, Variable, VariableMap
+from ckpt_tools.readers.registry import open_checkpoint
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def tensor_stats(value: np.ndarray) -> TensorStats:
 
 @dataclass
 class InspectResult:
-    """What `ckpt inspect` reports; exit code 0 (errors are raised, not reported)."""
+    """An artifact's variables (`variables`: all, or those `filter` matched), its VariableMap (`vmap`) and, with
+    `stats=True`, value statistics by key (`stats`). `exit_code` is always 0: errors are raised, not reported."""
 
     vmap: VariableMap
     variables: list[Variable]
@@ -88,10 +90,14 @@ class InspectResult:
 
 
 def inspect(
-    path: Path | str, *, filter: str | None = None, stats: bool = False, fmt: str | None = None
+    path: str | os.PathLike[str], *, filter: str | None = None, stats: bool = False, format: str | None = None
 ) -> InspectResult:
-    """Read an artifact's variable map; `filter` is a glob on key or name; `stats` reads every listed tensor."""
-    vmap = open_checkpoint(Path(path), fmt)
+    """Read an artifact's variable map: every variable, or those whose key or name matches the glob `filter`.
+
+    `stats` reads every listed tensor (one at a time) for min/max/mean and NaN/Inf counts; `format` skips
+    detection. The result keeps the VariableMap (`result.vmap`) for further reads.
+    """
+    vmap = open_checkpoint(Path(path), format)
     chosen = [
         v
         for v in vmap.values()

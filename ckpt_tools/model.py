@@ -16,15 +16,6 @@ Loader = Callable[[], np.ndarray]
 # Yields the tensor's elements in order as 1-D arrays of at most the given number of elements.
 Chunker = Callable[[int], Iterator[np.ndarray]]
 
-FORMATS: tuple[str, ...] = (
-    "tf1-checkpoint",
-    "tf2-checkpoint",
-    "saved-model",
-    "keras-weights-h5",
-    "keras-archive",
-    "keras2-h5",
-)
-
 # Bytes per element for the numpy-style dtype names ckpt-tools reports; strings have no fixed size.
 DTYPE_SIZES: dict[str, int] = {
     "bool": 1,
@@ -59,7 +50,8 @@ def numpy_dtype(name: str) -> np.dtype[Any]:
     if name in ("bfloat16", "float8_e5m2", "float8_e4m3fn"):
         import ml_dtypes
 
-        return np.dtype(getattr(ml_dtypes, name))
+        extended: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+        return extended
     quantized = {"qint8": "int8", "quint8": "uint8", "qint16": "int16", "quint16": "uint16", "qint32": "int32"}
     return np.dtype(quantized.get(name, name))
 
@@ -91,7 +83,7 @@ class Variable:
     def read(self) -> np.ndarray:
         """Read this one tensor from disk (nothing is cached)."""
         if self.loader is None:
-            from .errors import CkptToolsError
+            from ckpt_tools.errors import CkptToolsError
 
             raise CkptToolsError(f"{self.key}: this variable has no reader attached")
         return self.loader()
@@ -126,21 +118,63 @@ class Variable:
 
 
 @dataclass(frozen=True)
-class OptimizerInfo:
-    """What a reader found about optimizer state."""
+class FoundOptimizer:
+    """One optimizer found in an artifact: where it is, what it is, its step and the weights it covers."""
 
-    present: bool
+    path: str
+    name: str | None = None
+    step: int | None = None
+    slots: tuple[str, ...] = ()
+    trainable: tuple[str, ...] = ()
+    uncovered: tuple[str, ...] = ()
+
+    @property
+    def covered(self) -> int:
+        return len(self.trainable) - len(self.uncovered)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "name": self.name,
+            "step": self.step,
+            "slots": list(self.slots),
+            "trainable": len(self.trainable),
+            "covered": self.covered,
+            "uncovered": list(self.uncovered),
+        }
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """What a reader found about optimizer state, and from which evidence.
+
+    `present` is True when optimizer state is stored (or provably not needed: plain SGD), False when the
+    evidence shows it is not, None when the evidence cannot decide; `reason` says which evidence decided.
+    """
+
+    present: bool | None
     name: str | None = None
     slots: tuple[str, ...] = ()
     trainable: int = 0
     covered: int = 0
     uncovered: tuple[str, ...] = ()
     slots_expected: bool = True
+    # The optimizer as the artifact records it ({"class_name", "config"}: Keras training/compile config), and
+    # why a recorded config could not be used when the artifact has one that does not parse.
+    recorded_config: Mapping[str, Any] | None = field(default=None, compare=False)
+    config_problem: str | None = None
+    reason: str = ""
+    evidence: str = "names"
+    optimizers: tuple[FoundOptimizer, ...] = ()
+    hyper: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    hyper_origin: str | None = None
+    # Whose update rules the stored slots follow: "tf1", "keras2", "keras2-legacy", "keras3" ("" unknown).
+    dialect: str = ""
 
     @property
     def coverage(self) -> float | None:
         """Fraction of trainable weights with every slot present; None when unknowable or not applicable."""
-        if not self.present or not self.trainable:
+        if self.present is not True or not self.trainable:
             return None
         if not self.slots_expected:
             return 1.0
@@ -148,11 +182,15 @@ class OptimizerInfo:
 
     @property
     def complete(self) -> bool:
-        return self.present and (not self.slots_expected or (self.trainable > 0 and not self.uncovered))
+        if self.present is not True:
+            return False
+        return not self.slots_expected or (self.trainable > 0 and not self.uncovered)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "present": self.present,
+            "reason": self.reason,
+            "evidence": self.evidence,
             "name": self.name,
             "slots": list(self.slots),
             "trainable_weights": self.trainable,
@@ -160,21 +198,37 @@ class OptimizerInfo:
             "coverage": self.coverage,
             "complete": self.complete,
             "uncovered": list(self.uncovered),
+            "optimizers": [o.to_json() for o in self.optimizers],
+            "hyperparameters": dict(self.hyper),
+            "hyperparameters_from": self.hyper_origin,
         }
 
 
-@dataclass
+BundleKind = Literal["v1", "v2"]
+
+
+@dataclass(frozen=True, eq=False)
 class VariableMap(Mapping[str, Variable]):
-    """Every stored tensor of one artifact, keyed by `key`, with the format and optimizer/step findings."""
+    """Every stored tensor of one artifact, keyed by `key`, with the format and optimizer/step findings.
+
+    Typed fields hold what operations rely on: `prefix` (the tensor-bundle prefix, or the V1 file, the
+    variables come from), `bundle` (its kind), `root` (a SavedModel or unzipped-archive directory). `metadata`
+    is descriptive only (shown by inspect). Use it as a context manager, or call `close()`, to release the
+    file handles readers keep open for lazy reads.
+    """
 
     path: Path
     format: str
-    variables: dict[str, Variable]
+    variables: Mapping[str, Variable]
     optimizer: OptimizerInfo
     step: int | None = None
     step_key: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    prefix: Path | None = None
+    bundle: BundleKind | None = None
+    root: Path | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
+    closer: Callable[[], None] | None = field(default=None, repr=False)
 
     def __getitem__(self, key: str) -> Variable:
         return self.variables[key]
@@ -184,6 +238,17 @@ class VariableMap(Mapping[str, Variable]):
 
     def __len__(self) -> int:
         return len(self.variables)
+
+    def __enter__(self) -> VariableMap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release open file handles; reading a tensor afterwards reopens what it needs."""
+        if self.closer is not None:
+            self.closer()
 
     def by_name(self) -> dict[str, Variable]:
         return {v.name: v for v in self.variables.values()}

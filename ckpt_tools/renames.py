@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import MissingDependencyError, MissingFileError, UsageError
-from .model import Variable
+from ckpt_tools.errors import MissingDependencyError, MissingFileError, UsageError
+from ckpt_tools.model import Variable
 
 Side = Literal["a", "b"]
 RuleSide = Literal["a", "b", "both"]
@@ -187,6 +187,6 @@ def load_rules(path: Path | str) -> RenameRules:
 
 
 def build_rules(map_file: Path | str | None = None, strip_prefix: Sequence[str] = ()) -> RenameRules:
-    """The rules a command line asks for: a `--map` file (optional) plus `--strip-prefix` values."""
+    """Rules from an optional rules file (`map_file`, JSON or YAML) plus prefixes to strip on both sides."""
     rules = load_rules(map_file) if map_file is not None else RenameRules()
     return rules.with_strip_prefixes(strip_prefix)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from types import ModuleType
 
-from .errors import MissingDependencyError
+from ckpt_tools.errors import MissingDependencyError
 
 INSTALL_HINT = "pip install 'ckpt-tools[tensorflow]'"
 
@@ -44,4 +44,5 @@ def import_tensorflow(what: str) -> ModuleType:
             import tensorflow
     except ImportError as exc:
         raise MissingDependencyError(f"{what}: needs TensorFlow; {INSTALL_HINT}") from exc
-    return tensorflow
+    module: ModuleType = tensorflow
+    return module

@@ -21,6 +21,19 @@ HAS_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="TensorFlow not installed (tox -e notf)")
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python process that must import the *installed* ckpt_tools, as the tests do:
+    the checkout is taken off PYTHONPATH, and PYTHONSAFEPATH (Python 3.11+) keeps `python -c` / `-m` / a script
+    from putting its working or script directory first on sys.path."""
+    env = {**os.environ, "PYTHONSAFEPATH": "1", **extra}
+    kept = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    if kept:
+        env["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
 def expected_fixtures() -> list[dict[str, Any]]:
     """Every fixture's truth file, as written by fixtures/make_fixtures.py."""
     out = []

@@ -27,6 +27,8 @@ from ckpt_tools.bundle.orderedcode import (
 from ckpt_tools.bundle.table import TableFormatError, crc32c, mask_crc, snappy_decompress, unmask_crc
 from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError
 
+from .conftest import child_env
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS = SHARED / "corpus"
 FUZZ_EXAMPLES = int(os.environ.get("CKPT_FUZZ_EXAMPLES", "120"))
@@ -644,5 +646,7 @@ def test_import_does_not_load_tensorflow() -> None:
         "import sys, ckpt_tools.bundle, ckpt_tools.bundle.protos; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1], env=child_env()
+    )
     assert result.returncode == 0, result.stderr

@@ -103,8 +103,17 @@ class TF1Run:
 def tf1_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
     """kind -> (checkpoint dir with steps 1..3, the weights after TF1 takes step 4 from the latest)."""
     out = {}
-    for kind in ("adam", "adam_named", "momentum", "nesterov", "sgd", "rmsprop", "rmsprop_plain", "rmsprop_centered",
-                 "adagrad"):
+    for kind in (
+        "adam",
+        "adam_named",
+        "momentum",
+        "nesterov",
+        "sgd",
+        "rmsprop",
+        "rmsprop_plain",
+        "rmsprop_centered",
+        "adagrad",
+    ):
         directory = tmp_path_factory.mktemp(f"tf1_{kind}")
         run = TF1Run(kind)
         run.train_and_save(directory)
@@ -129,7 +138,7 @@ def keras_step(model: Any) -> dict[str, np.ndarray]:
 def restore_tf2(out: Path, factory_name: str) -> Any:
     import tensorflow as tf
 
-    from ckpt_tools.factory import load_factory
+    from ckpt_tools.conversion.factory import load_factory
 
     model = load_factory(factory(factory_name))()
     tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(tf.train.latest_checkpoint(str(out)))
@@ -160,7 +169,7 @@ TF1_CASES = [
 def test_tf1_resume_equivalence(tf1_checkpoints: Any, tmp_path: Path, kind: str, factory_name: str, to: str) -> None:
     import keras
 
-    from ckpt_tools.validation import validate
+    from ckpt_tools.validation.checks import validate
 
     source, tf1_after = tf1_checkpoints[kind]
     before = tree_hash(source)
@@ -212,11 +221,13 @@ def keras2_model(optimizer: str, legacy: bool) -> Any:
         "rmsprop": lambda: module.RMSprop(LR, rho=0.9, momentum=0.0, epsilon=1e-7),
         "rmsprop_momentum": lambda: module.RMSprop(LR, rho=0.9, momentum=0.5, epsilon=1e-7),
     }[optimizer]
-    model = tf_keras.Sequential([
-        tf_keras.Input((4,)),
-        tf_keras.layers.Dense(8, activation="relu", name="dense"),
-        tf_keras.layers.Dense(3, name="dense_1"),
-    ])
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((4,)),
+            tf_keras.layers.Dense(8, activation="relu", name="dense"),
+            tf_keras.layers.Dense(3, name="dense_1"),
+        ]
+    )
     model.compile(optimizer=make(), loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -247,18 +258,25 @@ def make_keras2_h5(path: Path, optimizer: str, legacy: bool) -> dict[str, np.nda
     return tf_keras_step(reloaded)
 
 
-KERAS2_CASES = [("adam", False, "adam_keras2", "keras"), ("adam", True, "adam_keras2", "tf2"),
-                ("momentum", False, "momentum", "keras"), ("momentum", True, "momentum", "tf2"),
-                ("rmsprop", False, "rmsprop_keras2", "tf2"),
-                ("rmsprop_momentum", True, "rmsprop_momentum_keras2", "keras")]
+KERAS2_CASES = [
+    ("adam", False, "adam_keras2", "keras"),
+    ("adam", True, "adam_keras2", "tf2"),
+    ("momentum", False, "momentum", "keras"),
+    ("momentum", True, "momentum", "tf2"),
+    ("rmsprop", False, "rmsprop_keras2", "tf2"),
+    ("rmsprop_momentum", True, "rmsprop_momentum_keras2", "keras"),
+]
 
 
-@pytest.mark.parametrize(("optimizer", "legacy", "factory_name", "to"), KERAS2_CASES,
-                         ids=[f"{o}-{'legacy' if legacy else 'new'}-{t}" for o, legacy, _, t in KERAS2_CASES])
+@pytest.mark.parametrize(
+    ("optimizer", "legacy", "factory_name", "to"),
+    KERAS2_CASES,
+    ids=[f"{o}-{'legacy' if legacy else 'new'}-{t}" for o, legacy, _, t in KERAS2_CASES],
+)
 def test_keras2_resume_equivalence(tmp_path: Path, optimizer: str, legacy: bool, factory_name: str, to: str) -> None:
     import keras
 
-    from ckpt_tools.validation import validate
+    from ckpt_tools.validation.checks import validate
 
     source = tmp_path / "model.h5"
     keras2_after = make_keras2_h5(source, optimizer, legacy)
@@ -289,7 +307,7 @@ def test_keras2_legacy_rmsprop_is_flagged_approximate(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- checks on outputs
 def test_outputs_validate_and_diff_identical(tf1_checkpoints: Any, tmp_path: Path) -> None:
     from ckpt_tools.diffing import diff
-    from ckpt_tools.validation import validate
+    from ckpt_tools.validation.checks import validate
 
     source, _ = tf1_checkpoints["adam"]
     out = tmp_path / "out"
@@ -320,8 +338,16 @@ def test_unmatched_names_fail_and_write_nothing(tf1_checkpoints: Any, tmp_path: 
     assert "mlp/hidden/kernel" in message and "mlp/logits/bias" in message and "--map" in message
     assert not out.exists() and list(tmp_path.iterdir()) == []
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps({"rules": [{"from": "^dense/", "to": "hidden/", "side": "a"},
-                                           {"from": "^dense_1/", "to": "logits/", "side": "a"}]}))
+    rules.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {"from": "^dense/", "to": "hidden/", "side": "a"},
+                    {"from": "^dense_1/", "to": "logits/", "side": "a"},
+                ]
+            }
+        )
+    )
     report = run_json(["convert", source, "--model", factory("renamed"), "--out", out, "--map", rules])
     assert report["resumable"]
     assert max_deviation(tf1_after, _renamed(keras_step(restore_tf2(out, "renamed")))) < TOL
@@ -409,27 +435,32 @@ def test_factory_must_be_compiled(tf1_checkpoints: Any, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- units
 def test_match_names_by_suffix() -> None:
-    from ckpt_tools.conversion import match_names
+    from ckpt_tools.conversion.run import match_names
 
     matches, ambiguous = match_names(
         ["dense/kernel", "dense/bias", "dense_1/kernel", "global/bn/gamma"],
         ["mlp/dense/kernel", "mlp/dense/bias", "mlp/dense_1/kernel", "bn/gamma", "x/kernel"],
     )
-    assert matches == {"mlp/dense/kernel": "dense/kernel", "mlp/dense/bias": "dense/bias",
-                       "mlp/dense_1/kernel": "dense_1/kernel", "bn/gamma": "global/bn/gamma"}
+    assert matches == {
+        "mlp/dense/kernel": "dense/kernel",
+        "mlp/dense/bias": "dense/bias",
+        "mlp/dense_1/kernel": "dense_1/kernel",
+        "bn/gamma": "global/bn/gamma",
+    }
     assert ambiguous == []
     _, ambiguous = match_names(["a/dense/kernel", "b/dense/kernel"], ["dense/kernel"])
     assert ambiguous and "equally well" in ambiguous[0]
 
 
 def test_slot_transforms() -> None:
-    from ckpt_tools.slots import SlotRule, adam_steps_from_power, translate
+    from ckpt_tools.conversion.slots import SlotRule, adam_steps_from_power, translate
 
     accum = np.array([1.0, -2.0, 0.25], dtype=np.float32)
     neg = translate(SlotRule("momentum", "momentum", "neg_lr", "rounding"), accum, learning_rate=0.05, epsilon=0)
     assert neg.dtype == np.float32 and np.array_equal(neg, -(np.float32(0.05) * accum))
-    acc = translate(SlotRule("accumulator", "accumulator", "minus_eps", "rounding"), accum, learning_rate=0.1,
-                    epsilon=1e-7)
+    acc = translate(
+        SlotRule("accumulator", "accumulator", "minus_eps", "rounding"), accum, learning_rate=0.1, epsilon=1e-7
+    )
     assert np.array_equal(acc, accum - np.float32(1e-7))
     power = np.float32(1.0)
     for _ in range(11):
@@ -439,7 +470,7 @@ def test_slot_transforms() -> None:
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path) -> None:
-    from ckpt_tools.atomic import AtomicOutput
+    from ckpt_tools.conversion.atomic import AtomicOutput
     from ckpt_tools.errors import OutputExistsError
 
     out = tmp_path / "out"
@@ -470,14 +501,16 @@ def test_keras2_extra_weight_is_refused_unless_dropped(tmp_path: Path) -> None:
     assert "dense/extra" in result.stderr and "no place in the model" in result.stderr and not out.exists()
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps([{"from": "^dense/extra$", "to": None, "side": "a"}]))
-    report = run_json(["convert", source, "--model", factory("adam_keras2"), "--out", out, "--to", "keras",
-                       "--map", rules])
+    report = run_json(
+        ["convert", source, "--model", factory("adam_keras2"), "--out", out, "--to", "keras", "--map", rules]
+    )
     assert report["resumable"] and out.is_file()
 
 
 # ---------------------------------------------------------------------------------------------- docs figures
-DRIFT_BATCHES = [(RNG.normal(size=(6, 4)).astype(np.float32), RNG.integers(0, 3, 6).astype(np.int32))
-                 for _ in range(100)]
+DRIFT_BATCHES = [
+    (RNG.normal(size=(6, 4)).astype(np.float32), RNG.integers(0, 3, 6).astype(np.int32)) for _ in range(100)
+]
 
 
 def _continue(model: Any, losses: Any, name_of: Any) -> dict[str, np.ndarray]:
@@ -493,8 +526,10 @@ def _continue(model: Any, losses: Any, name_of: Any) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("case", "bound"), [("tf1-adam", 2e-5), ("tf1-momentum", 2e-6), ("tf1-adagrad", 2e-6),
-                                             ("keras2-legacy-rmsprop", 1e-2)])
+@pytest.mark.parametrize(
+    ("case", "bound"),
+    [("tf1-adam", 2e-5), ("tf1-momentum", 2e-6), ("tf1-adagrad", 2e-6), ("keras2-legacy-rmsprop", 1e-2)],
+)
 def test_drift_over_100_steps_matches_docs(tmp_path: Path, case: str, bound: float) -> None:
     """The 100-step figures of docs/convert.md: both frameworks continue 100 steps from the same state."""
     import keras
@@ -516,8 +551,11 @@ def test_drift_over_100_steps_matches_docs(tmp_path: Path, case: str, bound: flo
     else:
         source = tmp_path / "model.h5"
         make_keras2_h5(source, kind, legacy=True)
-        reference = _continue(tf_keras.models.load_model(source), tf_keras.losses,
-                              lambda v: "/".join(v.name.split(":")[0].split("/")[-2:]))
+        reference = _continue(
+            tf_keras.models.load_model(source),
+            tf_keras.losses,
+            lambda v: "/".join(v.name.split(":")[0].split("/")[-2:]),
+        )
         factory_name = "rmsprop_keras2"
         run_cli(["convert", source, "--model", factory(factory_name), "--out", out])
     converted = _continue(restore_tf2(out, factory_name), keras.losses, lambda v: "/".join(v.path.split("/")[-2:]))

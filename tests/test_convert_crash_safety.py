@@ -23,16 +23,18 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 FACTORY = f"{ROOT / 'tests' / 'convert_models.py'}:adam"
 SOURCE_FIXTURE = ROOT / "fixtures" / "tf1_adam"
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
-HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion") is not None
+HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion.run") is not None
 RUN_TIMEOUT = 180
 
 pytestmark = [
     pytest.mark.tensorflow,
-    pytest.mark.skipif(not (HAS_TF and HAS_CONVERT), reason="needs TensorFlow and ckpt_tools.conversion"),
+    pytest.mark.skipif(not (HAS_TF and HAS_CONVERT), reason="needs TensorFlow and ckpt_tools.conversion.run"),
 ]
 
 
@@ -46,14 +48,20 @@ def tree_hash(path: Path) -> str:
 
 
 def env() -> dict[str, str]:
-    out = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    out = child_env(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     out.pop("CKPT_DEBUG", None)
     return out
 
 
 def ckpt(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ckpt_tools", *args], env=env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ckpt_tools", *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def convert_args(source: Path, out: Path, to: str, force: bool) -> list[str]:
@@ -82,8 +90,13 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], limit
 def kill_run(source: Path, out: Path, to: str, moment: str, force: bool = False) -> str:
     """Start a conversion and SIGKILL it at `moment`; returns what happened ('killed' or 'finished')."""
     existing = set(temps(out))
-    proc = subprocess.Popen([sys.executable, "-m", "ckpt_tools", *convert_args(source, out, to, force)], env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ckpt_tools", *convert_args(source, out, to, force)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         kind, _, value = moment.partition(":")
         if kind == "after":

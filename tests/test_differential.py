@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ckpt_tools.registry import open_checkpoint
+from ckpt_tools.readers.registry import open_checkpoint
 
 from .conftest import CORPUS, corpus_entries, expected_fixtures, fixture_path, needs_tf
 
@@ -45,7 +45,7 @@ def same_bits(ours: np.ndarray, theirs: Any) -> bool:
 
 def check_against_tensorflow(tf: Any, path: Path) -> int:
     vmap = open_checkpoint(path)
-    prefix = vmap.metadata.get("prefix") or str(Path(vmap.metadata["root"]) / "variables" / "variables")
+    prefix = str(vmap.prefix)
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()

@@ -32,7 +32,7 @@ from ckpt_tools.bundle import BundleReader, protos
 from ckpt_tools.bundle.orderedcode import OrderedCodeError, decode_tensor_name_slice, encode_tensor_name_slice
 from ckpt_tools.bundle.table import crc32c, mask_crc, read_table_info
 from ckpt_tools.errors import CkptToolsError
-from ckpt_tools.registry import open_checkpoint
+from ckpt_tools.readers.registry import open_checkpoint
 
 from .conftest import load_malformed_generator
 
@@ -116,7 +116,7 @@ def mutated(draw: st.DrawFn, base: bytes) -> bytes:
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif kind == "splice" and data:
             length = draw(st.integers(1, 64))
-            data[at:at] = data[draw(st.integers(0, len(data) - 1)):][:length]
+            data[at:at] = data[draw(st.integers(0, len(data) - 1)) :][:length]
         elif kind == "zero":
             data[at : at + draw(st.integers(1, 64))] = b"\x00" * len(data[at : at + 64])
     return bytes(data)
@@ -185,20 +185,41 @@ DTYPES = st.sampled_from([1, 2, 3, 4, 7, 9, 10, 14, 19, 20, 21, 0, 101, 999, -5]
 def bundle_spec(draw: st.DrawFn) -> tuple[Any, list[tuple[bytes, Any]], bytes]:
     """A header, entries with fuzzed fields (correct CRCs some of the time) and a data shard."""
     data = draw(st.binary(max_size=200))
-    header = protos.BundleHeaderProto(num_shards=draw(st.sampled_from([1, 1, 1, 0, 2, -1, 1 << 30])),
-                                      endianness=draw(st.sampled_from([0, 0, 1, 2])))
+    header = protos.BundleHeaderProto(
+        num_shards=draw(st.sampled_from([1, 1, 1, 0, 2, -1, 1 << 30])), endianness=draw(st.sampled_from([0, 0, 1, 2]))
+    )
     header.version.producer = 1
     header.version.min_consumer = draw(st.sampled_from([0, 0, 1, 2]))
-    keys = draw(st.lists(st.sampled_from([b"a", b"b/c", b"step", b"global_step", b"\xff\xfe", b"x" * 300,
-                                          b"_CHECKPOINTABLE_OBJECT_GRAPH", b"\x00\x01"]), max_size=5, unique=True))
+    keys = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    b"a",
+                    b"b/c",
+                    b"step",
+                    b"global_step",
+                    b"\xff\xfe",
+                    b"x" * 300,
+                    b"_CHECKPOINTABLE_OBJECT_GRAPH",
+                    b"\x00\x01",
+                ]
+            ),
+            max_size=5,
+            unique=True,
+        )
+    )
     entries = []
     for key in keys:
         entry = protos.BundleEntryProto(dtype=draw(DTYPES), shard_id=draw(st.sampled_from([0, 0, 0, 1, 7, -1])))
         for _ in range(draw(st.integers(0, 3))):
             entry.shape.dim.add(size=draw(DIMS))
         entry.offset = draw(st.one_of(st.integers(0, len(data)), st.sampled_from([-8, 1 << 40])))
-        entry.size = draw(st.one_of(st.integers(0, len(data) - entry.offset if entry.offset <= len(data) else 0),
-                                    st.sampled_from([-1, 1 << 40])))
+        entry.size = draw(
+            st.one_of(
+                st.integers(0, len(data) - entry.offset if entry.offset <= len(data) else 0),
+                st.sampled_from([-1, 1 << 40]),
+            )
+        )
         if 0 <= entry.offset <= entry.offset + entry.size <= len(data) and draw(st.booleans()):
             entry.crc32c = mask_crc(crc32c(data[entry.offset : entry.offset + entry.size]))
         else:
@@ -239,14 +260,39 @@ def object_graph(draw: st.DrawFn) -> bytes:
         return draw(st.binary(max_size=64))
     graph = protos.TrackableObjectGraph()
     count = draw(st.integers(0, 8))
-    names = st.sampled_from(["model", "optimizer", "_variables", "_trainable_variables", "_momentums",
-                             "_velocities", "_iterations", "iter", "0", "1", "2", "10", "\u00b2", "\u0663",
-                             "9" * 30, "layer", "kernel", "bias", "save_counter"])
-    keys = st.sampled_from([
-        "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",
-        "optimizer/_variables/1/.ATTRIBUTES/VARIABLE_VALUE", "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE",
-        "save_counter/.ATTRIBUTES/VARIABLE_VALUE", "missing/.ATTRIBUTES/VARIABLE_VALUE", "",
-    ])
+    names = st.sampled_from(
+        [
+            "model",
+            "optimizer",
+            "_variables",
+            "_trainable_variables",
+            "_momentums",
+            "_velocities",
+            "_iterations",
+            "iter",
+            "0",
+            "1",
+            "2",
+            "10",
+            "\u00b2",
+            "\u0663",
+            "9" * 30,
+            "layer",
+            "kernel",
+            "bias",
+            "save_counter",
+        ]
+    )
+    keys = st.sampled_from(
+        [
+            "model/layer_with_weights-0/kernel/.ATTRIBUTES/VARIABLE_VALUE",
+            "optimizer/_variables/1/.ATTRIBUTES/VARIABLE_VALUE",
+            "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE",
+            "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+            "missing/.ATTRIBUTES/VARIABLE_VALUE",
+            "",
+        ]
+    )
     for _ in range(count):
         node = graph.nodes.add()
         for _ in range(draw(st.integers(0, 3))):
@@ -254,9 +300,11 @@ def object_graph(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             node.attributes.add(name="VARIABLE_VALUE", checkpoint_key=draw(keys))
         if draw(st.integers(0, 3)) == 0:
-            node.slot_variables.add(original_variable_node_id=draw(st.integers(-1, count + 1)),
-                                    slot_name=draw(st.sampled_from(["m", "v", "momentum"])),
-                                    slot_variable_node_id=draw(st.integers(-1, count + 1)))
+            node.slot_variables.add(
+                original_variable_node_id=draw(st.integers(-1, count + 1)),
+                slot_name=draw(st.sampled_from(["m", "v", "momentum"])),
+                slot_variable_node_id=draw(st.integers(-1, count + 1)),
+            )
     return bytes(graph.SerializeToString())
 
 
@@ -277,9 +325,25 @@ def check_object_graph(tmp: Path, payload: bytes) -> None:
 
 @st.composite
 def state_text(draw: st.DrawFn) -> str:
-    entries = st.sampled_from(["model.ckpt-6", "model.ckpt-3", "./model.ckpt-6", "../tf1_adam/model.ckpt-6",
-                               "/etc/passwd", "../../etc/passwd", "/model.ckpt-6", "sub/../model.ckpt-6",
-                               "model.ckpt-6\\\"", "\\x41", "\\u00e9", "", ".", "..", "checkpoint"])
+    entries = st.sampled_from(
+        [
+            "model.ckpt-6",
+            "model.ckpt-3",
+            "./model.ckpt-6",
+            "../tf1_adam/model.ckpt-6",
+            "/etc/passwd",
+            "../../etc/passwd",
+            "/model.ckpt-6",
+            "sub/../model.ckpt-6",
+            'model.ckpt-6\\"',
+            "\\x41",
+            "\\u00e9",
+            "",
+            ".",
+            "..",
+            "checkpoint",
+        ]
+    )
     lines = []
     for _ in range(draw(st.integers(0, 4))):
         field = draw(st.sampled_from(["model_checkpoint_path", "all_model_checkpoint_paths", "junk"]))
@@ -296,7 +360,7 @@ def check_state_file(tmp: Path, text: str) -> None:
         (directory / "checkpoint").write_text(text, encoding="utf-8", errors="surrogateescape")
         with guarded("state-file"):
             vmap = open_checkpoint(directory)
-            prefix = Path(vmap.metadata.get("prefix", directory)).resolve()
+            prefix = Path(vmap.prefix or directory).resolve()
             assert prefix == directory.resolve() or directory.resolve() in prefix.parents, f"escaped to {prefix}"
 
 
@@ -347,8 +411,10 @@ def _h5_mutations() -> st.SearchStrategy[tuple[str, bytes]]:
 
 
 TARGETS: dict[str, tuple[Any, Callable[..., None]]] = {
-    "table": (st.one_of(*(mutated(s) for s in SEEDS.values()), st.binary(max_size=128)),
-              lambda tmp, data: check_table(tmp, data)),
+    "table": (
+        st.one_of(*(mutated(s) for s in SEEDS.values()), st.binary(max_size=128)),
+        lambda tmp, data: check_table(tmp, data),
+    ),
     "bundle-mutated": (_bundle_mutations(), lambda tmp, args: check_bundle_mutated(tmp, *args)),
     "bundle-entries": (st.tuples(bundle_spec(), st.booleans()), lambda tmp, args: check_bundle_spec(tmp, *args)),
     "orderedcode": (st.one_of(st.binary(max_size=40), mutated(ORDERED_SEED)), lambda tmp, raw: check_orderedcode(raw)),

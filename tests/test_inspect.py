@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.registry import READERS, detect, reader_module
+from ckpt_tools.readers.registry import detect, formats, reader
 
-from .conftest import FIXTURES, HAS_TF, ROOT, expected_fixtures, fixture_path, run_cli, run_json
+from .conftest import FIXTURES, HAS_TF, ROOT, child_env, expected_fixtures, fixture_path, run_cli, run_json
 
 ALL_TRUTHS = expected_fixtures()
 # V1-format checkpoints are read through TensorFlow; without it they give exit 2 (tests/test_no_tensorflow.py).
@@ -21,7 +21,23 @@ IDS = [t["id"] for t in TRUTHS]
 
 def test_fixtures_exist() -> None:
     assert len(ALL_TRUTHS) >= 20, "run fixtures/make_fixtures.py"
-    assert {t["format"] for t in ALL_TRUTHS} == set(READERS)
+    assert {t["format"] for t in ALL_TRUTHS} == set(formats())
+
+
+def test_every_reader_module_is_registered() -> None:
+    """Every module under ckpt_tools/readers that declares a READER is in the registry under its own name."""
+    import importlib
+    import pkgutil
+
+    import ckpt_tools.readers as package
+
+    declared = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"ckpt_tools.readers.{info.name}")
+        if hasattr(module, "READER"):
+            declared[module.READER.name] = module.READER
+    assert set(declared) == set(formats())
+    assert all(reader(name) is spec for name, spec in declared.items())
 
 
 @pytest.mark.parametrize("truth", TRUTHS, ids=IDS)
@@ -41,7 +57,7 @@ def test_inspect_json_matches_truth(truth: dict) -> None:
 @pytest.mark.parametrize("truth", TRUTHS, ids=IDS)
 def test_detected_by_exactly_one_reader(truth: dict) -> None:
     path = fixture_path(truth)
-    accepted = [fmt for fmt in READERS if reader_module(fmt).sniff(path) is None]
+    accepted = [fmt for fmt in formats() if reader(fmt).sniff(path) is None]
     assert accepted == [truth["format"]]
     assert detect(path) == truth["format"]
 
@@ -73,7 +89,7 @@ def test_unknown_file_lists_every_reader(tmp_path: Path) -> None:
     result = run_cli(["inspect", junk], expect=2)
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in result.output
-    for fmt in READERS:
+    for fmt in formats():
         assert fmt in line
 
 
@@ -96,7 +112,9 @@ def test_hdf5_inspect_does_not_import_tensorflow(suffix: str) -> None:
         "bad = [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -113,7 +131,9 @@ def test_bundle_inspect_does_not_import_tensorflow() -> None:
         "    inspect(p, stats=True)\n"
         "assert 'tensorflow' not in sys.modules\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -22,7 +22,7 @@ from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeIn
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers import keras2_h5, keras_archive, keras_h5, magic
 
-from .conftest import CORPUS, EXPECTED, FIXTURES, ROOT, corpus_entries
+from .conftest import CORPUS, EXPECTED, FIXTURES, ROOT, child_env, corpus_entries
 
 READERS = {"keras-weights-h5": keras_h5, "keras-archive": keras_archive, "keras2-h5": keras2_h5}
 HAS_KERAS = all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras", "tf_keras"))
@@ -31,7 +31,7 @@ needs_keras = pytest.mark.skipif(not HAS_KERAS, reason="needs tensorflow, keras 
 # Written in a subprocess so this test process never imports TensorFlow. Each artifact's truth comes from the
 # live Keras objects: optimizer.iterations, the trainable variables and, per optimizer variable, the weight it
 # belongs to (Keras 3 names slot variables `<optimizer>/<weight path with _>_<slot>`).
-GENERATE = r'''
+GENERATE = r"""
 import json, os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np
@@ -120,7 +120,7 @@ m = k2_model(); m.save(os.path.join(out, "k2_uncompiled.h5"))
 truth["k2_uncompiled.h5"] = {**k2_truth(m, None, False), "has_optimizer": False}
 with open(os.path.join(out, "truth.json"), "w") as fh:
     json.dump(truth, fh)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -129,23 +129,52 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         pytest.skip("needs tensorflow, keras and tf_keras")
     out = tmp_path_factory.mktemp("keras_artifacts")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    proc = subprocess.run([sys.executable, "-c", GENERATE, str(out)], capture_output=True, text=True, env=env,
-                          timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", GENERATE, str(out)], capture_output=True, text=True, env=env, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out, json.loads((out / "truth.json").read_text())
 
 
-ARTIFACTS = ["k3_adam.weights.h5", "k3_adam.keras", "k3_sgdm.weights.h5", "k3_sgdm.keras", "k3_sgd.weights.h5",
-             "k3_rms.weights.h5", "k3_rms.keras", "k3_adagrad.weights.h5", "k3_adamw.weights.h5", "k3_adamw.keras",
-             "k3_ema.keras", "k3_ema.weights.h5", "k3_uncompiled.weights.h5", "k3_uncompiled.keras",
-             "k3_unbuilt.keras", "k3_lso.weights.h5", "k3_lso.keras", "k3_bf16.weights.h5", "k3_bf16.keras",
-             "k2_adam.h5", "k2_sgdm.h5", "k2_rms.h5", "k2_legacy_adam.h5", "k2_legacy_rms.h5", "k2_noopt.h5",
-             "k2_weights.h5", "k2_uncompiled.h5"]
+ARTIFACTS = [
+    "k3_adam.weights.h5",
+    "k3_adam.keras",
+    "k3_sgdm.weights.h5",
+    "k3_sgdm.keras",
+    "k3_sgd.weights.h5",
+    "k3_rms.weights.h5",
+    "k3_rms.keras",
+    "k3_adagrad.weights.h5",
+    "k3_adamw.weights.h5",
+    "k3_adamw.keras",
+    "k3_ema.keras",
+    "k3_ema.weights.h5",
+    "k3_uncompiled.weights.h5",
+    "k3_uncompiled.keras",
+    "k3_unbuilt.keras",
+    "k3_lso.weights.h5",
+    "k3_lso.keras",
+    "k3_bf16.weights.h5",
+    "k3_bf16.keras",
+    "k2_adam.h5",
+    "k2_sgdm.h5",
+    "k2_rms.h5",
+    "k2_legacy_adam.h5",
+    "k2_legacy_rms.h5",
+    "k2_noopt.h5",
+    "k2_weights.h5",
+    "k2_uncompiled.h5",
+]
 
 
 def fmt_of(name: str) -> str:
-    return "keras-archive" if name.endswith(".keras") else "keras-weights-h5" if name.endswith(
-        ".weights.h5") else "keras2-h5"
+    return (
+        "keras-archive"
+        if name.endswith(".keras")
+        else "keras-weights-h5"
+        if name.endswith(".weights.h5")
+        else "keras2-h5"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- h5py's truth
@@ -168,8 +197,9 @@ def h5_dtype(ds: h5py.Dataset) -> str:
 def h5_listing(path: Path) -> dict[str, tuple[list[int], str]]:
     out: dict[str, tuple[list[int], str]] = {}
     with h5_source(path) as f:
-        f.visititems(lambda n, o: out.__setitem__(n, (list(o.shape), h5_dtype(o)))
-                     if isinstance(o, h5py.Dataset) else None)
+        f.visititems(
+            lambda n, o: out.__setitem__(n, (list(o.shape), h5_dtype(o))) if isinstance(o, h5py.Dataset) else None
+        )
     return out
 
 
@@ -227,7 +257,7 @@ def test_generated_artifact(artifacts: tuple[Path, dict[str, Any]], name: str) -
             assert by_name[var.slot_of].shape == var.shape
     if want["kind"] == "keras3":
         main = "optimizer/inner_optimizer/vars/" if name.startswith("k3_lso") else "optimizer/vars/"
-        got = {k[len(main):]: [v.slot_of, v.slot] for k, v in vmap.items() if k.startswith(main) and v.slot_of}
+        got = {k[len(main) :]: [v.slot_of, v.slot] for k, v in vmap.items() if k.startswith(main) and v.slot_of}
         assert got == want["ties"]
         if want["ties"]:
             assert opt.trainable == len(want["trainable"]) == opt.covered
@@ -285,7 +315,7 @@ def test_no_tensorflow_import(artifacts: tuple[Path, dict[str, Any]]) -> None:
         "bad = [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=child_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -470,8 +500,11 @@ def test_archive_absurd_ratio_refused(tmp_path: Path) -> None:
 def test_archive_compressed_member_and_bad_config(tmp_path: Path) -> None:
     source = keras3_file(tmp_path / "w.weights.h5")
     weights = source.read_bytes()
-    path = write_archive(tmp_path / "c.keras", {"config.json": b"[" * 100_000, "metadata.json": b"{}",
-                                                "model.weights.h5": weights}, zipfile.ZIP_DEFLATED)
+    path = write_archive(
+        tmp_path / "c.keras",
+        {"config.json": b"[" * 100_000, "metadata.json": b"{}", "model.weights.h5": weights},
+        zipfile.ZIP_DEFLATED,
+    )
     vmap = keras_archive.open(path)
     assert any("config.json unreadable" in w for w in vmap.metadata["warnings"])
     assert vmap["layers/dense/vars/0"].read().tolist() == h5_values(source)["layers/dense/vars/0"].tolist()

@@ -36,7 +36,7 @@ SLOW_JOB = 10.0  # seconds; a job slower than this (wall clock, strace included)
 RUN_TIMEOUT = 900
 MARKER = "/proc/self/ckpt-malformed-job/"  # a failing open() of MARKER + job id separates jobs in the strace log
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
-HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion") is not None
+HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion.run") is not None
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 BAD_WORDS = ("Traceback", "internal error", "out of memory")
 COMMANDS = ("inspect", "stats", "json", "diff_self", "diff_good", "validate")
@@ -110,9 +110,13 @@ def run_jobs(jobs: list[dict[str, Any]], results: Path) -> None:
                 os.close(fd)
             stdout = files[0].read_bytes()
             stderr = files[1].read_bytes()
-            record = {"id": job["id"], "exit": code, "seconds": round(elapsed, 3),
-                      "stdout": stdout.decode("utf-8", "backslashreplace")[-(1 << 20):],
-                      "stderr": stderr.decode("utf-8", "backslashreplace")}
+            record = {
+                "id": job["id"],
+                "exit": code,
+                "seconds": round(elapsed, 3),
+                "stdout": stdout.decode("utf-8", "backslashreplace")[-(1 << 20) :],
+                "stderr": stderr.decode("utf-8", "backslashreplace"),
+            }
             out.write(json.dumps(record) + "\n")
             out.flush()
 
@@ -131,10 +135,13 @@ def launch(jobs: list[dict[str, Any]], workdir: Path, name: str) -> tuple[Result
     strace = strace_usable()
     if strace and os.environ.get("CKPT_NO_STRACE") != "1":
         cmd = [strace, "-f", "-qq", "-s", "4096", "-e", "trace=open,openat,openat2,creat", "-o", str(trace), *cmd]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    # The driver imports the installed ckpt_tools, as the tests do: nothing puts the checkout on sys.path.
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    env.pop("PYTHONPATH", None)
     env.pop("CKPT_DEBUG", None)
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, timeout=RUN_TIMEOUT,
-                          preexec_fn=_limit_memory, check=False)
+    proc = subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, timeout=RUN_TIMEOUT, preexec_fn=_limit_memory, check=False
+    )
     by_id = {}
     for line in results.read_text().splitlines():
         record = json.loads(line)
@@ -151,8 +158,12 @@ def strace_usable() -> str | None:
     strace = shutil.which("strace")
     if strace is None:
         return None
-    probe = subprocess.run([strace, "-f", "-qq", "-e", "trace=openat", "-o", os.devnull, sys.executable, "-c", "0"],
-                           capture_output=True, timeout=60, check=False)
+    probe = subprocess.run(
+        [strace, "-f", "-qq", "-e", "trace=openat", "-o", os.devnull, sys.executable, "-c", "0"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     return strace if probe.returncode == 0 else None
 
 
@@ -167,7 +178,7 @@ def parse_trace(trace: Path) -> dict[str, list[str]]:
             continue
         path = match.group(1).encode().decode("unicode_escape", "replace")
         if path.startswith(MARKER):
-            current = path[len(MARKER):]
+            current = path[len(MARKER) :]
             continue
         opened.setdefault(current, []).append(path)
     return opened
@@ -211,8 +222,11 @@ def allowed(case: dict[str, Any], command: str) -> set[int]:
 def outcomes(corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     root, cases, manifest = corpus
     corpus_dir = root / "corpus"
-    jobs = [{"id": f"{c['name']}|{cmd}", "args": job_args(c, cmd, corpus_dir, manifest["good"])}
-            for c in cases for cmd in COMMANDS]
+    jobs = [
+        {"id": f"{c['name']}|{cmd}", "args": job_args(c, cmd, corpus_dir, manifest["good"])}
+        for c in cases
+        for cmd in COMMANDS
+    ]
     started = time.monotonic()
     results, opened = launch(jobs, root, "cli")
     return {"results": results, "opened": opened, "seconds": time.monotonic() - started, "jobs": len(jobs)}
@@ -247,8 +261,10 @@ def summarize(outcomes: dict[str, Any]) -> str:
         table.setdefault(command, {}).setdefault(result["exit"], 0)
         table[command][result["exit"]] += 1
     lines = [f"{outcomes['jobs']} jobs in {outcomes['seconds']:.1f} s"]
-    lines += [f"  {cmd:10} " + ", ".join(f"exit {k}: {v}" for k, v in sorted(counts.items(), key=str))
-              for cmd, counts in table.items()]
+    lines += [
+        f"  {cmd:10} " + ", ".join(f"exit {k}: {v}" for k, v in sorted(counts.items(), key=str))
+        for cmd, counts in table.items()
+    ]
     return "\n".join(lines)
 
 
@@ -270,8 +286,9 @@ def test_every_input_gets_one_line_and_the_right_exit_code(
     assert not problems, f"{len(problems)} of {len(cases)} inputs broke the contract:\n" + "\n".join(problems)
 
 
-def test_errors_name_the_artifact(corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]],
-                                  outcomes: dict[str, Any]) -> None:
+def test_errors_name_the_artifact(
+    corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]], outcomes: dict[str, Any]
+) -> None:
     """The one-line error starts from a path the user can act on: the case's own directory appears in it."""
     _, cases, _ = corpus
     problems = []
@@ -282,8 +299,9 @@ def test_errors_name_the_artifact(corpus: tuple[Path, list[dict[str, Any]], dict
     assert not problems, "errors that do not name the artifact:\n" + "\n".join(problems)
 
 
-def test_nothing_outside_the_artifact_is_opened(corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]],
-                                                outcomes: dict[str, Any]) -> None:
+def test_nothing_outside_the_artifact_is_opened(
+    corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]], outcomes: dict[str, Any]
+) -> None:
     root, cases, _ = corpus
     outside = str((root / "corpus" / "outside").resolve())
     hostile = [c for c in cases if c["hostile"]]
@@ -306,8 +324,9 @@ def test_nothing_outside_the_artifact_is_opened(corpus: tuple[Path, list[dict[st
 
 
 def test_each_job_is_quick(outcomes: dict[str, Any]) -> None:
-    slow = sorted(((r["seconds"], job) for job, r in outcomes["results"].items() if r["seconds"] > SLOW_JOB),
-                  reverse=True)
+    slow = sorted(
+        ((r["seconds"], job) for job, r in outcomes["results"].items() if r["seconds"] > SLOW_JOB), reverse=True
+    )
     print(summarize(outcomes))
     assert not slow, f"jobs slower than {SLOW_JOB} s: {slow[:10]}"
 
@@ -315,28 +334,59 @@ def test_each_job_is_quick(outcomes: dict[str, Any]) -> None:
 def test_corpus_covers_the_threat_list(corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]]) -> None:
     _, _, manifest = corpus
     names = {c["name"] for c in manifest["cases"]}
-    for needed in ("tf1_index_cut_0", "tf1_index_bad_magic", "tf1_data_cut_0", "tf1_offset_past_end",
-                   "tf1_shape_2p40", "tf1_data_missing", "tf1_num_shards_lie", "state_etc_passwd_abs",
-                   "state_relative", "tf2_graph_garbage", "keras3_h5_external_link_abs", "keras3_h5_external_storage",
-                   "keras3_h5_virtual_dataset", "keras_missing_weights", "keras_bomb_member", "keras_size_lie",
-                   "keras_dotdot_member", "tf1_key_not_utf8", "keras3_h5_name_not_utf8", "empty_dir",
-                   "empty_file_model_keras", "index_unreadable", "index_is_dir", "sm_pb_garbage",
-                   "keras_evil_config"):
+    for needed in (
+        "tf1_index_cut_0",
+        "tf1_index_bad_magic",
+        "tf1_data_cut_0",
+        "tf1_offset_past_end",
+        "tf1_shape_2p40",
+        "tf1_data_missing",
+        "tf1_num_shards_lie",
+        "state_etc_passwd_abs",
+        "state_relative",
+        "tf2_graph_garbage",
+        "keras3_h5_external_link_abs",
+        "keras3_h5_external_storage",
+        "keras3_h5_virtual_dataset",
+        "keras_missing_weights",
+        "keras_bomb_member",
+        "keras_size_lie",
+        "keras_dotdot_member",
+        "tf1_key_not_utf8",
+        "keras3_h5_name_not_utf8",
+        "empty_dir",
+        "empty_file_model_keras",
+        "index_unreadable",
+        "index_is_dir",
+        "sm_pb_garbage",
+        "keras_evil_config",
+    ):
         assert needed in names, needed
     assert len(names) == len(manifest["cases"]) >= 100
 
 
 # ------------------------------------------------------------------------------------------------ convert
 @pytest.mark.tensorflow
-@pytest.mark.skipif(not (HAS_TF and HAS_CONVERT), reason="needs TensorFlow and ckpt_tools.conversion")
+@pytest.mark.skipif(not (HAS_TF and HAS_CONVERT), reason="needs TensorFlow and ckpt_tools.conversion.run")
 def test_convert_refuses_every_malformed_input(corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]]) -> None:
     root, cases, _ = corpus
     corpus_dir = root / "corpus"
     outs = root / "convert-out"
     outs.mkdir(exist_ok=True)
-    jobs = [{"id": f"{c['name']}|convert", "args": ["convert", str(corpus_dir / c["path"]), "--model",
-                                                    f"{FACTORY}:adam", "--out", str(outs / c["name"])]}
-            for c in cases]
+    jobs = [
+        {
+            "id": f"{c['name']}|convert",
+            "args": [
+                "convert",
+                str(corpus_dir / c["path"]),
+                "--model",
+                f"{FACTORY}:adam",
+                "--out",
+                str(outs / c["name"]),
+            ],
+        }
+        for c in cases
+    ]
     started = time.monotonic()
     results, opened = launch(jobs, root, "convert")
     problems = []
@@ -349,8 +399,12 @@ def test_convert_refuses_every_malformed_input(corpus: tuple[Path, list[dict[str
             problems.append(f"{case['name']}: convert failed but left {outs / case['name']}")
     leftovers = [p.name for p in outs.iterdir() if p.name.startswith(".ckpt-")]
     outside = str((corpus_dir / "outside").resolve())
-    violations = [f"{job}: opened {p}" for job, paths in opened.items() for p in paths
-                  if p.startswith(outside) or p in ("/etc/passwd", "/etc/shadow")]
+    violations = [
+        f"{job}: opened {p}"
+        for job, paths in opened.items()
+        for p in paths
+        if p.startswith(outside) or p in ("/etc/passwd", "/etc/shadow")
+    ]
     print(f"convert: {len(jobs)} inputs in {time.monotonic() - started:.1f} s; exits {counts}")
     assert not problems, "\n".join(problems)
     assert not leftovers, f"temporary outputs left behind: {leftovers}"

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
 HAS_TF = importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("keras") is not None
 EVIL_MODULES = ("keras_cv", "keras_cv.ckpt_evil", "ckpt_evil_module")
 
@@ -34,25 +33,44 @@ pytestmark = [pytest.mark.tensorflow, pytest.mark.skipif(not HAS_TF, reason="nee
 def build(out: Path) -> None:
     """Runs in a subprocess with TensorFlow: writes the trapped artifacts and the importable evil modules."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
     markers = out / "markers"
     markers.mkdir(parents=True)
-    pkgs = out / "pkgs"
-    (pkgs / "keras_cv").mkdir(parents=True)
-    for module, file in (("keras_cv", pkgs / "keras_cv" / "__init__.py"),
-                         ("keras_cv.ckpt_evil", pkgs / "keras_cv" / "ckpt_evil.py"),
-                         ("ckpt_evil_module", pkgs / "ckpt_evil_module.py")):
-        file.write_text(f"open({str(markers / ('imported-' + module))!r}, 'w').write('imported')\n"
-                        "class Evil:\n    pass\n")
+    _write_evil_modules(out / "pkgs", markers)
+    _build_lambda_archives(out, markers)
+    _build_trapped_savedmodel(out, markers)
+    for marker in markers.iterdir():  # building ran the traps once; start clean
+        marker.unlink()
 
-    # 1. a Lambda layer whose (marshalled) code writes a marker when it runs
+
+def _write_evil_modules(pkgs: Path, markers: Path) -> None:
+    """Modules that leave an `imported-NAME` marker when imported."""
+    (pkgs / "keras_cv").mkdir(parents=True)
+    for module, file in (
+        ("keras_cv", pkgs / "keras_cv" / "__init__.py"),
+        ("keras_cv.ckpt_evil", pkgs / "keras_cv" / "ckpt_evil.py"),
+        ("ckpt_evil_module", pkgs / "ckpt_evil_module.py"),
+    ):
+        file.write_text(
+            f"open({str(markers / ('imported-' + module))!r}, 'w').write('imported')\nclass Evil:\n    pass\n"
+        )
+
+
+def _build_lambda_archives(out: Path, markers: Path) -> None:
+    """1. a Lambda layer whose (marshalled) code writes a marker when it runs; 2. the same archive, its
+    config.json naming modules to import."""
+    import keras
+    import numpy as np
+
     lam_marker = str(markers / "lambda-ran")
     fn = eval(f"lambda x: (open({lam_marker!r}, 'a').write('ran'), x)[1]")  # the trap itself
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(fn, output_shape=(4,), name="trap"),
-                              keras.layers.Dense(3, name="dense")], name="trapped")
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Lambda(fn, output_shape=(4,), name="trap"),
+            keras.layers.Dense(3, name="dense"),
+        ],
+        name="trapped",
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     model.fit(np.ones((8, 4), "f4"), np.zeros((8, 3), "f4"), epochs=1, verbose=0)
     model.save(out / "lambda.keras")
@@ -62,8 +80,12 @@ def build(out: Path) -> None:
     with zipfile.ZipFile(out / "lambda.keras") as zf:
         members = {name: zf.read(name) for name in zf.namelist()}
     config = json.loads(members["config.json"])
-    config["compile_config"]["loss"] = {"module": "ckpt_evil_module", "class_name": "Evil", "config": {},
-                                        "registered_name": "ckpt_evil_module>Evil"}
+    config["compile_config"]["loss"] = {
+        "module": "ckpt_evil_module",
+        "class_name": "Evil",
+        "config": {},
+        "registered_name": "ckpt_evil_module>Evil",
+    }
     for layer in config["config"]["layers"]:
         if layer.get("class_name") == "Dense":
             layer.update({"module": "keras_cv.ckpt_evil", "class_name": "Evil", "registered_name": None})
@@ -72,7 +94,11 @@ def build(out: Path) -> None:
         for name, data in members.items():
             zf.writestr(name, data)
 
-    # 3. a SavedModel: a resource initializer that writes at load time, a signature that writes when called
+
+def _build_trapped_savedmodel(out: Path, markers: Path) -> None:
+    """3. a SavedModel: a resource initializer that writes at load time, a signature that writes when called."""
+    import tensorflow as tf
+
     load_marker, call_marker = str(markers / "savedmodel-loaded"), str(markers / "savedmodel-called")
 
     class Touch(tf.saved_model.experimental.TrackableResource):
@@ -97,8 +123,6 @@ def build(out: Path) -> None:
 
     trapped = Trapped()
     tf.saved_model.save(trapped, str(out / "savedmodel"), signatures={"serving_default": trapped.__call__})
-    for marker in markers.iterdir():  # building ran the traps once; start clean
-        marker.unlink()
 
 
 def spring_traps(out: Path) -> None:
@@ -125,23 +149,37 @@ def trapped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_helper(flag: str, out: Path) -> None:
-    path = os.pathsep.join([str(out / "pkgs"), str(ROOT)])
-    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), flag, str(out)], env=env,
-                          capture_output=True, timeout=600, check=False)
+    # The helper imports the installed ckpt_tools (PYTHONSAFEPATH: not the checkout beside this file).
+    env = {**os.environ, "PYTHONPATH": str(out / "pkgs"), "PYTHONSAFEPATH": "1"}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"})
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), flag, str(out)],
+        env=env,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
 
 
 def artifacts(out: Path) -> dict[str, Path]:
-    return {"lambda": out / "lambda.keras", "evil_module": out / "evil_module.keras",
-            "weights": out / "lambda.weights.h5", "savedmodel": out / "savedmodel"}
+    return {
+        "lambda": out / "lambda.keras",
+        "evil_module": out / "evil_module.keras",
+        "weights": out / "lambda.weights.h5",
+        "savedmodel": out / "savedmodel",
+    }
 
 
 def commands(paths: dict[str, Path]) -> list[list[str]]:
     out = []
     for path in paths.values():
-        out += [["inspect", str(path)], ["inspect", "--stats", "--json", str(path)], ["validate", str(path)],
-                ["diff", str(path), str(path)]]
+        out += [
+            ["inspect", str(path)],
+            ["inspect", "--stats", "--json", str(path)],
+            ["validate", str(path)],
+            ["diff", str(path), str(path)],
+        ]
     out.append(["diff", str(paths["lambda"]), str(paths["evil_module"])])
     out.append(["diff", str(paths["weights"]), str(paths["lambda"])])
     return out
@@ -167,10 +205,16 @@ def test_reading_trapped_artifacts_runs_none_of_their_code(trapped: Path) -> Non
     markers = trapped / "markers"
     assert not list(markers.iterdir())
     # importable evil modules first on the path, as an attacker sharing a checkpoint with its code would hope
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(trapped / "pkgs"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": str(trapped / "pkgs"), "PYTHONSAFEPATH": "1"}
     env.pop("CKPT_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(commands(paths))], env=env, cwd=trapped,
-                          capture_output=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(commands(paths))],
+        env=env,
+        cwd=trapped,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     stdout = proc.stdout.decode()
     assert "RESULT " in stdout, proc.stderr.decode()[-3000:]
     result = json.loads(stdout.rsplit("RESULT ", 1)[1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import FIXTURES, ROOT, expected_fixtures, fixture_path, run_json
+from .conftest import FIXTURES, ROOT, child_env, expected_fixtures, fixture_path, run_json
 
 BLOCKED = ("tensorflow", "keras", "tf_keras")
 HEAVY = (*BLOCKED, "h5py")  # none of these may be imported to list a tensor bundle
@@ -42,7 +41,9 @@ for _name in [m for m in sys.modules if m.partition(".")[0] in BLOCKED]:
 """
 
 # Runs every job (id -> CLI args) in-process under the blocker through the real click entry point.
-DRIVER = PRELUDE + r"""
+DRIVER = (
+    PRELUDE
+    + r"""
 import json
 from click.testing import CliRunner
 from ckpt_tools.cli import main
@@ -58,6 +59,7 @@ for job_id, args in jobs.items():
 with open(sys.argv[2], "w") as fh:
     json.dump(results, fh)
 """
+)
 
 # Without the blocker: list one artifact, then report which heavy packages ended up imported.
 HEAVY_CHECK = r"""
@@ -77,22 +79,23 @@ FORMATS = sorted({t["format"] for t in TRUTHS})
 ONE_PER_FORMAT = [next(t for t in TRUTHS if t["format"] == fmt) for fmt in FORMATS]
 BUNDLES = [t for t in TRUTHS if t["id"] in ("tf1_adam", "tf2_keras3_adam", "saved_model_module")]
 
-HAS_DIFF = importlib.util.find_spec("ckpt_tools.commands.diff_cmd") is not None
-HAS_VALIDATE = importlib.util.find_spec("ckpt_tools.commands.validate_cmd") is not None
-HAS_CONVERT = (importlib.util.find_spec("ckpt_tools.commands.convert_cmd") is not None
-               and importlib.util.find_spec("ckpt_tools.conversion") is not None)
+HAS_DIFF = importlib.util.find_spec("ckpt_tools.cli.diff_cmd") is not None
+HAS_VALIDATE = importlib.util.find_spec("ckpt_tools.cli.validate_cmd") is not None
+HAS_CONVERT = (
+    importlib.util.find_spec("ckpt_tools.cli.convert_cmd") is not None
+    and importlib.util.find_spec("ckpt_tools.conversion.run") is not None
+)
 CONVERT_FACTORY = ROOT / "tests" / "convert_models.py"
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
+    return child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def _jobs(out_dir: Path) -> dict[str, list[str]]:
@@ -102,14 +105,24 @@ def _jobs(out_dir: Path) -> dict[str, list[str]]:
         for t in ONE_PER_FORMAT:
             path = str(fixture_path(t))
             jobs[f"diff:{t['id']}"] = ["diff", path, path, "--json"]
-        jobs["diff:tf1_adam_steps"] = ["diff", str(FIXTURES / "tf1_adam" / "model.ckpt-3"),
-                                       str(FIXTURES / "tf1_adam" / "model.ckpt-6"), "--json"]
+        jobs["diff:tf1_adam_steps"] = [
+            "diff",
+            str(FIXTURES / "tf1_adam" / "model.ckpt-3"),
+            str(FIXTURES / "tf1_adam" / "model.ckpt-6"),
+            "--json",
+        ]
     if HAS_VALIDATE:
         for t in ONE_PER_FORMAT:
             jobs[f"validate:{t['id']}"] = ["validate", str(fixture_path(t)), "--json"]
     if HAS_CONVERT:
-        jobs["convert"] = ["convert", str(FIXTURES / "tf1_adam"), "--model", f"{CONVERT_FACTORY}:adam",
-                           "--out", str(out_dir / "converted")]
+        jobs["convert"] = [
+            "convert",
+            str(FIXTURES / "tf1_adam"),
+            "--model",
+            f"{CONVERT_FACTORY}:adam",
+            "--out",
+            str(out_dir / "converted"),
+        ]
     return jobs
 
 
@@ -145,7 +158,9 @@ def _one_line_naming_the_extra(result: dict[str, Any]) -> str:
 
 
 def test_blocker_makes_every_blocked_package_unimportable() -> None:
-    code = PRELUDE + r"""
+    code = (
+        PRELUDE
+        + r"""
 import importlib
 for name in ("tensorflow", "keras", "tf_keras", "tensorflow.compat.v1", "keras.src"):
     try:
@@ -157,6 +172,7 @@ import numpy, h5py, google.protobuf  # the packages that do the work stay import
 import json
 print(json.dumps(sorted(set(ATTEMPTS))))
 """
+    )
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == sorted(BLOCKED)  # a submodule import stops at its blocked parent
@@ -225,7 +241,8 @@ def test_listing_a_bundle_imports_neither_tensorflow_nor_h5py(truth: dict[str, A
 
 
 def test_cli_import_is_light() -> None:
-    proc = _python(f"import sys, json, ckpt_tools.cli\nprint(json.dumps(sorted(m for m in {HEAVY!r} "
-                   "if m in sys.modules)))")
+    proc = _python(
+        f"import sys, json, ckpt_tools.cli\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout) == []

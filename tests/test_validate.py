@@ -1,4 +1,4 @@
-"""`ckpt validate` and `ckpt_tools.validation.validate` on intact, incomplete and damaged real artifacts."""
+"""`ckpt validate` and `ckpt_tools.validate` on intact, incomplete and damaged real artifacts."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ import pytest
 from click.testing import CliRunner
 
 from ckpt_tools.bundle import BundleReader
-from ckpt_tools.validation import CHECKS, ValidationReport, validate
+from ckpt_tools.errors import UsageError
+from ckpt_tools.validation.checks import CHECKS, ValidationReport, validate
+from ckpt_tools.validation.run import ValidationRun
 
 from .conftest import (
     FIXTURES,
     ROOT,
+    child_env,
     expected_fixtures,
     fixture_params,
     fixture_path,
@@ -291,10 +294,39 @@ def test_require_and_allow_weights_only() -> None:
 
 
 def test_glob_patterns_are_expanded(tmp_path: Path) -> None:
-    out = run_json(["validate", str(FIXTURES / "tf1_a*")], expect=0)
+    for name in ("tf1_adam", "tf1_adagrad", "tf1_sgd"):
+        shutil.copytree(FIXTURES / name, tmp_path / name)
+    out = run_json(["validate", str(tmp_path / "tf1_a*")], expect=0)
     assert [Path(a["path"]).name for a in out["artifacts"]] == ["tf1_adagrad", "tf1_adam"]
     nothing = run_json(["validate", str(tmp_path / "*.index")], expect=2)
     assert "no file matches" in nothing["artifacts"][0]["error"]
+
+
+def test_validate_many_paths_returns_a_run(tmp_path: Path) -> None:
+    good, noopt = FIXTURES / "tf1_adam", fixture_path(truth_by_id("tf1_noopt"))
+    run = validate([good, noopt])
+    assert isinstance(run, ValidationRun)
+    assert [r.path for r in run.reports] == [str(good), str(noopt)]
+    assert (run.ok, run.exit_code, run.counts) == (False, 1, {"valid": 1, "invalid": 1, "unreadable": 0})
+    assert run.problems() and all(p.startswith(str(noopt)) for p in run.problems())
+    assert len(run.durations) == 2
+    data = run.to_json()
+    assert data["exit_code"] == 1 and [a["verdict"] for a in data["artifacts"]] == ["valid", "invalid"]
+    assert "<testsuite" in run.junit_xml()
+    worst = validate((good, tmp_path / "gone"), allow_weights_only=True)
+    assert worst.exit_code == 2 and worst.reports[1].error is not None  # unreadable wins over invalid
+    assert validate([good, noopt], allow_weights_only=True).ok
+
+
+def test_validate_options_are_keyword_only_and_errors_name_arguments() -> None:
+    with pytest.raises(TypeError):
+        validate(FIXTURES / "tf1_adam", "files")  # type: ignore[call-overload]
+    with pytest.raises(UsageError) as caught:
+        validate(FIXTURES / "tf1_adam", require="files,bogus")
+    assert str(caught.value).startswith("require=") and "--" not in str(caught.value)
+    assert caught.value.argument == "require" and caught.value.detail.startswith("unknown check(s) bogus")
+    with pytest.raises(UsageError, match="at least one artifact"):
+        validate([])
 
 
 def test_json_schema() -> None:
@@ -358,20 +390,39 @@ def test_validate_does_not_import_tensorflow() -> None:
     paths = [str(fixture_path(t)) for t in TRUTHS if not read_through_tensorflow(t)]
     code = (
         "import sys\n"
-        "from ckpt_tools.validation import validate\n"
+        "from ckpt_tools.validation.checks import validate\n"
         f"for p in {paths!r}:\n"
         "    assert validate(p).error is None, p\n"
         "assert 'tensorflow' not in sys.modules\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 # The example from docs/validate.md, kept here so the documentation cannot rot.
 def test_docs_pytest_example() -> None:
-    from ckpt_tools.validation import validate
+    from ckpt_tools.validation.checks import validate
 
     report = validate(FIXTURES / "tf1_adam")
     assert report.ok, "\n".join(report.problems())
     exported = validate(FIXTURES / "saved_model_keras3_export", allow_weights_only=True)
     assert exported.ok, "\n".join(exported.problems())
+
+
+def test_cli_translates_argument_errors_into_flags() -> None:
+    import click
+
+    from ckpt_tools.cli import CkptGroup, flag_for, main
+    from ckpt_tools.cli.validate_cmd import command
+
+    assert flag_for(command, "require") == "--require"
+    assert flag_for(command, "paths") == "PATHS"
+    assert flag_for(command, "nothing") is None
+    assert isinstance(main, CkptGroup)
+    ctx = click.Context(main)
+    ctx.invoked_subcommand = "validate"
+    error = UsageError("require='x': unknown check(s) x", argument="require", detail="unknown check(s) x")
+    assert main.message(ctx, error) == "--require: unknown check(s) x"
+    assert main.message(ctx, UsageError("plain")) == "plain"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .reader import OBJECT_GRAPH_KEY, BundleEntry, BundleHeader, BundleReader, BundleVersion
-from .table import has_table_magic, read_table
+from ckpt_tools.bundle.reader import OBJECT_GRAPH_KEY, BundleEntry, BundleHeader, BundleReader, BundleVersion
+from ckpt_tools.bundle.table import has_table_magic, read_table
 
 __all__ = [
     "OBJECT_GRAPH_KEY",

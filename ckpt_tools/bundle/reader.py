@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from ..errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError, UsageError
-from . import protos
-from .orderedcode import encode_tensor_name_slice
-from .shards import CHUNK, ShardFiles
-from .table import crc32c, read_table_info, unmask_crc
-from .values import ValueFormatError, decode_fixed, decode_strings, decode_variants, fixed_dtype
+from ckpt_tools.bundle import protos
+from ckpt_tools.bundle.orderedcode import encode_tensor_name_slice
+from ckpt_tools.bundle.shards import CHUNK, ShardFiles
+from ckpt_tools.bundle.table import crc32c, read_table_info, unmask_crc
+from ckpt_tools.bundle.values import ValueFormatError, decode_fixed, decode_strings, decode_variants, fixed_dtype
+from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError, UsageError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 BUNDLE_VERSION = 1  # the format version this reader implements (TF's kTensorBundleVersion)
@@ -382,6 +382,10 @@ class BundleReader:
             return protos.TrackableObjectGraph.FromString(value.reshape(-1)[0])
         except DecodeError as exc:
             raise self._corrupt(f"{OBJECT_GRAPH_KEY} does not parse as a TrackableObjectGraph") from exc
+
+    def close(self) -> None:
+        """Close the shard handles (a later read reopens them)."""
+        self._files.close()
 
     def __repr__(self) -> str:
         return f"BundleReader({os.fspath(self.prefix)!r}, {len(self.entries)} entries)"

@@ -11,7 +11,7 @@ from typing import BinaryIO, cast
 
 import numpy as np
 
-from ..errors import CorruptCheckpointError, MissingFileError
+from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
 
 CHUNK = 8 << 20
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from ..errors import CorruptCheckpointError, MissingFileError
+from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 MAGIC_BYTES = TABLE_MAGIC.to_bytes(8, "little")
@@ -74,49 +74,60 @@ def snappy_decompress(data: bytes) -> bytes:
     while pos < end:
         tag = data[pos]
         pos += 1
-        kind = tag & 3
-        if kind == 0:  # literal
-            length = tag >> 2
-            if length >= 60:
-                extra = length - 59
-                if pos + extra > end:
-                    raise TableFormatError("truncated snappy literal length")
-                length = int.from_bytes(data[pos : pos + extra], "little")
-                pos += extra
-            length += 1
-            if pos + length > end:
-                raise TableFormatError("truncated snappy literal")
-            out += data[pos : pos + length]
-            pos += length
+        if tag & 3 == 0:
+            pos = _snappy_literal(data, pos, tag, out)
         else:
-            if kind == 1:
-                if pos + 1 > end:
-                    raise TableFormatError("truncated snappy copy")
-                length = 4 + ((tag >> 2) & 7)
-                offset = ((tag >> 5) << 8) | data[pos]
-                pos += 1
-            else:
-                width = 2 if kind == 2 else 4
-                if pos + width > end:
-                    raise TableFormatError("truncated snappy copy")
-                length = (tag >> 2) + 1
-                offset = int.from_bytes(data[pos : pos + width], "little")
-                pos += width
-            if offset == 0 or offset > len(out):
-                raise TableFormatError("snappy copy offset out of range")
-            if len(out) + length > expected:
-                raise TableFormatError("snappy output longer than declared")
-            start = len(out) - offset
-            if offset >= length:
-                out += out[start : start + length]
-            else:  # overlapping copy repeats the last `offset` bytes
-                pattern = out[start:]
-                out += (pattern * (length // offset + 1))[:length]
+            length, offset, pos = _snappy_copy_operands(data, pos, tag)
+            _snappy_copy(out, offset, length, expected)
         if len(out) > expected:
             raise TableFormatError("snappy output longer than declared")
     if len(out) != expected:
         raise TableFormatError(f"snappy output is {len(out)} bytes, header says {expected}")
     return bytes(out)
+
+
+def _snappy_literal(data: bytes, pos: int, tag: int, out: bytearray) -> int:
+    """Append the literal whose tag byte was `tag` (its length bytes start at `pos`); the next position."""
+    end = len(data)
+    length = tag >> 2
+    if length >= 60:
+        extra = length - 59
+        if pos + extra > end:
+            raise TableFormatError("truncated snappy literal length")
+        length = int.from_bytes(data[pos : pos + extra], "little")
+        pos += extra
+    length += 1
+    if pos + length > end:
+        raise TableFormatError("truncated snappy literal")
+    out += data[pos : pos + length]
+    return pos + length
+
+
+def _snappy_copy_operands(data: bytes, pos: int, tag: int) -> tuple[int, int, int]:
+    """(length, offset, next position) of the copy element whose tag byte was `tag` (kind 1, 2 or 4)."""
+    kind = tag & 3
+    if kind == 1:
+        if pos + 1 > len(data):
+            raise TableFormatError("truncated snappy copy")
+        return 4 + ((tag >> 2) & 7), ((tag >> 5) << 8) | data[pos], pos + 1
+    width = 2 if kind == 2 else 4
+    if pos + width > len(data):
+        raise TableFormatError("truncated snappy copy")
+    return (tag >> 2) + 1, int.from_bytes(data[pos : pos + width], "little"), pos + width
+
+
+def _snappy_copy(out: bytearray, offset: int, length: int, expected: int) -> None:
+    """Append `length` bytes copied from `offset` bytes back in `out` (overlapping copies repeat)."""
+    if offset == 0 or offset > len(out):
+        raise TableFormatError("snappy copy offset out of range")
+    if len(out) + length > expected:
+        raise TableFormatError("snappy output longer than declared")
+    start = len(out) - offset
+    if offset >= length:
+        out += out[start : start + length]
+    else:  # overlapping copy repeats the last `offset` bytes
+        pattern = out[start:]
+        out += (pattern * (length // offset + 1))[:length]
 
 
 def _block_handle(buf: bytes, pos: int, limit: int) -> tuple[int, int, int]:

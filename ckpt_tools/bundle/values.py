@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..model import numpy_dtype
-from .table import TableFormatError, crc32c, read_varint, unmask_crc
+from ckpt_tools.bundle.table import TableFormatError, crc32c, read_varint, unmask_crc
+from ckpt_tools.model import numpy_dtype
 
 UINT32_MAX = 0xFFFFFFFF
 UNSTORABLE = ("resource",)

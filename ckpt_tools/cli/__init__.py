@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import CkptToolsError
-from .messages import flat, printable
+from ckpt_tools import __version__
+from ckpt_tools.errors import CkptToolsError, UsageError
+from ckpt_tools.messages import flat, printable
 
 COMMANDS = ("inspect", "diff", "validate", "convert")
 
@@ -25,7 +25,7 @@ class CkptGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
-        module = importlib.import_module(f"ckpt_tools.commands.{cmd_name}_cmd")
+        module = importlib.import_module(f"ckpt_tools.cli.{cmd_name}_cmd")
         command: click.Command = module.command
         return command
 
@@ -33,7 +33,7 @@ class CkptGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CkptToolsError as exc:
-            click.echo(f"ckpt: error: {one_line(exc)}", err=True)
+            click.echo(f"ckpt: error: {self.message(ctx, exc)}", err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:
             name = getattr(exc, "filename", None)
@@ -56,6 +56,22 @@ class CkptGroup(click.Group):
                 err=True,
             )
             ctx.exit(2)
+
+    def message(self, ctx: click.Context, exc: CkptToolsError) -> str:
+        """The one-line message; a usage error about one library argument speaks of the command's own flag."""
+        if isinstance(exc, UsageError) and exc.argument is not None and ctx.invoked_subcommand:
+            flag = flag_for(self.get_command(ctx, ctx.invoked_subcommand), exc.argument)
+            if flag is not None:
+                return one_line(UsageError(f"{flag}: {exc.detail}"))
+        return one_line(exc)
+
+
+def flag_for(command: click.Command | None, argument: str) -> str | None:
+    """How `command` spells the library argument `argument`: its option (`--require`) or argument (`PATHS`)."""
+    for param in command.params if command is not None else ():
+        if param.name == argument:
+            return param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+    return None
 
 
 def one_line(exc: BaseException) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..conversion import ConvertReport, convert, printable
-from ..render import dump_json, json_option, shape_text, table
+from ckpt_tools.cli.render import dump_json, json_option, shape_text, table
+from ckpt_tools.conversion.plan import Plan
+from ckpt_tools.conversion.run import ConvertReport, convert
+from ckpt_tools.messages import printable
 
 
 def _num(value: object) -> str:
@@ -16,33 +18,63 @@ def _num(value: object) -> str:
     return str(value)
 
 
-def render_text(report: ConvertReport) -> str:
-    plan = report.plan
-    lines = []
-    rows = [[p.source_name, "->", p.target, shape_text(p.shape), p.dtype,
-             ", ".join(f"{s}<-{k}" for s, k in p.slots.items()) or "-"] for p in plan.pairs]
-    lines.append(table(rows, ["source", "", "model variable", "shape", "dtype", "slots"]))
+def _mapping_lines(plan: Plan) -> list[str]:
+    """The variable-by-variable table, then what found no partner and what does not fit."""
+    rows = [
+        [
+            p.source_name,
+            "->",
+            p.target,
+            shape_text(p.shape),
+            p.dtype,
+            ", ".join(f"{s}<-{k}" for s, k in p.slots.items()) or "-",
+        ]
+        for p in plan.pairs
+    ]
+    lines = [table(rows, ["source", "", "model variable", "shape", "dtype", "slots"])]
     if plan.unmatched:
         lines += ["", "model variables with no source (pass --map RULES):", *(f"  {n}" for n in plan.unmatched)]
     if plan.unused:
         lines += ["", "source variables not used:", *(f"  {n}" for n in plan.unused)]
     if plan.mismatches:
         lines += ["", "mismatches:", *(f"  {m}" for m in plan.mismatches)]
+    return lines
+
+
+def _optimizer_lines(plan: Plan) -> list[str]:
+    """The optimizer translation: slot rules and hyper-parameters, source against factory."""
     opt = plan.source_opt
-    lines += ["", f"optimizer: {opt.family or 'none recorded'} ({opt.origin}) -> Keras {plan.target_class}"]
+    lines = ["", f"optimizer: {opt.family or 'none recorded'} ({opt.origin}) -> Keras {plan.target_class}"]
     if plan.rules:
-        lines.append(table([[r.source, r.target or "(dropped)", r.transform, r.exactness, r.note] for r in plan.rules],
-                           ["source slot", "keras slot", "transform", "exactness", "note"]))
+        lines.append(
+            table(
+                [[r.source, r.target or "(dropped)", r.transform, r.exactness, r.note] for r in plan.rules],
+                ["source slot", "keras slot", "transform", "exactness", "note"],
+            )
+        )
     if plan.hyper:
         marks = {True: "same", False: "DIFFERENT", None: "not recorded"}
-        lines += ["", f"hyper-parameters (source: {opt.hyper_origin}):",
-                  table([[h.name, _num(h.source), _num(h.target), marks[h.match]] for h in plan.hyper],
-                        ["name", "source", "factory", "match"])]
+        lines += [
+            "",
+            f"hyper-parameters (source: {opt.hyper_origin}):",
+            table(
+                [[h.name, _num(h.source), _num(h.target), marks[h.match]] for h in plan.hyper],
+                ["name", "source", "factory", "match"],
+            ),
+        ]
+    return lines
+
+
+def _outcome_lines(report: ConvertReport) -> list[str]:
+    """One line per converted checkpoint, the warnings and problems, then the verdict."""
+    lines = []
     for result in report.checkpoints:
         line = f"step {result.step} (from {result.step_from}): {result.source}"
         if result.output:
-            line += (f" -> {result.output}; verified {result.weights_identical} weights bit-identical, "
-                     f"{result.slots_equal} slots as expected, step {'ok' if result.step_ok else 'WRONG'}")
+            line += (
+                f" -> {result.output}; verified {result.weights_identical} weights bit-identical, "
+                f"{result.slots_equal} slots as expected, step {'ok' if result.step_ok else 'WRONG'}"
+            )
         lines.append(line)
     lines += [f"warning: {w}" for w in report.warnings]
     lines += [f"problem: {p}" for p in report.problems]
@@ -50,29 +82,65 @@ def render_text(report: ConvertReport) -> str:
         verdict = "dry run: nothing written" + ("; the conversion would fail" if report.problems else "")
     else:
         verdict = f"wrote {report.out} ({'resumable' if report.resumable else 'weights only: NOT resumable'})"
-    lines += ["", verdict]
-    return "\n".join(lines)
+    return [*lines, "", verdict]
+
+
+def render_text(report: ConvertReport) -> str:
+    return "\n".join([*_mapping_lines(report.plan), *_optimizer_lines(report.plan), *_outcome_lines(report)])
 
 
 @click.command("convert")
 @click.argument("source", type=click.Path(path_type=str))
-@click.option("--model", "model", required=True, metavar="MODULE:FACTORY",
-              help="Callable returning a compiled Keras 3 model of the same architecture (module or path/file.py).")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    metavar="MODULE:FACTORY",
+    help="Callable returning a compiled Keras 3 model of the same architecture (module or path/file.py).",
+)
 @click.option("--out", "out", required=True, metavar="OUT", help="Output directory (tf2) or .keras file (keras).")
-@click.option("--to", "to", type=click.Choice(["tf2", "keras"]), default="tf2", show_default=True,
-              help="tf2: tf.train.Checkpoint directory; keras: a .keras file.")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["tf2", "keras"]),
+    default="tf2",
+    show_default=True,
+    help="tf2: tf.train.Checkpoint directory; keras: a .keras file.",
+)
 @click.option("--map", "rules", metavar="RULES", help="Rename rules (JSON/YAML) for names suffix matching misses.")
 @click.option("--all", "all_checkpoints", is_flag=True, help="Convert every retained checkpoint, keeping steps.")
 @click.option("--dry-run", is_flag=True, help="Print the mapping plan; write nothing.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT (atomically).")
-@click.option("--allow-weights-only", is_flag=True,
-              help="Write even when optimizer state cannot be translated (the output is not resumable).")
+@click.option(
+    "--allow-weights-only",
+    is_flag=True,
+    help="Write even when optimizer state cannot be translated (the output is not resumable).",
+)
 @json_option
-def command(source: str, model: str, out: str, to: str, rules: str | None, all_checkpoints: bool, dry_run: bool,
-            force: bool, allow_weights_only: bool, as_json: bool) -> None:
+def command(
+    source: str,
+    model: str,
+    out: str,
+    to: str,
+    rules: str | None,
+    all_checkpoints: bool,
+    dry_run: bool,
+    force: bool,
+    allow_weights_only: bool,
+    as_json: bool,
+) -> None:
     """Convert a TF1 checkpoint or Keras-2 .h5 into a resumable TF2 checkpoint or .keras file."""
-    report = convert(source, model=model, out=out, to=to, rules=rules, all_checkpoints=all_checkpoints,
-                     dry_run=dry_run, force=force, allow_weights_only=allow_weights_only)
+    report = convert(
+        source,
+        model=model,
+        out=out,
+        to=to,
+        rules=rules,
+        all_checkpoints=all_checkpoints,
+        dry_run=dry_run,
+        force=force,
+        allow_weights_only=allow_weights_only,
+    )
     # Names read from damaged files can hold undecodable bytes; print them escaped rather than crash.
     click.echo(printable(dump_json(report.to_json()) if as_json else render_text(report)))
     ctx = click.get_current_context()

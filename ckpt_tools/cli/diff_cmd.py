@@ -8,11 +8,11 @@ from contextlib import contextmanager
 
 import click
 
-from ..diffing import IDENTICAL, NOT_COMPARED, DiffEntry, DiffResult, diff
-from ..mapping import build_rules
-from ..model import Variable, VariableMap
-from ..registry import open_checkpoint
-from ..render import echo_json, json_option, shape_text, table
+from ckpt_tools.cli.render import echo_json, json_option, shape_text, table
+from ckpt_tools.diffing import IDENTICAL, NOT_COMPARED, DiffEntry, DiffResult, diff
+from ckpt_tools.model import Variable, VariableMap
+from ckpt_tools.readers.registry import open_checkpoint
+from ckpt_tools.renames import build_rules
 
 PROGRESS_MIN_BYTES = 64 << 20
 
@@ -56,8 +56,10 @@ def render_text(result: DiffResult, show_all: bool = False) -> str:
         for entry in result.entries
         if entry.category not in hidden
     ]
-    lines = [f"A: {result.a.path} ({result.a.format}, {result.a.variables} tensors)",
-             f"B: {result.b.path} ({result.b.format}, {result.b.variables} tensors)"]
+    lines = [
+        f"A: {result.a.path} ({result.a.format}, {result.a.variables} tensors)",
+        f"B: {result.b.path} ({result.b.format}, {result.b.variables} tensors)",
+    ]
     if rows:
         lines += ["", table(rows, ["name", "change", "A", "B", "values"])]
     lines += ["", result.summary_line()]
@@ -78,14 +80,34 @@ def _progress(a: VariableMap, b: VariableMap, names_only: bool) -> Iterator[Call
 @click.command("diff")
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
-@click.option("--map", "map_file", type=click.Path(path_type=str), metavar="RULES",
-              help="JSON (or YAML, with PyYAML) rename rules applied before pairing; see docs/diff.md.")
-@click.option("--strip-prefix", "strip_prefix", multiple=True, metavar="PREFIX",
-              help="Remove PREFIX from variable names on both sides before pairing (repeatable).")
-@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Relative tolerance: |a-b| <= atol + rtol*|b|.")
-@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Absolute tolerance. With rtol=atol=0 values must be equal (NaN matches NaN).")
+@click.option(
+    "--map",
+    "map_file",
+    type=click.Path(path_type=str),
+    metavar="RULES",
+    help="JSON (or YAML, with PyYAML) rename rules applied before pairing; see docs/diff.md.",
+)
+@click.option(
+    "--strip-prefix",
+    "strip_prefix",
+    multiple=True,
+    metavar="PREFIX",
+    help="Remove PREFIX from variable names on both sides before pairing (repeatable).",
+)
+@click.option(
+    "--rtol",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Relative tolerance: |a-b| <= atol + rtol*|b|.",
+)
+@click.option(
+    "--atol",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Absolute tolerance. With rtol=atol=0 values must be equal (NaN matches NaN).",
+)
 @click.option("--names-only", is_flag=True, help="Compare names, shapes and dtypes only; read no values.")
 @click.option("--all", "show_all", is_flag=True, help="List identical variables in the table too.")
 @json_option

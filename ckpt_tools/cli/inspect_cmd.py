@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..inspection import InspectResult, inspect
-from ..render import echo_json, human_bytes, json_option, shape_text, table
+from ckpt_tools.cli.render import echo_json, human_bytes, json_option, shape_text, table
+from ckpt_tools.inspection import InspectResult, inspect
+from ckpt_tools.readers.registry import formats
 
 
 def _fmt(value: float | None) -> str:
@@ -52,15 +53,13 @@ def render_text(result: InspectResult) -> str:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(
-        ["tf1-checkpoint", "tf2-checkpoint", "saved-model", "keras-weights-h5", "keras-archive", "keras2-h5"]
-    ),
+    type=click.Choice(formats()),
     help="Skip detection and read PATH as this format.",
 )
 @json_option
 def command(path: str, pattern: str | None, stats: bool, fmt: str | None, as_json: bool) -> None:
     """List the variables of a checkpoint, SavedModel or Keras file."""
-    result = inspect(path, filter=pattern, stats=stats, fmt=fmt)
+    result = inspect(path, filter=pattern, stats=stats, format=fmt)
     if as_json:
         echo_json(result.to_json())
     else:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from .errors import OutputExistsError, UsageError
+from ckpt_tools.errors import OutputExistsError, UsageError
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100

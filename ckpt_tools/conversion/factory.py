@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConversionError, MissingDependencyError, UsageError
-from .tfimport import INSTALL_HINT, import_tensorflow
+from ckpt_tools.errors import ConversionError, MissingDependencyError, UsageError
+from ckpt_tools.tfimport import INSTALL_HINT, import_tensorflow
 
 
 def require_keras(what: str) -> Any:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import slots as sl
-from .errors import ConversionError
-from .mapping import RenameRules
-from .messages import listed, printable
-from .model import VariableMap
+from ckpt_tools.conversion import slots as sl
+from ckpt_tools.errors import ConversionError
+from ckpt_tools.messages import listed, printable
+from ckpt_tools.model import VariableMap
+from ckpt_tools.renames import RenameRules
 
 MAX_LISTED = 8
 MAX_CONFIG_CHARS = 1 << 20
@@ -29,7 +27,7 @@ def listed_names(items: Sequence[str], limit: int = MAX_LISTED) -> str:
 
 def prefix_of(vmap: VariableMap) -> str:
     """The checkpoint prefix (or file) a source map was read from, as messages name it."""
-    return str(vmap.metadata.get("prefix") or vmap.path)
+    return str(vmap.prefix or vmap.path)
 
 
 @dataclass
@@ -101,54 +99,11 @@ class Plan:
 
 # ---------------------------------------------------------------------------------------------- planning
 def describe_source(vmap: VariableMap) -> sl.SourceOptimizer:
-    """The source optimizer: slots from the variable keys, family and hyper-parameters from the graph/config."""
-    if vmap.format == "tf1-checkpoint":
-        source = sl.tf1_source(vmap)
-        meta = Path(prefix_of(vmap) + ".meta")
-        if not meta.is_file():
-            source.notes.append(f"{meta}: no MetaGraphDef beside the checkpoint; hyper-parameters unknown")
-            return source
-        graph = sl.tf1_graph_findings(meta)
-        source.notes += graph.notes
-        if source.family is None and graph.family is not None:
-            source.family = graph.family
-            if graph.family != "GradientDescent":  # slots of an optimizer with a custom name
-                source.slots = {v: {s: k for s, k in per.items() if k in vmap}
-                                for v, per in graph.slots.items() if v in vmap}
-        if graph.family is not None and graph.family == source.family:
-            source.hyper = {**graph.hyper, **source.hyper}
-            source.hyper_origin = f"{meta.name} (training ops)"
-        return source
-    config, problem = _training_config(vmap)
-    source = sl.keras2_source(vmap, config)
-    if problem is not None:
-        source.problems.append(problem)
+    """The source optimizer as the reader found it: slots per weight, family, hyper-parameters and origin."""
+    source = sl.source_optimizer(vmap)
+    if vmap.optimizer.config_problem is not None:
+        source.problems.append(vmap.optimizer.config_problem)
     return source
-
-
-def _training_config(vmap: VariableMap) -> tuple[dict[str, Any] | None, str | None]:
-    """The parsed `training_config` attribute, or why it cannot be used (None, None: the file has none)."""
-    raw = vmap.metadata.get("training_config")
-    if raw is None:
-        import h5py
-
-        try:
-            with h5py.File(vmap.path, "r") as handle:
-                raw = handle.attrs.get("training_config")
-        except (OSError, KeyError, ValueError):
-            raw = None
-    if raw is None:
-        return None, None
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if len(raw) <= MAX_CONFIG_CHARS else None
-        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-            raw = None
-    if not isinstance(raw, dict):
-        return None, "the training_config attribute is not a readable JSON object, so the optimizer is unknown"
-    return raw, None
 
 
 def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
@@ -158,7 +113,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     skip = slot_keys | {vmap.step_key, source_opt.beta1_power_key}
     skip |= {k for k in vmap if k.rpartition("/")[2] in ("beta1_power", "beta2_power")}
     candidates = [v for v in vmap.values() if v.key not in skip and v.role not in ("step", "other")
-                  and v.dtype != "string" and (vmap.format == "tf1-checkpoint" or v.role == "weight")]
+                  and v.dtype != "string" and (source_opt.origin == "tf1" or v.role == "weight")]
     sources = {name: var.key for name, var in rename.canonical(candidates, "a").items()}  # canonical -> key
     targets: dict[str, Any] = {}
     ignored = []
@@ -175,7 +130,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     optimizer = keras_model.optimizer
     class_name = type(optimizer).__name__
     config = optimizer.get_config()
-    rules, state_problems = sl.slot_rules(source_opt, class_name, config) if class_name in sl.TARGET_SLOT_ATTRS \
+    rules, state_problems = sl.slot_rules(source_opt, class_name, config) if class_name in sl.SUPPORTED_TARGETS \
         else ([], [f"the factory's optimizer {class_name} is not supported (Adam, SGD, RMSprop, Adagrad)"])
     state_problems = source_opt.problems + state_problems
     pairs, mismatches, missing_slots = [], list(ambiguous), []
@@ -204,7 +159,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     slot_names = {k: vmap[k].name for pair in pairs for k in pair.slots.values() if k in vmap}
     source_step = vmap[vmap.step_key].name if vmap.step_key is not None and vmap.step_key in vmap else None
     return Plan(pairs, unmatched, unused, mismatches, ignored, source_opt, class_name, config, rules,
-                state_problems, hyper, source_step, slot_names, strict=vmap.format == "keras2-h5")
+                state_problems, hyper, source_step, slot_names, strict=source_opt.origin.startswith("keras2"))
 
 
 def match_names(sources: Sequence[str], targets: Sequence[str]) -> tuple[dict[str, str], list[str]]:

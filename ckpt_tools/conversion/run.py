@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from . import slots as sl
-from .atomic import AtomicOutput, check_output
-from .convert_plan import (
+from ckpt_tools.conversion import slots as sl
+from ckpt_tools.conversion.atomic import AtomicOutput, check_output
+from ckpt_tools.conversion.plan import (
     IGNORED_TARGET,
     MAX_CONFIG_CHARS,
     MAX_LISTED,
@@ -28,13 +28,13 @@ from .convert_plan import (
     prefix_of,
     step_of,
 )
-from .convert_verify import CheckpointResult, Expected, verify_keras, verify_tf2
-from .errors import ConversionError, UsageError
-from .mapping import RenameRules, build_rules
-from .messages import printable
-from .model import VariableMap, numpy_dtype
-from .paths import state_prefixes
-from .registry import detect, open_checkpoint
+from ckpt_tools.conversion.verify import CheckpointResult, Expected, verify_keras, verify_tf2
+from ckpt_tools.errors import ConversionError, UsageError
+from ckpt_tools.messages import printable
+from ckpt_tools.model import VariableMap, numpy_dtype
+from ckpt_tools.readers.paths import state_prefixes
+from ckpt_tools.readers.registry import detect, open_checkpoint
+from ckpt_tools.renames import RenameRules, build_rules
 
 __all__ = [
     "IGNORED_TARGET", "MAX_CONFIG_CHARS", "MAX_LISTED", "SCHEMA", "SOURCE_FORMATS", "TARGETS", "CheckpointResult",
@@ -110,7 +110,7 @@ def convert(source: str | os.PathLike[str], *, model: str, out: str | os.PathLik
     protect = [src, *(f for v in vmaps for f in v.files)]
     if not dry_run:
         check_output(out_path, force=force, protect=protect)
-    from .factory import build_model
+    from ckpt_tools.conversion.factory import build_model
 
     keras_model = build_model(model)
     plan = make_plan(vmaps[-1], keras_model, rename)
@@ -213,12 +213,12 @@ def _write_all(vmaps: list[VariableMap], plan: Plan, keras_model: Any, report: C
 def target_slot_variables(keras_model: Any, plan: Plan) -> dict[tuple[str, str], Any]:
     """(model variable path, Keras slot) -> the optimizer variable holding it."""
     optimizer = keras_model.optimizer
-    attrs = dict(sl.TARGET_SLOT_ATTRS.get(plan.target_class, ()))
     out: dict[tuple[str, str], Any] = {}
     for slot in sl.target_slots(plan.target_class, plan.target_config):
-        values = getattr(optimizer, attrs[slot], None)
+        attr = sl.target_slot_attribute(plan.target_class, plan.target_config, slot)
+        values = getattr(optimizer, attr, None)
         if values is None:
-            raise ConversionError(f"{plan.target_class}: this Keras version keeps no {attrs[slot]} list; "
+            raise ConversionError(f"{plan.target_class}: this Keras version keeps no {attr} list; "
                                   "convert supports Keras 3.15")
         for variable in keras_model.trainable_variables:
             out[(variable.path, slot)] = values[optimizer._get_variable_index(variable)]

@@ -1,81 +1,28 @@
-"""Optimizer slot translation: what each source optimizer stores, and how it becomes Keras 3 optimizer state."""
+"""Optimizer slot translation: how each source optimizer's stored state becomes Keras 3 optimizer state.
+
+The facts (slot names, update rules, exactness) live in the optimizer catalogue; this module applies them to
+one source artifact and one target optimizer.
+"""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from .model import VariableMap
+from ckpt_tools.model import VariableMap
+from ckpt_tools.optimizers.catalogue import TF1_NON_SLOT, Family, SlotTranslation
+from ckpt_tools.optimizers.lookup import family, keras_family
 
 Transform = Literal["copy", "neg_lr", "minus_eps", "drop"]
 Exactness = Literal["exact", "rounding", "approximate", "lossless-drop"]
-
-# Keras 3 optimizer class -> (slot name, attribute holding the per-variable list), in build order.
-TARGET_SLOT_ATTRS: dict[str, tuple[tuple[str, str], ...]] = {
-    "Adam": (("momentum", "_momentums"), ("velocity", "_velocities"), ("velocity_hat", "_velocity_hats")),
-    "SGD": (("momentum", "momentums"),),
-    "RMSprop": (("velocity", "_velocities"), ("momentum", "_momentums"), ("average_gradient", "_average_gradients")),
-    "Adagrad": (("accumulator", "_accumulators"),),
-}
-# Hyper-parameters compared per Keras 3 optimizer class (Keras config names).
-TARGET_HYPER: dict[str, tuple[str, ...]] = {
-    "Adam": ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad"),
-    "SGD": ("learning_rate", "momentum", "nesterov"),
-    "RMSprop": ("learning_rate", "rho", "momentum", "epsilon", "centered"),
-    "Adagrad": ("learning_rate", "initial_accumulator_value", "epsilon"),
-}
-# Source family -> the Keras 3 class that continues it.
-FAMILY_TARGET = {"Adam": "Adam", "Momentum": "SGD", "GradientDescent": "SGD", "SGD": "SGD", "RMSprop": "RMSprop",
-                 "Adagrad": "Adagrad"}
-
-# TF1 slot suffixes (`<var>/<suffix>`) per optimizer, in slot-creation order.
-TF1_SUFFIX = re.compile(
-    r"^(?P<base>Adam|Momentum|RMSProp|Adagrad|Ftrl|Adadelta|AdagradDA|ProximalAdagrad)(?:_(?P<n>\d+))?$"
-)
-TF1_FAMILY = {"Adam": "Adam", "Momentum": "Momentum", "RMSProp": "RMSprop", "Adagrad": "Adagrad"}
-TF1_SLOT_ORDER = {
-    "Adam": ("m", "v"),
-    "Momentum": ("momentum",),
-    "RMSprop": ("rms", "momentum"),
-    "RMSprop-centered": ("rms", "mg", "momentum"),
-    "Adagrad": ("accumulator",),
-}
-# Keras-2 slot names (tf_keras new and legacy optimizers) -> canonical source slot names.
-KERAS2_SLOTS = {
-    "m": "m", "v": "v", "vhat": "vhat", "momentum": "momentum", "velocity": "v", "velocity_hat": "vhat",
-    "rms": "rms", "mg": "mg", "average_gradient": "mg", "accumulator": "accumulator",
-}
-# TF1 training ops: op type -> (family, {hyper-parameter: input index}).
-TF1_OPS: dict[str, tuple[str, dict[str, int]]] = {
-    "ApplyAdam": ("Adam", {"learning_rate": 5, "beta_1": 6, "beta_2": 7, "epsilon": 8}),
-    "ApplyMomentum": ("Momentum", {"learning_rate": 2, "momentum": 4}),
-    "ApplyRMSProp": ("RMSprop", {"learning_rate": 3, "rho": 4, "momentum": 5, "epsilon": 6}),
-    "ApplyCenteredRMSProp": ("RMSprop", {"learning_rate": 4, "rho": 5, "momentum": 6, "epsilon": 7}),
-    "ApplyAdagrad": ("Adagrad", {"learning_rate": 2}),
-    "ApplyGradientDescent": ("GradientDescent", {"learning_rate": 1}),
-}
-# TF1 training ops: which inputs are the variable and its slots (the slot variables' names, whatever the
-# optimizer was called).
-TF1_SLOT_INPUTS: dict[str, tuple[str, ...]] = {
-    "ApplyAdam": ("var", "m", "v"),
-    "ApplyMomentum": ("var", "momentum"),
-    "ApplyRMSProp": ("var", "rms", "momentum"),
-    "ApplyCenteredRMSProp": ("var", "mg", "rms", "momentum"),
-    "ApplyAdagrad": ("var", "accumulator"),
-    "ApplyGradientDescent": ("var",),
-}
-for _op in list(TF1_OPS):
-    TF1_SLOT_INPUTS["Resource" + _op] = TF1_SLOT_INPUTS[_op]
-    TF1_SLOT_INPUTS["Sparse" + _op] = TF1_SLOT_INPUTS[_op]
-    TF1_SLOT_INPUTS["ResourceSparse" + _op] = TF1_SLOT_INPUTS[_op]
-    TF1_OPS["Resource" + _op] = TF1_OPS[_op]
-    TF1_OPS["Sparse" + _op] = TF1_OPS[_op]
-    TF1_OPS["ResourceSparse" + _op] = TF1_OPS[_op]
+SUPPORTED_TARGETS = ("Adam", "SGD", "RMSprop", "Adagrad")
+KERAS2_HYPER = ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad", "momentum", "nesterov", "rho",
+                "centered", "initial_accumulator_value", "decay", "weight_decay", "clipnorm", "clipvalue",
+                "global_clipnorm", "use_ema")
 
 
 @dataclass(frozen=True)
@@ -125,250 +72,129 @@ class HyperCheck:
 
 
 # ---------------------------------------------------------------------------------------------- source side
-def tf1_source(vmap: VariableMap) -> SourceOptimizer:
-    """Slots of a TF1 Saver checkpoint, from its keys (`<var>/Adam`, `<var>/Adam_1`, ...)."""
-    keys = set(vmap)
-    found: dict[str, dict[str, tuple[str, int]]] = {}
-    bases: set[str] = set()
-    for key in keys:
-        head, _, suffix = key.rpartition("/")
-        match = TF1_SUFFIX.match(suffix)
-        if head in keys and match is not None:
-            found.setdefault(head, {})[key] = (match.group("base"), int(match.group("n") or 0))
-            bases.add(match.group("base"))
-    source = SourceOptimizer("tf1", None)
-    source.beta1_power_key = next((k for k in sorted(keys) if k.rpartition("/")[2] == "beta1_power"), None)
-    if not bases:
-        return source
-    if len(bases) > 1 or any(b not in TF1_FAMILY for b in bases):
-        source.family = "+".join(sorted(bases))
-        source.notes.append(f"slots of {', '.join(sorted(bases))}: not a single supported TF1 optimizer")
-        return source
-    base = bases.pop()
-    family = TF1_FAMILY[base]
-    source.family = family
-    centered = family == "RMSprop" and any(n == 2 for per in found.values() for _, n in per.values())
-    order = TF1_SLOT_ORDER["RMSprop-centered" if centered else family]
-    for weight, per in found.items():
-        for key, (_, index) in per.items():
-            if index < len(order):
-                source.slots.setdefault(weight, {})[order[index]] = key
-            else:
-                source.notes.append(f"{key}: more slots than {base} creates (two optimizers on one variable?)")
-    if centered:
-        source.hyper["centered"] = True
-    return source
-
-
-def keras2_source(vmap: VariableMap, training_config: Mapping[str, Any] | None) -> SourceOptimizer:
-    """Slots of a legacy Keras-2 .h5 file, from the reader's slot labels and the training config."""
-    legacy = True
-    family = None
-    hyper: dict[str, Any] = {}
-    opt = training_config.get("optimizer_config") if training_config else None
-    if isinstance(opt, Mapping):
-        class_name = str(opt.get("class_name", "")).split(">")[-1]
-        raw_config = opt.get("config")
-        config: Mapping[str, Any] = raw_config if isinstance(raw_config, Mapping) else {}
-        legacy = config.get("is_legacy_optimizer") is not False
-        family = class_name or None
-        for name in ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad", "momentum", "nesterov", "rho",
-                     "centered", "initial_accumulator_value", "decay", "weight_decay", "clipnorm", "clipvalue",
-                     "global_clipnorm", "use_ema"):
-            value = config.get(name)
-            if isinstance(value, (bool, int, float)):
-                hyper[name] = value
-            elif isinstance(value, Mapping):
-                hyper[name] = f"schedule {str(value.get('class_name', '?'))[:80]}"
-        if isinstance(config.get("lr"), (int, float)) and "learning_rate" not in hyper:
-            hyper["learning_rate"] = config["lr"]
-    source = SourceOptimizer("keras2-legacy" if legacy else "keras2", family, hyper=hyper,
-                             hyper_origin="training_config" if hyper else "not recorded")
+def source_optimizer(vmap: VariableMap) -> SourceOptimizer:
+    """What the source's reader found: the family, canonical slots per weight key, hyper-parameters."""
+    info = vmap.optimizer
+    keys_by_name = {v.name: v.key for v in vmap.values()}
+    source = SourceOptimizer(info.dialect or "tf1", None)
     for var in vmap.values():
         if var.role == "optimizer" and var.slot_of is not None and var.slot is not None:
-            slot = KERAS2_SLOTS.get(var.slot.lower().split(":")[0])
-            if family == "SGD" and slot == "m":
-                slot = "momentum"  # tf_keras 2.11+ SGD names its momentum slot `m`
-            elif family == "RMSprop" and slot == "v":
-                slot = "rms"  # tf_keras 2.11+ RMSprop calls its mean square `velocity`
-            if slot is None:
-                source.notes.append(f"{var.key}: unknown slot {var.slot!r}")
-                continue
-            source.slots.setdefault(var.slot_of, {})[slot] = var.key
-    if family is None and source.slots:
-        names = source.slot_names
-        family = "Adam" if "v" in names else "RMSprop" if "rms" in names else "SGD" if "momentum" in names else None
-        source.family = family
+            weight = keys_by_name.get(var.slot_of, var.slot_of)
+            source.slots.setdefault(weight, {})[var.slot] = var.key
+    source.beta1_power_key = next((k for k in sorted(vmap) if k.rpartition("/")[2] == TF1_NON_SLOT[0]), None)
+    if info.dialect.startswith("keras2"):
+        _keras2_hyper(source, info.recorded_config)
+    else:
+        source.hyper = dict(info.hyper)
+        source.hyper_origin = info.hyper_origin or "not recorded"
+        if info.evidence != "training ops":
+            source.notes.append(f"{vmap.prefix or vmap.path}: no training graph to read hyper-parameters from; "
+                                "they are unknown")
+    names = (info.name or "").split("+") if info.name else []
+    if len(names) > 1:
+        source.family = info.name
+        source.notes.append(f"slots of {', '.join(names)}: not a single supported optimizer")
+    elif names:
+        source.family = names[0]
+    elif source.slots:
+        source.family = None
     return source
 
 
-@dataclass
-class GraphFindings:
-    """What the training ops of a TF1 `.meta` graph say: family, constant hyper-parameters, slot variables."""
-
-    family: str | None = None
-    hyper: dict[str, Any] = field(default_factory=dict)
-    slots: dict[str, dict[str, str]] = field(default_factory=dict)  # variable -> slot -> slot variable
-    notes: list[str] = field(default_factory=list)
-
-
-def tf1_graph_findings(meta_path: Any) -> GraphFindings:
-    """Parse a TF1 `.meta` file (protobuf only; the graph is never imported) for its training ops."""
-    found = GraphFindings()
-    family, found.hyper, found.notes = tf1_hyperparameters(meta_path, found.slots)
-    found.family = family
-    return found
-
-
-def tf1_hyperparameters(meta_path: Any, slots: dict[str, dict[str, str]] | None = None,
-                        ) -> tuple[str | None, dict[str, Any], list[str]]:
-    """Family and constant hyper-parameters of the training ops in a TF1 `.meta` file (parsed, never imported)."""
-    from tensorflow.core.protobuf import meta_graph_pb2
-
-    notes: list[str] = []
-    meta = meta_graph_pb2.MetaGraphDef()
-    try:
-        meta.ParseFromString(meta_path.read_bytes())
-    except Exception as exc:  # protobuf raises DecodeError, OSError for unreadable files
-        return None, {}, [f"{meta_path}: unreadable MetaGraphDef ({type(exc).__name__}); hyper-parameters unknown"]
-    nodes = {n.name: n for n in meta.graph_def.node}
-    families: dict[str, dict[str, Any]] = {}
-    for node in meta.graph_def.node:
-        spec = TF1_OPS.get(node.op)
-        if spec is None:
-            continue
-        family, inputs = spec
-        data_inputs = [i.split(":")[0] for i in node.input if not i.startswith("^")]
-        roles = TF1_SLOT_INPUTS.get(node.op, ())
-        if slots is not None and len(data_inputs) >= len(roles) > 1:
-            slots.setdefault(data_inputs[0], {}).update({r: data_inputs[i] for i, r in enumerate(roles) if i})
-        values: dict[str, Any] = {}
-        if node.op.endswith("CenteredRMSProp"):
-            values["centered"] = True
-        elif family == "RMSprop":
-            values["centered"] = False
-        if "use_nesterov" in node.attr and family == "Momentum":
-            values["nesterov"] = bool(node.attr["use_nesterov"].b)
-        if family == "Adam":
-            values["amsgrad"] = False  # TF1's AdamOptimizer has no AMSGrad variant
-        for name, index in inputs.items():
-            if index < len(data_inputs):
-                values[name] = _constant(nodes, data_inputs[index])
-        if family not in families:
-            families[family] = values
-        elif families[family] != values:
-            notes.append(f"{meta_path}: {family} ops use differing hyper-parameters; the first is reported")
-    if not families:
-        return None, {}, notes
-    if len(families) > 1:
-        notes.append(f"{meta_path}: training ops of several optimizers ({', '.join(sorted(families))})")
-    family = sorted(families)[0]
-    return family, families[family], notes
-
-
-def _constant(nodes: Mapping[str, Any], name: str, depth: int = 0) -> Any:
-    """The value of a scalar Const feeding an op (through Identity/Cast), else a description of what feeds it."""
-    node = nodes.get(name.split(":")[0])
-    if node is None or depth > 8:
-        return "unknown"
-    if node.op in ("Identity", "Cast", "ReadVariableOp") and node.input:
-        if node.op == "ReadVariableOp":
-            return f"variable {node.input[0]}"
-        return _constant(nodes, node.input[0], depth + 1)
-    if node.op == "Const":
-        import tensorflow as tf
-
-        value = tf.make_ndarray(node.attr["value"].tensor)
-        return value.item() if value.size == 1 else "non-scalar constant"
-    if node.op in ("VariableV2", "VarHandleOp", "Variable"):
-        return f"variable {node.name}"
-    return f"computed by {node.op} {node.name}"
+def _keras2_hyper(source: SourceOptimizer, recorded: Mapping[str, Any] | None) -> None:
+    """Hyper-parameters from a Keras-2 training_config's optimizer_config."""
+    if not isinstance(recorded, Mapping):
+        return
+    raw_config = recorded.get("config")
+    config: Mapping[str, Any] = raw_config if isinstance(raw_config, Mapping) else {}
+    for name in KERAS2_HYPER:
+        value = config.get(name)
+        if isinstance(value, (bool, int, float)):
+            source.hyper[name] = value
+        elif isinstance(value, Mapping):
+            source.hyper[name] = f"schedule {str(value.get('class_name', '?'))[:80]}"
+    if isinstance(config.get("lr"), (int, float)) and "learning_rate" not in source.hyper:
+        source.hyper["learning_rate"] = config["lr"]
+    if source.hyper:
+        source.hyper_origin = "training_config"
 
 
 # ---------------------------------------------------------------------------------------------- rules
+def target_family(class_name: str, config: Mapping[str, Any]) -> Family | None:
+    """The catalogue family of the factory's Keras 3 optimizer (SGD with momentum is SGD(momentum))."""
+    return keras_family(class_name, config) if class_name in SUPPORTED_TARGETS else None
+
+
 def target_slots(class_name: str, config: Mapping[str, Any]) -> list[str]:
     """The slots a Keras 3 optimizer of this class and config keeps per trainable variable."""
-    if class_name == "Adam":
-        return ["momentum", "velocity"] + (["velocity_hat"] if config.get("amsgrad") else [])
-    if class_name == "SGD":
-        return ["momentum"] if config.get("momentum", 0) else []
-    if class_name == "RMSprop":
-        return (["velocity"] + (["momentum"] if config.get("momentum", 0) > 0 else [])
-                + (["average_gradient"] if config.get("centered") else []))
-    if class_name == "Adagrad":
-        return ["accumulator"]
-    return []
+    fam = target_family(class_name, config)
+    return list(fam.slots_for(config)) if fam is not None else []
+
+
+def target_slot_attribute(class_name: str, config: Mapping[str, Any], slot: str) -> str:
+    """The Keras 3 optimizer attribute holding one slot's per-variable list (`_momentums`)."""
+    fam = target_family(class_name, config)
+    spec = fam.slot(slot) if fam is not None else None
+    if spec is None or not spec.lists:
+        raise ValueError(f"{class_name} keeps no slot {slot!r}")
+    return spec.lists[0]
 
 
 def slot_rules(source: SourceOptimizer, class_name: str, config: Mapping[str, Any]) -> tuple[list[SlotRule], list[str]]:
     """The translation of every slot, and the problems that prevent one (empty when it can be done)."""
-    family = source.family
     wanted = target_slots(class_name, config)
     have = source.slot_names
-    if family is None:
+    if source.family is None:
         if not wanted:
             return [], []
         return [], [f"the source stores no optimizer slots, but {class_name} keeps {', '.join(wanted)}"]
-    expected = FAMILY_TARGET.get(family)
-    if expected is None:
-        return [], [f"source optimizer {family} has no Keras 3 translation (supported: Adam, SGD/Momentum, "
+    fam = family(source.family)
+    if fam is None or fam.keras3 not in SUPPORTED_TARGETS:
+        return [], [f"source optimizer {source.family} has no Keras 3 translation (supported: Adam, SGD/Momentum, "
                     "RMSprop, Adagrad)"]
-    if expected != class_name:
-        return [], [f"source optimizer {family} continues as Keras {expected}, but the factory compiled {class_name}"]
-    rules: list[SlotRule] = []
-    problems: list[str] = []
-    tf1 = source.origin == "tf1"
-    if class_name == "Adam":
-        rules += [SlotRule("m", "momentum", "copy", "exact", "same update rule (epsilon-hat outside the sqrt)"),
-                  SlotRule("v", "velocity", "copy", "exact", "")]
-        if "velocity_hat" in wanted:
-            rules.append(SlotRule("vhat", "velocity_hat", "copy", "exact", "AMSGrad maximum"))
-    elif class_name == "SGD":
-        if "momentum" in wanted:
-            if tf1:
-                rules.append(SlotRule("momentum", "momentum", "neg_lr", "rounding",
-                                      "TF1 a = mu*a + g, var -= lr*a; Keras m = mu*m - lr*g, var += m: m = -lr*a "
-                                      "with the target's learning rate"))
-            else:
-                rules.append(SlotRule("momentum", "momentum", "copy", "exact", "same update rule"))
-    elif class_name == "RMSprop":
-        legacy_no_momentum = source.origin == "keras2-legacy" and not _positive(source.hyper.get("momentum"))
-        if legacy_no_momentum:
-            note = "legacy Keras-2 RMSprop without momentum adds epsilon outside the sqrt; Keras 3 inside"
-        else:
-            note = "TF1 starts it at 1, Keras at 0: only the start differs" if tf1 else "same update rule"
-        rules.append(SlotRule("rms", "velocity", "copy", "approximate" if legacy_no_momentum else "exact", note))
-        if "momentum" in wanted:
-            rules.append(SlotRule("momentum", "momentum", "copy", "exact", "increment includes lr on both sides"))
-        elif "momentum" in have:
-            source_momentum = source.hyper.get("momentum")
-            if _positive(source_momentum):
-                problems.append(f"the source RMSprop uses momentum {source_momentum:g}; the factory's RMSprop "
-                                "(momentum=0) has no place for its momentum slot")
-            elif source_momentum is None:
-                rules.append(SlotRule("momentum", None, "drop", "approximate",
+    if fam.keras3 != class_name:
+        return [], [f"source optimizer {source.family} continues as Keras {fam.keras3}, but the factory compiled "
+                    f"{class_name}"]
+    rules: list[SlotRule] = [_rule(fam, source, slot) for slot in wanted]
+    problems = [f"the source has no {r.source!r} slots for {class_name} slot {r.target!r}"
+                for r in rules if r.source not in have]
+    rules += _dropped(source, class_name, config, have - set(wanted), problems)
+    return rules, problems
+
+
+def _rule(fam: Family, source: SourceOptimizer, slot: str) -> SlotRule:
+    """The catalogue's translation of one slot for the source's dialect."""
+    table = fam.translations.get(source.origin) or fam.translations.get(source.origin.split("-")[0]) or {}
+    spec = table.get(slot) or SlotTranslation(slot, "copy", "exact", "same update rule")
+    exactness: Exactness = spec.exactness
+    note = spec.note
+    if spec.exact_if is not None and _positive(source.hyper.get(spec.exact_if)):
+        exactness, note = "exact", "same update rule"
+    transform: Transform = "copy" if spec.how == "refuse" else spec.how
+    return SlotRule(slot, slot, transform, exactness, note)
+
+
+def _dropped(source: SourceOptimizer, class_name: str, config: Mapping[str, Any], extra: set[str],
+             problems: list[str]) -> list[SlotRule]:
+    """Source slots the target keeps no place for: dropped when they cannot change the run, else a problem."""
+    rules = []
+    for slot in sorted(extra):
+        value = source.hyper.get(slot) if slot == "momentum" else None
+        if slot == "momentum" and class_name == "RMSprop" and not _positive(value):
+            if value is None:
+                rules.append(SlotRule(slot, None, "drop", "approximate",
                                       "source momentum unknown; dropped because the factory's RMSprop has momentum=0"))
             else:
-                rules.append(SlotRule("momentum", None, "drop", "lossless-drop",
+                rules.append(SlotRule(slot, None, "drop", "lossless-drop",
                                       "momentum 0: the slot only holds the last increment"))
-        if "average_gradient" in wanted:
-            rules.append(SlotRule("mg", "average_gradient", "copy", "exact", "centered"))
-        elif "mg" in have:
-            problems.append("the source RMSprop is centered (slot mg) but the factory's RMSprop is not")
-    elif class_name == "Adagrad":
-        if tf1:
-            rules.append(SlotRule("accumulator", "accumulator", "minus_eps", "rounding",
-                                  "TF1 divides by sqrt(acc), Keras by sqrt(acc + epsilon): acc - epsilon keeps "
-                                  "every later step equal"))
+        elif slot == "momentum" and class_name == "RMSprop":
+            problems.append(f"the source RMSprop uses momentum {value:g}; the factory's RMSprop (momentum=0) has no "
+                            "place for its momentum slot")
+        elif slot == "average_gradient" and class_name == "RMSprop":
+            problems.append("the source RMSprop is centered (slot average_gradient) but the factory's RMSprop is not")
         else:
-            rules.append(SlotRule("accumulator", "accumulator", "copy", "exact", ""))
-    placed = {r.source for r in rules}
-    for rule in rules:
-        if rule.target is not None and rule.source not in have:
-            problems.append(f"the source has no {rule.source!r} slots for {class_name} slot {rule.target!r}")
-    for extra in sorted(have - placed):
-        problems.append(f"source slot {extra!r} has no place in Keras {class_name}({_brief(config)})")
-    return rules, problems
+            problems.append(f"source slot {slot!r} has no place in Keras {class_name}({_brief(config)})")
+    return rules
 
 
 def _positive(value: Any) -> bool:
@@ -397,13 +223,15 @@ def compare_hyper(source: SourceOptimizer, class_name: str, config: Mapping[str,
                   learning_rate: float) -> list[HyperCheck]:
     """Source hyper-parameters against the factory optimizer's (learning rate as of the resumed step)."""
     checks = []
-    for name in TARGET_HYPER.get(class_name, ()):
+    target_fam = target_family(class_name, config)
+    source_fam = family(source.family)
+    for name in target_fam.keras3_hyper if target_fam is not None else ():
         target = learning_rate if name == "learning_rate" else config.get(name)
         value = source.hyper.get(name)
-        if name == "momentum" and value is None and source.family == "GradientDescent":
-            value = 0.0
-        if name == "epsilon" and class_name == "Adagrad" and source.origin == "tf1":
-            continue  # TF1 Adagrad has no epsilon; the accumulator offset compensates (see slot_rules)
+        if name == "momentum" and value is None and source_fam is not None and not source_fam.slots:
+            value = 0.0  # a slot-free family (plain SGD) has no momentum
+        if _not_an_input(source, source_fam, name):
+            continue  # e.g. TF1 Adagrad has no epsilon; the accumulator offset compensates (see slot_rules)
         if name == "initial_accumulator_value":
             continue  # only shapes the state at step 0, which the translated accumulator replaces
         if isinstance(value, str):  # e.g. "computed by ExponentialDecay ...": no constant to compare
@@ -417,6 +245,13 @@ def compare_hyper(source: SourceOptimizer, class_name: str, config: Mapping[str,
         if (src not in (None, default) or tgt not in (None, default)) and not _same(src, tgt):
             checks.append(HyperCheck(name, src, tgt, False))
     return checks
+
+
+def _not_an_input(source: SourceOptimizer, fam: Family | None, name: str) -> bool:
+    """The source's TF1 training ops were read and take no such input (TF1 Adagrad has no epsilon)."""
+    if source.origin != "tf1" or fam is None or name in ("learning_rate", "momentum"):
+        return False
+    return "training ops" in source.hyper_origin and name not in source.hyper
 
 
 def _same(a: Any, b: Any) -> bool:

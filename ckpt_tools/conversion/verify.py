@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .convert_plan import Plan, listed_names
-from .errors import ConversionError
-from .model import VariableMap
-from .registry import open_checkpoint
+from ckpt_tools.conversion.plan import Plan, listed_names
+from ckpt_tools.errors import ConversionError
+from ckpt_tools.model import VariableMap
+from ckpt_tools.readers.registry import open_checkpoint
 
 Expected = dict[str, tuple[str, np.ndarray]]  # Keras variable path -> (weight|slot|step, value it must hold)
 
@@ -39,7 +39,7 @@ def verify_tf2(prefix: Path, checkpoint: Any, plan: Plan, expected: Expected, re
     """Read the written checkpoint back through ckpt-tools; each variable is found by its object-graph key."""
     import tensorflow as tf
 
-    from .bundle import BundleReader
+    from ckpt_tools.bundle import BundleReader
 
     out = open_checkpoint(prefix)
     graph = BundleReader(prefix).object_graph()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .model import OptimizerInfo, Variable
+from ckpt_tools.model import OptimizerInfo, Variable
+from ckpt_tools.optimizers.lookup import guess_family
 
 # Weights that optimizers never touch: batch-norm statistics and bookkeeping counters.
 NON_TRAINABLE = re.compile(
@@ -14,35 +15,10 @@ NON_TRAINABLE = re.compile(
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 
-# Slot names (lower-case, any source) -> optimizer family they suggest, most specific first.
-SLOT_FAMILIES: list[tuple[frozenset[str], str]] = [
-    (frozenset({"m", "v", "vhat"}), "Adam(amsgrad)"),
-    (frozenset({"momentum", "velocity", "velocity_hat"}), "Adam(amsgrad)"),
-    (frozenset({"m", "v"}), "Adam"),
-    (frozenset({"adam", "adam_1"}), "Adam"),
-    (frozenset({"momentum", "velocity"}), "Adam"),
-    (frozenset({"ftrl", "ftrl_1"}), "Ftrl"),
-    (frozenset({"accumulator", "linear"}), "Ftrl"),
-    (frozenset({"rms", "mg", "momentum"}), "RMSprop"),
-    (frozenset({"rmsprop", "rmsprop_1"}), "RMSprop"),
-    (frozenset({"rms", "momentum"}), "RMSprop"),
-    (frozenset({"rms"}), "RMSprop"),
-    (frozenset({"velocity"}), "RMSprop"),
-    (frozenset({"adagrad"}), "Adagrad"),
-    (frozenset({"accumulator"}), "Adagrad"),
-    (frozenset({"momentum"}), "SGD(momentum)"),
-]
-
-
 def guess_optimizer(slot_names: Iterable[str]) -> str | None:
-    """Name the optimizer family a set of slot names points at, or None."""
-    names = frozenset(s.lower() for s in slot_names)
-    if not names:
-        return None
-    for family_slots, family in SLOT_FAMILIES:
-        if names == family_slots:
-            return family
-    return None
+    """Name the optimizer family a set of canonical slot names points at (catalogue order), or None."""
+    found = guess_family(s.rpartition("/")[2] for s in slot_names)
+    return None if found is None else found.name
 
 
 def _family(slot: str) -> str:
@@ -74,13 +50,17 @@ def summarize(
     slots_expected: bool | None = None,
     trainable: Iterable[str] | None = None,
     infer_name: bool = True,
+    undecided: bool = False,
+    reason: str = "",
+    evidence: str = "names",
 ) -> OptimizerInfo:
     """Build the optimizer report from role-tagged variables.
 
     `trainable` names the trainable weights when the format records them; otherwise float weights that are
     not batch-norm statistics count as trainable. `state_present` overrides detection (e.g. an optimizer
     that stores only its iteration counter). `slots_expected=False` marks slot-free optimizers (plain SGD).
-    `infer_name=False` keeps `name` None when the format cannot tell which optimizer it was.
+    `infer_name=False` keeps `name` None when the format cannot tell which optimizer it was. `undecided`
+    reports `present: None` (the evidence cannot tell), with `reason` saying why.
     """
     variables = list(variables)
     slots: dict[str, set[str]] = {}
@@ -102,12 +82,24 @@ def summarize(
     covered = [w for w in weight_names if _has_all_slots(slots.get(w, set()), slot_names)]
     covered_set = set(covered)
     uncovered = tuple(w for w in weight_names if w not in covered_set) if slots_expected else ()
+    if not reason:
+        reason = _reason(present, name, slot_names)
     return OptimizerInfo(
-        present=present,
-        name=name if present else None,
+        present=None if undecided else present,
+        reason=reason,
+        evidence=evidence,
+        name=name if present or undecided else None,
         slots=tuple(slot_names),
         trainable=len(weight_names),
         covered=len(covered) if slots_expected else len(weight_names),
         uncovered=uncovered if present else tuple(weight_names),
         slots_expected=slots_expected,
     )
+
+
+def _reason(present: bool, name: str | None, slot_names: list[str]) -> str:
+    if not present:
+        return "no optimizer variables stored"
+    if slot_names:
+        return f"slot variables {', '.join(slot_names)} stored" + (f" ({name})" if name else "")
+    return "optimizer variables stored (no per-weight slots)"

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import CkptToolsError, CorruptCheckpointError
-from ..model import Chunker, Variable
+from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError
+from ckpt_tools.model import Chunker, Variable, VariableMap
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 def table_magic_at_end(path: Path) -> bool:
     """True when the file ends with the LevelDB-table magic number (bundle index or V1 checkpoint)."""
-    from ..bundle import is_bundle_index
+    from ckpt_tools.bundle import is_bundle_index
 
     return is_bundle_index(path)
 
@@ -26,7 +25,7 @@ class Bundle:
     """A parsed bundle index plus the helpers readers need: loaders, file list, a description."""
 
     def __init__(self, prefix: Path) -> None:
-        from ..bundle import BundleReader
+        from ckpt_tools.bundle import BundleReader
 
         self.prefix = prefix
         self.reader = BundleReader(prefix)
@@ -54,42 +53,76 @@ class Bundle:
     def files(self) -> list[Path]:
         return [Path(str(self.prefix) + ".index"), *self.reader.data_files]
 
+    def close(self) -> None:
+        self.reader.close()
+
     def describe(self) -> dict[str, Any]:
         header = self.reader.header
         return {"shards": header.num_shards, "endianness": header.endianness}
 
 
-_last: tuple[tuple[str, int, int], Bundle] | None = None
-
-
-def open_bundle(prefix: Path, *, for_sniff: bool = False) -> Bundle | None:
-    """Open a bundle index; when sniffing, any failure means "not a bundle" (None) instead of an error.
-
-    The bundle parsed while sniffing is handed to the open() that follows (same unchanged index), so detection
-    costs no second parse; open() takes it out of the cache, so every opened map has its own reader (and its
-    own shard handles) and never sees files replaced since an earlier open.
-    """
-    global _last
+def open_bundle(prefix: Path) -> Bundle:
+    """Parse a bundle index (each call its own reader, with its own shard handles)."""
     index = Path(str(prefix) + ".index")
-    if for_sniff and not table_magic_at_end(index):
-        return None
     if not index.is_file():
         raise CorruptCheckpointError(f"{prefix}: no .index file")
-    stat = index.stat()
-    stamp = (os.fspath(index.resolve()), stat.st_mtime_ns, stat.st_size)
-    if _last is not None and _last[0] == stamp:
-        cached = _last[1]
-        if not for_sniff:
-            _last = None
-        return cached
+    return Bundle(prefix)
+
+
+def sniff_bundle(prefix: Path) -> str | None:
+    """None when `prefix.index` is a tensor-bundle table holding an object graph, "TF1" when it holds none,
+    else why it is not a bundle. Reads the raw index table only (no entry parsing, no data files)."""
+    from ckpt_tools.bundle import has_object_graph
+
+    index = Path(str(prefix) + ".index")
+    if not table_magic_at_end(index):
+        return "the .index file is not a tensor bundle table"
     try:
-        bundle = Bundle(prefix)
-    except (CkptToolsError, OSError):
-        if for_sniff:
-            return None
-        raise
-    _last = (stamp, bundle) if for_sniff else None
-    return bundle
+        return None if has_object_graph(prefix) else "TF1"
+    except (CkptToolsError, OSError, ValueError):
+        return "the .index file is not a tensor bundle table"
+
+
+def verify_bundle(vmap: VariableMap) -> str:
+    """The `verify` hook of bundle readers: every entry's extent and CRC32C, or a full read of a V1 file."""
+    from ckpt_tools.bundle import BundleReader
+
+    _require_files(vmap)
+    if vmap.prefix is None or vmap.bundle != "v2":
+        return read_all(vmap) + " (this format stores no checksums)"
+    reader = BundleReader(vmap.prefix)
+    try:
+        problems = reader.verify_all()
+    finally:
+        reader.close()
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CorruptCheckpointError(f"{len(problems)} problem(s): {'; '.join(problems[:3])}{more}")
+    shards = len(reader.data_files)
+    return f"{len(reader.entries)} entries in {shards} shard{'s' if shards != 1 else ''}: sizes and CRC32C verified"
+
+
+def checkpoint_state_directory(vmap: VariableMap) -> Path | None:
+    """The `state_directory` hook of checkpoint readers: the folder whose `checkpoint` file lists it."""
+    if vmap.path.is_dir():
+        return vmap.path
+    return vmap.prefix.parent if vmap.prefix is not None else vmap.path.parent
+
+
+def _require_files(vmap: VariableMap) -> None:
+    missing = [f for f in vmap.files if not f.exists()]
+    if missing:
+        raise MissingFileError(f"{missing[0]}: file of the artifact is missing")
+
+
+def read_all(vmap: VariableMap) -> str:
+    """Read every tensor once (formats without checksums): proves each is readable."""
+    _require_files(vmap)
+    count = 0
+    for var in vmap.values():
+        var.read()
+        count += 1
+    return f"{count} tensors read"
 
 
 def read_scalar(var: Variable) -> int | None:

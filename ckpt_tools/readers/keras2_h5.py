@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -9,18 +10,15 @@ from typing import Any
 
 import h5py
 
-from ..errors import CorruptCheckpointError
-from ..model import Variable, VariableMap
-from ..optimizer import FLOAT_DTYPES, NON_TRAINABLE, summarize
-from . import h5common as h5c
+from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.model import Variable, VariableMap
+from ckpt_tools.optimizers.catalogue import STEP_COUNTERS, Family
+from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
+from ckpt_tools.optimizers.lookup import keras2_slot, keras_family
+from ckpt_tools.readers import h5common as h5c
+from ckpt_tools.readers.registry import Reader
 
 FORMAT = "keras2-h5"
-STEP_NAMES = {"iteration", "iterations", "iter"}
-# Slot names of pre-2.11 Keras optimizers whose weights were saved only by position (`training/Adam/Variable_3`).
-POSITIONAL_SLOTS = {
-    "Adam": ("m", "v", "vhat"), "Nadam": ("m", "v"), "Adamax": ("m", "u"), "SGD": ("momentum",),
-    "RMSprop": ("accumulator",), "Adagrad": ("accumulator",), "Adadelta": ("accumulator", "delta_accumulator"),
-}
 _SUFFIX = re.compile(r":\d+$")
 
 
@@ -112,6 +110,7 @@ def open(path: Path) -> VariableMap:
         wgroup = h5c.subgroup(f, "model_weights", label) if full else f
         model_config = _json_attr(f, "model_config", warnings)
         training = _json_attr(f, "training_config", warnings)
+        training_present = h5c.attr_text(f, "training_config") is not None
         meta: dict[str, Any] = {"layout": "full-model" if full else "weights-only"}
         for key in ("keras_version", "backend"):
             meta[key] = h5c.attr_text(f, key) or (h5c.attr_text(wgroup, key) if wgroup is not None else None)
@@ -132,7 +131,7 @@ def open(path: Path) -> VariableMap:
         opt_keys = [k for k in infos if k.startswith("optimizer_weights/")]
         order = {f"optimizer_weights/{n}": i for i, n in enumerate(opt_names)}
         opt_keys.sort(key=lambda k: (order.get(k, len(order)), k))
-        counters = [k for k in opt_keys if _strip(k).rsplit("/", 1)[-1] in STEP_NAMES
+        counters = [k for k in opt_keys if _strip(k).rsplit("/", 1)[-1] in STEP_COUNTERS
                     and infos[k].shape in ((), (1,)) and k.count("/") <= 3]
         step_info = infos[min(counters, key=lambda k: k.count("/"))] if counters else None
         raw_step = h5c.read_scalar_int(f, step_info, label, limit) if step_info else None
@@ -163,10 +162,13 @@ def open(path: Path) -> VariableMap:
         variables[key] = _variable(infos[key], key, "other", opener, label, limit)
 
     cls, cfg, wrapper = _optimizer_name(training)
+    fam = keras_family(cls, cfg if cls else None)
     pool: list[h5c.DatasetInfo] = []
     for key in opt_keys:
         info, relname = infos[key], _strip(key[len("optimizer_weights/"):])
         tie = _tie(relname, info.shape, by_name, flat) if info is not step_info else None
+        if tie is not None:
+            tie = (tie[0], keras2_slot(fam, tie[1]) or tie[1])
         if info is step_info:
             variables[key] = _variable(info, "optimizer/iteration", "step", opener, label, limit)
         elif tie is not None:
@@ -179,7 +181,7 @@ def open(path: Path) -> VariableMap:
     candidates = [n for k, n in weights.items() if infos[k].dtype in FLOAT_DTYPES and not NON_TRAINABLE.search(n)
                   and k[len(prefix):].split("/")[0] not in frozen]
     tied_now = {v.slot_of for v in variables.values() if v.slot_of}
-    positional = _positional(pool, [n for n in candidates if n not in tied_now], by_name, cls)
+    positional = _positional(pool, [n for n in candidates if n not in tied_now], by_name, fam)
     for info in pool:
         relname = _strip(info.key[len("optimizer_weights/"):])
         tie = positional.get(info.key)
@@ -197,6 +199,8 @@ def open(path: Path) -> VariableMap:
         display = "Adam(amsgrad)"
     info_opt = summarize(variables.values(), name=display, state_present=present, slots_expected=slots_expected,
                          trainable=candidates)
+    legacy = not (isinstance(cfg, dict) and cfg.get("is_legacy_optimizer") is False)
+    info_opt = dataclasses.replace(info_opt, dialect="keras2-legacy" if legacy else "keras2")
     step = raw_step
     gas = cfg.get("gradient_accumulation_steps") if isinstance(cfg, dict) else None
     if step is not None and isinstance(gas, int) and gas > 1:
@@ -208,6 +212,12 @@ def open(path: Path) -> VariableMap:
         meta["model_name"] = mc.get("name") if isinstance(mc, dict) else None
     if isinstance(training, dict):
         meta["optimizer_config"] = training.get("optimizer_config")
+        recorded = training.get("optimizer_config")
+        if isinstance(recorded, dict):
+            info_opt = dataclasses.replace(info_opt, recorded_config=recorded)
+    elif training_present:
+        problem = "the training_config attribute is not a readable JSON object, so the optimizer is unknown"
+        info_opt = dataclasses.replace(info_opt, config_problem=problem)
     if wrapper:
         meta["optimizer_wrapper"] = wrapper
     meta["trainable_source"] = ("weights with optimizer slots, plus float weights that are not batch-norm "
@@ -225,12 +235,12 @@ def open(path: Path) -> VariableMap:
 
 
 def _positional(pool: list[h5c.DatasetInfo], trainable: list[str], shapes: dict[str, tuple[int, ...]],
-                cls: str | None) -> dict[str, tuple[str, str]]:
+                fam: Family | None) -> dict[str, tuple[str, str]]:
     """Tie unnamed slots saved in blocks (all first slots, then all second slots, ...) by shape; {} if no fit."""
     n = len(trainable)
     if not pool or not n or len(pool) % n:
         return {}
-    names = POSITIONAL_SLOTS.get(cls or "", ())
+    names = fam.keras2_positional if fam is not None else ()
     out: dict[str, tuple[str, str]] = {}
     for b in range(len(pool) // n):
         block = pool[b * n:(b + 1) * n]
@@ -246,3 +256,10 @@ def _variable(info: h5c.DatasetInfo, name: str, role: Any, opener: h5c.Opener, l
               slot_of: str | None = None, slot: str | None = None) -> Variable:
     return Variable(info.key, name, info.shape, info.dtype, role, slot_of, slot,
                     h5c.make_loader(opener, info.raw, label, limit))
+
+
+def verify(vmap: VariableMap) -> str:
+    return h5c.verify_file(vmap.path)
+
+
+READER = Reader(FORMAT, sniff, open, verify, group="hdf5")

@@ -16,13 +16,16 @@ from typing import Any
 
 import h5py
 
-from ..errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
-from ..model import VariableMap
-from . import h5common as h5c
-from . import magic
-from .keras_h5 import read_keras3
+from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.model import VariableMap
+from ckpt_tools.readers import h5common as h5c
+from ckpt_tools.readers import magic
+from ckpt_tools.readers.bundles import read_all
+from ckpt_tools.readers.keras_h5 import read_keras3
+from ckpt_tools.readers.registry import Reader
 
 FORMAT = "keras-archive"
+VERIFY_READ = 1 << 20
 WEIGHTS = "model.weights.h5"
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -225,7 +228,30 @@ def open(path: Path) -> VariableMap:
     if warnings:
         metadata["warnings"] = warnings
     return VariableMap(path, FORMAT, result.variables, result.optimizer, result.step, result.step_key,
-                       metadata=metadata, files=files)
+                       root=path if path.is_dir() else None, metadata=metadata, files=files)
+
+
+def verify(vmap: VariableMap) -> str:
+    """Every zip member passes its CRC (a directory layout has none), then every tensor reads."""
+    if vmap.root is not None:
+        return h5c.verify_file(vmap.root / WEIGHTS)
+    members = _verify_zip(vmap.path)
+    return f"{members} zip members pass their CRC; " + read_all(vmap)
+
+
+def _verify_zip(path: Path) -> int:
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            for info in infos:
+                with archive.open(info) as member:
+                    while member.read(VERIFY_READ):
+                        pass
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+        raise CorruptCheckpointError(f"{path}: zip archive check failed: {exc}") from exc
+    return len(infos)
 
 
 def _dir_json(path: Path, warnings: list[str]) -> tuple[Any, Any]:
@@ -265,3 +291,5 @@ def _describe(config: Any, meta: Any) -> dict[str, Any]:
             out["loss"] = compile_config.get("loss")
     return out
 
+
+READER = Reader(FORMAT, sniff, open, verify, group="zip")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,50 +10,23 @@ from typing import Any
 
 import h5py
 
-from ..errors import CorruptCheckpointError
-from ..model import OptimizerInfo, Variable, VariableMap
-from ..optimizer import FLOAT_DTYPES, NON_TRAINABLE, summarize
-from . import h5common as h5c
+from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.model import OptimizerInfo, Variable, VariableMap
+from ckpt_tools.optimizers.catalogue import KERAS3_TRAILING, KERAS3_UNKNOWN_LAYOUTS
+from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
+from ckpt_tools.optimizers.lookup import (
+    factored_slots,
+    family_of_group,
+    keras3_layout_family,
+    snake_case,
+    wrapper_groups,
+)
+from ckpt_tools.readers import h5common as h5c
+from ckpt_tools.readers.registry import Reader
 
 FORMAT = "keras-weights-h5"
 
 Group = tuple[str, ...]
-MV: tuple[Group, ...] = (("momentum", "velocity"),)
-# Slot layouts of Keras 3.15 optimizers (their `build()`): each group is created interleaved per trainable
-# variable, groups one after another; `use_ema` and gradient accumulation add groups before the optimizer's own.
-SIMPLE: dict[str, tuple[Group, ...]] = {
-    "Adamax": (("momentum", "norm"),),
-    "Adadelta": (("accumulated_grad", "accumulated_delta_var"),),
-    "Adagrad": (("accumulator",),),
-    "Ftrl": (("accumulator", "linear"),),
-    "Lamb": MV,
-    "Lion": (("momentum",),),
-    "ScheduleFreeAdamW": MV,
-    "Adafactor": (("r", "c", "velocity"),),
-}
-KNOWN = ("SGD", "Adam", "AdamW", "RMSprop", "Nadam", "Muon", "LossScaleOptimizer", *SIMPLE)
-# Slots whose shape is derived from the variable's (Adafactor's factored second moments).
-SHAPE_RULES = {
-    "r": lambda s: s[:-1] if len(s) >= 2 else (),
-    "c": lambda s: s[:-2] + s[-1:] if len(s) >= 2 else (),
-}
-GENERIC: list[tuple[tuple[Group, ...], tuple[str, ...]]] = [
-    ((("momentum",),), ()),
-    (MV, ()),
-    ((("slot0", "slot1", "slot2"),), ()),
-    ((("slot0",), ("slot1",)), ()),
-    ((("slot0",), ("slot1",), ("slot2",)), ()),
-]
-
-
-def snake_case(name: str) -> str:
-    """Keras' default object naming (class `RMSprop` -> `rm_sprop`)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-CLASS_OF_SNAKE = {snake_case(c): c for c in KNOWN}
 
 
 def natural_key(key: str) -> list[Any]:
@@ -184,47 +158,26 @@ def _optimizer_class(config: dict[str, Any] | None, group_name: str | None) -> t
             cls, cfg = inner["class_name"], _cfg(inner)
         return cls, cfg, "config.json compile_config"
     if isinstance(opt, str):
-        return CLASS_OF_SNAKE.get(snake_case(opt), opt), None, "config.json compile_config"
-    if group_name:
-        cls = CLASS_OF_SNAKE.get(re.sub(r"_\d+$", "", group_name))
-        if cls:
-            return cls, None, f"optimizer group name {group_name!r}"
+        fam = family_of_group(snake_case(opt))
+        return (fam.keras3 if fam else opt), None, "config.json compile_config"
+    fam = family_of_group(group_name) if group_name else None
+    if fam is not None:
+        return fam.keras3, None, f"optimizer group name {group_name!r}"
     return None, None, "guessed from slots per weight"
 
 
 def _candidates(cls: str | None, cfg: dict | None) -> list[tuple[tuple[Group, ...], tuple[str, ...]]]:
-    """Possible slot layouts for an optimizer class; exactly one when its config is known."""
-    sgd_m: tuple[Group, ...] = (("momentum",),)
-    ams: tuple[Group, ...] = (*MV, ("velocity_hat",))
-    v: Group = ("velocity",)
-    m: Group = ("momentum",)
-    ag: Group = ("average_gradient",)
-    own: list[tuple[Group, ...]]
-    if cls == "SGD":
-        own = [(sgd_m if cfg.get("momentum") else ())] if cfg is not None else [sgd_m, ()]
-    elif cls in ("Adam", "AdamW"):
-        own = [ams if cfg.get("amsgrad") else MV] if cfg is not None else [MV, ams]
-    elif cls == "RMSprop":
-        if cfg is not None:
-            own = [(v, *((m,) if cfg.get("momentum") else ()), *((ag,) if cfg.get("centered") else ()))]
-        else:
-            own = [(v,), (v, m), (v, m, ag), (v, ag)]
-    elif cls == "Nadam":
-        prefixes = _prefixes(cfg)
-        return [(p + MV, ("u_product",)) for p in prefixes]
-    elif cls in SIMPLE:
-        own = [SIMPLE[cls]]
-    else:
+    """Possible slot layouts for an optimizer class (from the catalogue); exactly one when its config is known."""
+    fam = keras3_layout_family(cls, cfg)
+    if fam is None:
         return []
-    return [(p + o, ()) for p in _prefixes(cfg) for o in own]
+    trailing = KERAS3_TRAILING.get(fam.name, ())
+    return [(p + o, trailing) for p in _prefixes(cfg) for o in fam.groups_for(cfg)]
 
 
 def _prefixes(cfg: dict | None) -> list[tuple[Group, ...]]:
-    if cfg is not None:
-        ema: tuple[Group, ...] = (("average",),) if cfg.get("use_ema") else ()
-        acc: tuple[Group, ...] = (("gradient_accumulator",),) if cfg.get("gradient_accumulation_steps") else ()
-        return [ema + acc]
-    return [(), (("average",),), (("gradient_accumulator",),), (("average",), ("gradient_accumulator",))]
+    """Slot groups that EMA and gradient accumulation create before the optimizer's own."""
+    return wrapper_groups(cfg)
 
 
 def _match(shapes: list[tuple[int, ...]], weights: list[_Weight]) -> tuple[list[int] | None, bool]:
@@ -272,11 +225,12 @@ def _fit(groups: tuple[Group, ...], trailing: tuple[str, ...], slots: list[h5c.D
         offset += n * len(group)
     shapes = []
     for entries in per_var:
-        plain = {slots[p].shape for p, name in entries if name not in SHAPE_RULES}
+        factored = factored_slots()
+        plain = {slots[p].shape for p, name in entries if name not in factored}
         if len(plain) != 1:
             return None
         shape = plain.pop()
-        if any(slots[p].shape != SHAPE_RULES[name](shape) for p, name in entries if name in SHAPE_RULES):
+        if any(slots[p].shape != factored[name].shape_for(shape) for p, name in entries if name in factored):
             return None
         shapes.append(shape)
     picked, ordered = _match(shapes, weights)
@@ -290,7 +244,7 @@ def _choose(cls: str | None, cfg: dict | None, slots: list[h5c.DatasetInfo], wei
     candidates = _candidates(cls, cfg)
     fits = [f for f in (_fit(g, t, slots, weights) for g, t in candidates) if f is not None]
     if not fits and slots:
-        fits = [f for f in (_fit(g, t, slots, weights) for g, t in GENERIC) if f is not None]
+        fits = [f for f in (_fit(g, t, slots, weights) for g, t in KERAS3_UNKNOWN_LAYOUTS) if f is not None]
     ordered = [f for f in fits if f.ordered]
     best = ordered or fits
     return best[0] if best else None
@@ -381,6 +335,7 @@ def read_keras3(opener: h5c.Opener, label: str, limit: int, config: dict[str, An
         display = "Adam(amsgrad)"
     info_opt = summarize(variables.values(), name=display, state_present=bool(opt_infos), slots_expected=slots_expected,
                          trainable=trainable)
+    info_opt = dataclasses.replace(info_opt, dialect="keras3")
     step = raw_step
     gas = (cfg or {}).get("gradient_accumulation_steps")
     if step is not None and isinstance(gas, int) and gas > 1:
@@ -444,3 +399,10 @@ def _variable(info: h5c.DatasetInfo, name: str, role: Any, opener: h5c.Opener, l
               slot_of: str | None = None, slot: str | None = None) -> Variable:
     return Variable(info.key, name, info.shape, info.dtype, role, slot_of, slot,
                     h5c.make_loader(opener, info.raw, label, limit))
+
+
+def verify(vmap: VariableMap) -> str:
+    return h5c.verify_file(vmap.path)
+
+
+READER = Reader(FORMAT, sniff, open, verify, group="hdf5")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
 
 STATE_FILE = "checkpoint"
 _STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')

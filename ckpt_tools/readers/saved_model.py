@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptCheckpointError, UnsafeInputError
-from ..model import VariableMap
-from ..optimizer import summarize
-from . import tf1, tf2
-from .bundles import OBJECT_GRAPH_KEY, open_bundle
+from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.model import VariableMap
+from ckpt_tools.optimizers.coverage import summarize
+from ckpt_tools.optimizers.graph_evidence import training_evidence
+from ckpt_tools.readers import tf1, tf2
+from ckpt_tools.readers.bundles import OBJECT_GRAPH_KEY, open_bundle, verify_bundle
+from ckpt_tools.readers.registry import Reader
+from ckpt_tools.readers.tf1_state import GraphSource
 
 FORMAT = "saved-model"
 MAX_PB_BYTES = 2**31 - 1  # protobuf's own message size limit
@@ -37,7 +41,7 @@ def read_signatures(root: Path) -> dict[str, Any]:
     size = pb.stat().st_size
     if size > MAX_PB_BYTES:
         raise UnsafeInputError(f"{pb}: {size} bytes is over protobuf's 2 GiB message limit")
-    from ..bundle.protos import DTYPE_NAMES, SavedModel
+    from ckpt_tools.bundle.protos import DTYPE_NAMES, SavedModel
 
     message = SavedModel()
     try:
@@ -77,19 +81,45 @@ def open(path: Path) -> VariableMap:
         raise CorruptCheckpointError(f"{path}: not a SavedModel directory")
     metadata: dict[str, Any] = {"root": str(root), **read_signatures(root)}
     prefix = root / "variables" / "variables"
+    pb_files = (root / "saved_model.pb",)
     if not Path(str(prefix) + ".index").is_file():
         metadata["variables"] = "none (no variables/variables.index)"
-        return VariableMap(root, FORMAT, {}, summarize([]), metadata=metadata, files=(root / "saved_model.pb",))
+        return VariableMap(root, FORMAT, {}, summarize([]), root=root, metadata=metadata, files=pb_files)
     bundle = open_bundle(prefix)
-    assert bundle is not None
     metadata.update(bundle.describe())
-    pb_files = (root / "saved_model.pb",)
+    common: dict[str, Any] = {"prefix": prefix, "bundle": "v2", "root": root, "metadata": metadata}
     if OBJECT_GRAPH_KEY in bundle.entries:
-        vmap = tf2.describe_bundle(bundle, root, FORMAT, metadata=metadata)
+        vmap = tf2.describe_bundle(bundle, root, FORMAT, **common)
     else:
         entries = [
             (e.key, e.shape, e.dtype, bundle.loader(e.key), bundle.chunker(e.key)) for e in bundle.entries.values()
         ]
-        vmap = tf1.build_map(root, FORMAT, entries, metadata=metadata, files=tuple(bundle.files()))
-    vmap.files = pb_files + vmap.files
-    return vmap
+        source = _graph_source(root)
+        vmap = tf1.build_map(root, FORMAT, entries, source, files=tuple(bundle.files()), closer=bundle.close,
+                             **common)
+    return dataclasses.replace(vmap, files=pb_files + vmap.files)
+
+
+def _graph_source(root: Path) -> GraphSource:
+    """The training ops of every graph in saved_model.pb (an export's graphs serve; they rarely train)."""
+    from ckpt_tools.bundle.graph import saved_model_graphs
+
+    pb = root / "saved_model.pb"
+    if not pb.is_file():
+        return GraphSource(None, inference=True, problem="saved_model.pbtxt is not parsed")
+    graphs = saved_model_graphs(pb)
+    evidence = [training_evidence(g, pb.name) for g in graphs]
+    best = max(evidence, key=lambda e: len(e.uses))
+    return GraphSource(best, inference=not best.uses)
+
+
+def verify(vmap: VariableMap) -> str:
+    if not len(vmap):
+        missing = [f for f in vmap.files if not f.exists()]
+        if missing:
+            raise MissingFileError(f"{missing[0]}: file of the artifact is missing")
+        return "saved_model.pb present; no variables to verify"
+    return verify_bundle(vmap)
+
+
+READER = Reader(FORMAT, sniff, open, verify, group="bundle")

@@ -10,11 +10,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptCheckpointError
-from ..model import Role, Variable, VariableMap
-from ..optimizer import FLOAT_DTYPES, NON_TRAINABLE, summarize
-from ..paths import bundle_prefix
-from .bundles import OBJECT_GRAPH_KEY, Bundle, open_bundle, read_scalar
+from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.model import FoundOptimizer, OptimizerInfo, Role, Variable, VariableMap
+from ckpt_tools.optimizers.catalogue import STEP_COUNTERS
+from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
+from ckpt_tools.optimizers.lookup import family_of_group, guess_family, keras2_slot, slot_lists
+from ckpt_tools.readers.bundles import (
+    OBJECT_GRAPH_KEY,
+    Bundle,
+    checkpoint_state_directory,
+    open_bundle,
+    read_scalar,
+    sniff_bundle,
+    verify_bundle,
+)
+from ckpt_tools.readers.paths import bundle_prefix
+from ckpt_tools.readers.registry import Reader
 
 FORMAT = "tf2-checkpoint"
 ATTR_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -22,7 +33,6 @@ MAX_PATHS_PER_NODE = 16
 # Total characters of all the access paths kept for naming; a hostile graph (a deep chain of long names) would
 # otherwise need memory quadratic in its size.
 MAX_PATH_CHARS = 1 << 27
-OPTIMIZER_CHILD = re.compile(r"(^|/)optimizer$")
 METRIC_PATH = re.compile(r"(^|/)(keras_api/)?metrics/\d+/(count|total)$")
 
 
@@ -33,12 +43,8 @@ def sniff(path: Path) -> str | None:
         return str(exc)
     if prefix is None:
         return "no .index file or checkpoint state file"
-    bundle = open_bundle(prefix, for_sniff=True)
-    if bundle is None:
-        return "the .index file is not a tensor bundle table"
-    if OBJECT_GRAPH_KEY not in bundle.entries:
-        return f"no {OBJECT_GRAPH_KEY} entry (TF1-style checkpoint)"
-    return None
+    reason = sniff_bundle(prefix)
+    return f"no {OBJECT_GRAPH_KEY} entry (TF1-style checkpoint)" if reason == "TF1" else reason
 
 
 @dataclass
@@ -47,6 +53,14 @@ class Graph:
 
     nodes: Any
     paths: dict[int, list[str]] = field(default_factory=dict)
+    optimizer_paths: frozenset[str] = frozenset()
+
+    def through_optimizer(self, path: str) -> bool:
+        """Whether `path` runs through (or is) an optimizer object found by structure."""
+        if not self.optimizer_paths:
+            return False
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in self.optimizer_paths for i in range(1, len(parts) + 1))
 
     @classmethod
     def parse(cls, graph: Any) -> Graph:
@@ -83,14 +97,9 @@ class Graph:
         if not paths:
             return None
         key = _value_key(self.nodes[node_id])
-        if key is not None and key.endswith(ATTR_SUFFIX) and not _through_optimizer(key[: -len(ATTR_SUFFIX)]):
+        if key is not None and key.endswith(ATTR_SUFFIX) and not self.through_optimizer(key[: -len(ATTR_SUFFIX)]):
             return key[: -len(ATTR_SUFFIX)]
-        return min(paths, key=lambda p: (_through_optimizer(p), p.count("/"), len(p), p))
-
-
-def _through_optimizer(path: str) -> bool:
-    parts = path.split("/")
-    return any(p == "optimizer" or (p.startswith("optimizer") and p[9:].isdecimal()) for p in parts)
+        return min(paths, key=lambda p: (self.through_optimizer(p), p.count("/"), len(p), p))
 
 
 def _value_key(node: Any) -> str | None:
@@ -100,8 +109,9 @@ def _value_key(node: Any) -> str | None:
     return None
 
 
-def describe_bundle(bundle: Bundle, path: Path, fmt: str, **extra: Any) -> VariableMap:
+def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> VariableMap:
     """Build the variable map of an object-graph bundle (TF2 checkpoint or SavedModel variables)."""
+    bundle = source
     graph_proto = bundle.reader.object_graph()
     if graph_proto is None:
         raise CorruptCheckpointError(f"{path}: no object graph in this bundle")
@@ -114,15 +124,12 @@ def describe_bundle(bundle: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
         for attr in node.attributes:
             key_node[str(attr.checkpoint_key)] = index
 
-    slot_info: dict[int, tuple[int, str]] = {}
-    for node in graph.nodes:
-        for ref in node.slot_variables:
-            slot_info[ref.slot_variable_node_id] = (ref.original_variable_node_id, str(ref.slot_name))
-
     optimizer_roots = _optimizer_nodes(graph)
-    positional = _positional_slots(graph, optimizer_roots, bundle)
-
-    trainable_nodes = set(positional["trainable"] or ())
+    graph.optimizer_paths = frozenset(p for r in optimizer_roots for p in graph.paths.get(r, ()))
+    findings = _positional_slots(graph, optimizer_roots, bundle)
+    slot_owner = {node: owner for f in findings for node, owner in f.slots.items()}
+    counters = {f.iterations for f in findings if f.iterations is not None}
+    trainable_nodes = {w for f in findings for w in f.trainable}
     variables: dict[str, Variable] = {}
     for entry in bundle.entries.values():
         if entry.key == OBJECT_GRAPH_KEY:
@@ -132,17 +139,15 @@ def describe_bundle(bundle: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
         role: Role = "weight"
         slot_of: str | None = None
         slot: str | None = None
-        owner = slot_info.get(node_id) if node_id is not None else None
-        if owner is None and node_id is not None:
-            owner = positional["slots"].get(node_id)
+        owner = slot_owner.get(node_id) if node_id is not None else None
         if owner is not None:
             slot_of, slot = graph.name(owner[0]) or str(owner[0]), owner[1]
             name, role = f"{slot_of}/{slot}", "optimizer"
-        elif node_id is not None and node_id in positional["iterations"]:
+        elif node_id is not None and node_id in counters:
             role = "step"
         elif node_id in trainable_nodes:
             role = "weight"
-        elif _through_optimizer(name):
+        elif graph.through_optimizer(name):
             role = "optimizer"
         elif name == "save_counter" or METRIC_PATH.search(name) or entry.dtype in ("string", "resource", "variant"):
             role = "other"
@@ -157,21 +162,11 @@ def describe_bundle(bundle: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
             bundle.loader(entry.key),
             bundle.chunker(entry.key),
         )
-    trainable_names: list[str] | None = None
-    if positional["trainable"]:
-        names = {v.name for v in variables.values()}
-        trainable_names = [n for n in (graph.name(t) for t in positional["trainable"]) if n in names]
-    step_var = _pick_step(variables.values())
+    step_var = _pick_step(variables.values(), [_value_key(graph.nodes[f.iterations]) for f in findings
+                                                 if f.iterations is not None])
     if step_var is not None and step_var.role != "step":
         variables[step_var.key] = dataclasses.replace(step_var, role="step")
-    state_present = any(v.role in ("optimizer",) for v in variables.values()) or bool(positional["iterations"])
-    name_hint = positional.get("name")
-    info = summarize(
-        variables.values(),
-        name=name_hint,
-        state_present=state_present,
-        trainable=trainable_names if trainable_names else None,
-    )
+    info = _optimizer_info(graph, findings, variables, bundle)
     step = read_scalar(step_var) if step_var is not None else None
     return VariableMap(
         path,
@@ -182,6 +177,7 @@ def describe_bundle(bundle: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
         step_var.key if step_var else None,
         metadata={"object_graph_nodes": len(graph.nodes), **extra.pop("metadata", {})},
         files=tuple(bundle.files()),
+        closer=bundle.close,
         **extra,
     )
 
@@ -189,17 +185,28 @@ def describe_bundle(bundle: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
 def _display_name(graph: Graph, node_id: int | None, key: str) -> str:
     """The key's own path when it does not run through an optimizer, else the best other path."""
     own = key[: -len(ATTR_SUFFIX)] if key.endswith(ATTR_SUFFIX) else key
-    if not _through_optimizer(own):
+    if not graph.through_optimizer(own):
         return own
     name = graph.name(node_id) if node_id is not None else None
     return own if name is None else name
 
 
+COUNTERS = tuple(c for c in STEP_COUNTERS if c != "global_step")
+OPTIMIZER_MARKS = ("_learning_rate", "learning_rate", "_variables")
+
+
 def _optimizer_nodes(graph: Graph) -> list[int]:
-    """Nodes reached through a child named `optimizer` (tf.train.Checkpoint(optimizer=...), model.optimizer)."""
+    """Optimizer objects found by structure, wherever they hang and whatever the attribute is called: an
+    iteration counter beside a learning rate or a variable list (Keras 3, tf_keras), or slot references
+    (tf_keras legacy optimizers)."""
     found = []
-    for node_id, paths in graph.paths.items():
-        if any(OPTIMIZER_CHILD.search(p) for p in paths):
+    for node_id, node in enumerate(graph.nodes):
+        if node_id not in graph.paths:
+            continue
+        kids = _children(graph, node_id)
+        counter = any(c in kids and _value_key(graph.nodes[kids[c]]) is not None for c in COUNTERS)
+        marked = any(m in kids for m in OPTIMIZER_MARKS) or any(k in slot_lists() for k in kids)
+        if len(node.slot_variables) or (counter and marked):
             found.append(node_id)
     return found
 
@@ -208,74 +215,92 @@ def _children(graph: Graph, node_id: int) -> dict[str, int]:
     return {str(c.local_name): c.node_id for c in graph.nodes[node_id].children}
 
 
-# Keras 3 / tf_keras optimizers track one list per slot kind; index i belongs to trainable variable i.
-SLOT_LISTS = {
-    "_momentums": "momentum",
-    "momentums": "momentum",
-    "velocities": "velocity",
-    "accumulators": "accumulator",
-    "_velocities": "velocity",
-    "_velocity_hats": "velocity_hat",
-    "_accumulators": "accumulator",
-    "_average_gradients": "average_gradient",
-    "_linears": "linear",
-    "_accumulated_grads": "accumulated_grad",
-    "_accumulated_delta_vars": "accumulated_delta_var",
-    "_u": "u",
-}
+@dataclass
+class RootFinding:
+    """One optimizer object: its counter, the weights it is built for, its slots (node -> (weight, slot))."""
+
+    root: int
+    iterations: int | None = None
+    trainable: list[int] = field(default_factory=list)
+    slots: dict[int, tuple[int, str]] = field(default_factory=dict)
+    stateless: bool = False
 
 
-def _positional_slots(graph: Graph, optimizer_roots: list[int], bundle: Bundle) -> dict[str, Any]:
-    """Slots of Keras 3 / tf_keras optimizers, which keep no `.OPTIMIZER_SLOT` references.
+def _positional_slots(graph: Graph, optimizer_roots: list[int], bundle: Bundle) -> list[RootFinding]:
+    """Slots of each optimizer object, however it records them.
 
-    Keras 3 tracks `_trainable_variables` (the weights, in order) and one list per slot kind (`_momentums`,
-    `_velocities`, ...) whose entry i belongs to weight i. tf_keras tracks the slot lists too but no
-    trainable list; there the weights are the float model weights in path order, checked by shape.
-    Without slot lists, the positional `_variables` list is split by the number of trainable weights.
+    tf_keras legacy optimizers keep `.OPTIMIZER_SLOT` references on the optimizer node. Keras 3 tracks
+    `_trainable_variables` (the weights, in order) and one list per slot kind (`_momentums`, ...) whose entry
+    i belongs to weight i. tf_keras tracks the slot lists too but no trainable list; there the weights are
+    the float model weights in path order, checked by shape. Without slot lists, the positional `_variables`
+    list is split by the number of trainable weights.
     """
-    result: dict[str, Any] = {"slots": {}, "iterations": set(), "trainable": None, "name": None}
-    for root in optimizer_roots:
-        kids = _children(graph, root)
-        for counter in ("_iterations", "iter", "iterations"):
-            if counter in kids and _value_key(graph.nodes[kids[counter]]) is not None:
-                result["iterations"].add(kids[counter])
-        trainable: list[int] | None = None
-        if "_trainable_variables" in kids:
-            trainable = _ordered(graph, kids["_trainable_variables"])
-        lists = {SLOT_LISTS[k]: _ordered(graph, v) for k, v in kids.items() if k in SLOT_LISTS}
-        lists = {k: v for k, v in lists.items() if v}
-        weights = trainable if trainable is not None else _guess_trainable(graph, root, bundle)
-        if lists:
-            for slot_name, members in lists.items():
-                for i, slot_node in enumerate(members):
-                    owner = weights[i] if i < len(weights) else None
-                    if owner is None or _shape_of(graph, bundle, slot_node) != _shape_of(graph, bundle, owner):
-                        owner = _match_by_shape(graph, bundle, slot_node, weights, i)
-                    if owner is not None:
-                        result["slots"][slot_node] = (owner, slot_name)
-            result["trainable"] = weights
-            continue
-        if "_variables" not in kids:
-            continue
-        ordered = _ordered(graph, kids["_variables"])
-        if ordered:
-            result["iterations"].add(ordered[0])
-        if trainable is None or not ordered:
-            continue
-        skip = 2 if "_learning_rate" in kids and kids["_learning_rate"] in ordered[:2] else 1
-        slots = ordered[skip:]
-        result["trainable"] = trainable
-        if not slots:
-            result["name"] = "SGD"
-            continue
-        if len(slots) % len(trainable):
-            continue
-        per = len(slots) // len(trainable)
-        assignment = _assign(graph, bundle, slots, trainable, per)
-        if assignment is not None:
-            for slot_node, (var_node, index) in assignment.items():
-                result["slots"][slot_node] = (var_node, f"slot{index}")
-    return result
+    return [_root_finding(graph, root, bundle) for root in optimizer_roots]
+
+
+def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
+    found = RootFinding(root)
+    kids = _children(graph, root)
+    found.iterations = next((kids[c] for c in COUNTERS if c in kids and _value_key(graph.nodes[kids[c]])), None)
+    refs = graph.nodes[root].slot_variables
+    if len(refs):
+        for ref in refs:
+            slot = keras2_slot(None, str(ref.slot_name)) or str(ref.slot_name)
+            found.slots[ref.slot_variable_node_id] = (ref.original_variable_node_id, slot)
+        found.trainable = list(dict.fromkeys(owner for owner, _ in found.slots.values()))
+        return found
+    trainable = _ordered(graph, kids["_trainable_variables"]) if "_trainable_variables" in kids else None
+    lists = {slot_lists()[k]: _ordered(graph, v) for k, v in kids.items() if k in slot_lists()}
+    lists = {k: v for k, v in lists.items() if v}
+    weights = trainable if trainable is not None else _guess_trainable(graph, root, bundle)
+    if lists:
+        found.trainable = weights
+        for slot_name, members in lists.items():
+            for i, slot_node in enumerate(members):
+                owner = weights[i] if i < len(weights) else None
+                if owner is None or _shape_of(graph, bundle, slot_node) != _shape_of(graph, bundle, owner):
+                    owner = _match_by_shape(graph, bundle, slot_node, weights, i)
+                if owner is not None:
+                    found.slots[slot_node] = (owner, slot_name)
+        return found
+    _split_variables(graph, bundle, kids, trainable, found)
+    return found
+
+
+def _split_variables(graph: Graph, bundle: Bundle, kids: dict[str, int], trainable: list[int] | None,
+                     found: RootFinding) -> None:
+    """Ties from the positional `_variables` list: counter, learning rate, then the slots in build order."""
+    ordered = _ordered(graph, kids["_variables"]) if "_variables" in kids else []
+    if ordered and found.iterations is None:
+        found.iterations = ordered[0]
+    if trainable is None or not ordered:
+        return
+    skip = 2 if "_learning_rate" in kids and kids["_learning_rate"] in ordered[:2] else 1
+    slots = ordered[skip:]
+    found.trainable = trainable
+    if not slots:
+        found.stateless = True
+        return
+    if not trainable or len(slots) % len(trainable):
+        return
+    assignment = _assign(graph, bundle, slots, trainable, len(slots) // len(trainable))
+    for slot_node, (var_node, index) in (assignment or {}).items():
+        found.slots[slot_node] = (var_node, _slot_name_of(graph, slot_node) or f"slot{index}")
+
+
+def _slot_name_of(graph: Graph, node_id: int) -> str | None:
+    """A Keras 3 slot's own name, from its recorded full name (`adam/dense_kernel_momentum`)."""
+    full = _full_name(graph.nodes[node_id])
+    tail = full.rpartition("/")[2]
+    names = sorted(set(slot_lists().values()), key=len, reverse=True)
+    return next((n for n in names if tail.endswith("_" + n) or tail == n), None)
+
+
+def _full_name(node: Any) -> str:
+    for attr in node.attributes:
+        if attr.name == "VARIABLE_VALUE":
+            return str(attr.full_name)
+    return ""
 
 
 def _ordered(graph: Graph, list_node: int) -> list[int]:
@@ -321,7 +346,7 @@ def _guess_trainable(graph: Graph, optimizer_root: int, bundle: Bundle) -> list[
     for node_id, node in enumerate(graph.nodes):
         key = _value_key(node)
         name = graph.name(node_id)
-        if key is None or name is None or _through_optimizer(name) or key not in bundle.entries:
+        if key is None or name is None or graph.through_optimizer(name) or key not in bundle.entries:
             continue
         entry = bundle.entries[key]
         if entry.dtype in FLOAT_DTYPES and not NON_TRAINABLE.search(name) and not name.startswith("keras_api/metrics"):
@@ -329,14 +354,62 @@ def _guess_trainable(graph: Graph, optimizer_root: int, bundle: Bundle) -> list[
     return found
 
 
-def _pick_step(variables: Iterable[Variable]) -> Variable | None:
-    candidates = [v for v in variables if v.role == "step"]
-    if candidates:
-        return sorted(candidates, key=lambda v: ("iter" not in v.name, v.name))[0]
-    for v in variables:
+def _pick_step(variables: Iterable[Variable], counters: list[str | None]) -> Variable | None:
+    """The step: the first optimizer's iteration counter, else a `global_step` / `step` integer scalar."""
+    by_key = {v.key: v for v in variables}
+    for key in counters:
+        if key is not None and key in by_key:
+            return by_key[key]
+    for v in by_key.values():
         if v.name.rsplit("/", 1)[-1] in ("global_step", "step") and v.dtype.startswith("int") and v.size == 1:
             return v
     return None
+
+
+def _optimizer_info(graph: Graph, findings: list[RootFinding], variables: dict[str, Variable],
+                    bundle: Bundle) -> OptimizerInfo:
+    """Each optimizer object with the weights it covers; model weights no optimizer covers are uncovered."""
+    if not findings:
+        return summarize(variables.values(), reason="no optimizer object in the object graph",
+                         evidence="object graph")
+    found = [_found(graph, f, variables) for f in findings]
+    names = {v.name for v in variables.values()}
+    covered_any = {w for o in found for w in o.trainable}
+    weights = {v.name for v in variables.values() if v.role == "weight"}
+    orphans = [n for n in (graph.name(i) for i in _guess_trainable(graph, -1, bundle))
+               if n and n in weights and n not in covered_any]
+    trainable = list(dict.fromkeys([*(w for o in found for w in o.trainable), *orphans]))
+    uncovered = [*dict.fromkeys(w for o in found for w in o.uncovered), *orphans]
+    stateless = all(f.stateless for f in findings)
+    label = "+".join(dict.fromkeys(o.name or "unknown" for o in found))
+    paths = ", ".join(o.path for o in found)
+    reason = f"{len(found)} optimizer object{'s' if len(found) > 1 else ''} in the object graph ({paths})"
+    if orphans:
+        reason += f"; {len(orphans)} model weights belong to no saved optimizer"
+    slots = tuple(sorted({s for o in found for s in o.slots}))
+    return OptimizerInfo(True, name=label if label != "unknown" else None, slots=slots,
+                         trainable=len([w for w in trainable if w in names]), covered=len(trainable) - len(uncovered),
+                         uncovered=tuple(uncovered), slots_expected=not stateless, reason=reason,
+                         evidence="object graph", optimizers=tuple(found))
+
+
+def _found(graph: Graph, finding: RootFinding, variables: dict[str, Variable]) -> FoundOptimizer:
+    path = graph.name(finding.root) or str(finding.root)
+    weights = [n for n in (graph.name(w) for w in finding.trainable) if n]
+    per_weight: dict[str, set[str]] = {}
+    for owner, slot in finding.slots.values():
+        per_weight.setdefault(graph.name(owner) or "", set()).add(slot)
+    slots = tuple(sorted({s for per in per_weight.values() for s in per}))
+    uncovered = tuple(w for w in weights if not finding.stateless and per_weight.get(w, set()) != set(slots))
+    step = None
+    if finding.iterations is not None:
+        key = _value_key(graph.nodes[finding.iterations])
+        step = read_scalar(variables[key]) if key in variables else None
+    group = next((_full_name(graph.nodes[n]).partition("/")[0] for n in finding.slots), "")
+    fam = family_of_group(group) if group else None
+    fam = fam or guess_family(slots)
+    return FoundOptimizer(path, fam.name if fam else ("SGD" if finding.stateless else None), step, slots,
+                          tuple(weights), uncovered)
 
 
 def open(path: Path) -> VariableMap:
@@ -344,5 +417,8 @@ def open(path: Path) -> VariableMap:
     if prefix is None:
         raise CorruptCheckpointError(f"{path}: not a TF2 checkpoint")
     bundle = open_bundle(prefix)
-    assert bundle is not None
-    return describe_bundle(bundle, path, FORMAT, metadata={"prefix": str(prefix), **bundle.describe()})
+    return describe_bundle(bundle, path, FORMAT, prefix=prefix, bundle="v2",
+                           metadata={"prefix": str(prefix), **bundle.describe()})
+
+
+READER = Reader(FORMAT, sniff, open, verify_bundle, checkpoint_state_directory, group="bundle")

@@ -6,34 +6,20 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from .errors import CkptToolsError, UsageError
-from .integrity import (
-    BUNDLE_FORMATS,
-    HDF5_FORMATS,
-    MAX_LISTED,
-    READ_BLOCK,
-    Status,
-    check_files,
-    check_state,
-    glob_escape,
-    state_directory,
-    verify_files,
-    verify_state,
-)
-from .messages import counted, flat, listed
-from .model import Variable, VariableMap
+from ckpt_tools.errors import CkptToolsError, UsageError
+from ckpt_tools.messages import counted, flat, listed
+from ckpt_tools.model import Variable, VariableMap
+from ckpt_tools.validation.integrity import MAX_LISTED, Status, check_files, check_state
 
-__all__ = [
-    "BUNDLE_FORMATS", "CHECKS", "CHUNK_ELEMENTS", "FINITE_ROLES", "FLOAT_KINDS", "HDF5_FORMATS", "JSON_SCHEMA",
-    "MAX_LISTED", "READ_BLOCK", "RESUMABLE", "TRAINING_STATE", "CheckResult", "Status", "ValidationReport",
-    "check_files", "check_finite", "check_optimizer", "check_slots", "check_state", "check_step", "check_weights",
-    "count_nonfinite", "glob_escape", "required_checks", "state_directory", "validate", "verify_files",
-    "verify_state",
-]
+if TYPE_CHECKING:
+    from ckpt_tools.validation.run import ValidationRun
+
+PathArg = str | os.PathLike[str]
+
 CHECKS: tuple[str, ...] = ("files", "weights", "optimizer", "slots", "step", "finite", "state")
 RESUMABLE: tuple[str, ...] = CHECKS
 TRAINING_STATE: tuple[str, ...] = ("optimizer", "slots", "step")
@@ -84,6 +70,12 @@ class ValidationReport:
     def verdict(self) -> str:
         return "unreadable" if self.error is not None else ("valid" if self.ok else "invalid")
 
+    @classmethod
+    def unreadable(cls, path: str, error: str, required: tuple[str, ...]) -> ValidationReport:
+        """The report for an artifact that cannot be opened at all: every check skipped, exit code 2."""
+        checks = tuple(CheckResult(n, "skip", "artifact unreadable", n in required) for n in CHECKS)
+        return cls(path, None, checks, required, error=error)
+
     def check(self, name: str) -> CheckResult:
         for result in self.checks:
             if result.name == name:
@@ -118,32 +110,67 @@ def required_checks(require: str | Iterable[str] | None = None, allow_weights_on
         names = [n.strip() for n in items if n.strip()]
         unknown = [n for n in names if n not in CHECKS]
         if unknown:
-            raise UsageError(f"--require: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+            detail = f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}"
+            raise UsageError(f"require={require!r}: {detail}", argument="require", detail=detail)
         if not names:
-            raise UsageError("--require: name at least one check")
+            detail = "name at least one check"
+            raise UsageError(f"require={require!r}: {detail}", argument="require", detail=detail)
     if allow_weights_only:
         names = [n for n in names if n not in TRAINING_STATE]
     return tuple(n for n in CHECKS if n in names)
 
 
+@overload
 def validate(
-    path: str | os.PathLike[str], require: str | Iterable[str] | None = None, allow_weights_only: bool = False
-) -> ValidationReport:
-    """Run the checks on one artifact. Checks that are not required are reported as `skip`.
+    path: PathArg, *, require: str | Iterable[str] | None = None, allow_weights_only: bool = False
+) -> ValidationReport: ...
 
-    An artifact that cannot be opened at all (missing, unrecognized, corrupt metadata) gives a report with
-    `error` set and exit_code 2; problems found by the checks give exit_code 1.
+
+@overload
+def validate(
+    path: list[PathArg] | tuple[PathArg, ...],
+    *,
+    require: str | Iterable[str] | None = None,
+    allow_weights_only: bool = False,
+) -> ValidationRun: ...
+
+
+def validate(
+    path: PathArg | list[PathArg] | tuple[PathArg, ...],
+    *,
+    require: str | Iterable[str] | None = None,
+    allow_weights_only: bool = False,
+) -> ValidationReport | ValidationRun:
+    """Run the checks on one artifact (a ValidationReport) or on each of a list of them (a ValidationRun).
+
+    `require` names the checks to enforce (a comma list or an iterable; default: all of CHECKS);
+    `allow_weights_only` drops the training-state checks (optimizer, slots, step) from it. Checks that are not
+    required are reported as `skip`. An artifact that cannot be opened at all (missing, unrecognized, corrupt
+    metadata) gives a report with `error` set and exit_code 2; problems found by the checks give exit_code 1.
     """
     required = required_checks(require, allow_weights_only)
-    shown = os.fspath(path)
-    from .registry import open_checkpoint
+    if isinstance(path, (list, tuple)):
+        from ckpt_tools.validation.run import validate_paths
 
+        return validate_paths(path, required)
+    return validate_one(path, required)
+
+
+def validate_one(path: PathArg, required: tuple[str, ...]) -> ValidationReport:
+    """The report for one artifact, enforcing the checks named in `required` (see required_checks)."""
+    from ckpt_tools.readers.registry import open_checkpoint
+
+    shown = os.fspath(path)
     try:
         vmap = open_checkpoint(Path(path))
     except (CkptToolsError, OSError) as exc:
-        message = flat(exc) or type(exc).__name__
-        checks = tuple(CheckResult(n, "skip", "artifact unreadable", n in required) for n in CHECKS)
-        return ValidationReport(shown, None, checks, required, error=message)
+        return ValidationReport.unreadable(shown, flat(exc) or type(exc).__name__, required)
+    with vmap:
+        return ValidationReport(shown, vmap.format, run_checks(vmap, required), required)
+
+
+def run_checks(vmap: VariableMap, required: tuple[str, ...]) -> tuple[CheckResult, ...]:
+    """Every check in CHECKS order: the required ones run, the others reported as skipped."""
     runners: dict[str, Callable[[VariableMap], tuple[Status, str]]] = {
         "files": check_files,
         "weights": check_weights,
@@ -160,7 +187,7 @@ def validate(
             continue
         status, reason = runners[name](vmap)
         results.append(CheckResult(name, status, reason, True))
-    return ValidationReport(shown, vmap.format, tuple(results), required)
+    return tuple(results)
 
 
 def check_weights(vmap: VariableMap) -> tuple[Status, str]:

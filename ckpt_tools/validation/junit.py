@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from .validation import ValidationReport
+from ckpt_tools.validation.checks import ValidationReport
 
 SUITE_NAME = "ckpt validate"
 

@@ -1,0 +1,165 @@
+"""TF1 optimizer state: decided by the training ops of the graph beside the checkpoint, else by variable names."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from ckpt_tools.errors import CkptToolsError
+from ckpt_tools.messages import flat, listed
+from ckpt_tools.model import FoundOptimizer, OptimizerInfo, Role, Variable
+from ckpt_tools.optimizers.coverage import summarize
+from ckpt_tools.optimizers.graph_evidence import GraphEvidence, training_evidence
+from ckpt_tools.optimizers.lookup import keras2_slot, tf1_slot, tf1_suffixes
+
+Tie = tuple[Role, str | None, str | None]
+STEP_NAMES = re.compile(r"(^|/)global_step$")
+NON_SLOT = re.compile(r"(^|/)(beta1_power|beta2_power)(_\d+)?$")
+ESTIMATOR_OPTIMIZER = re.compile(r"^training/[A-Z][A-Za-z]*/")
+ESTIMATOR_SLOT = re.compile(r"^training/(?P<opt>[A-Za-z]+)/(?P<var>.+)/(?P<slot>[a-z_]+)$")
+LISTED = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphSource:
+    """The graph that may prove what trains the weights: a `.meta` beside the checkpoint, a SavedModel's
+    graphs (inference exports, whose lack of training ops proves nothing), or none, with why."""
+
+    evidence: GraphEvidence | None
+    inference: bool = False
+    problem: str | None = None
+
+
+def meta_graph_source(prefix: Path) -> GraphSource:
+    """The training graph saved beside a Saver checkpoint (`PREFIX.meta`), parsed natively."""
+    from ckpt_tools.bundle.graph import read_meta_graph
+
+    meta = Path(str(prefix) + ".meta")
+    if not meta.is_file():
+        return GraphSource(None, problem=f"no {meta.name} graph beside the checkpoint")
+    try:
+        return GraphSource(training_evidence(read_meta_graph(meta), meta.name))
+    except (CkptToolsError, OSError) as exc:
+        return GraphSource(None, problem=f"{meta.name} unreadable ({flat(exc)[:160]})")
+
+
+def classify(names: list[str]) -> dict[str, Tie]:
+    """Role, slot_of and canonical slot of each TF1 variable, from its name alone."""
+    known = set(names)
+    suffixes = tf1_suffixes()
+    out: dict[str, Tie] = {}
+    for name in names:
+        head, _, suffix = name.rpartition("/")
+        centered = suffix.startswith("RMSProp") and f"{head}/RMSProp_2" in known
+        spec = tf1_slot(suffix, centered=centered) if suffix in suffixes and head in known else None
+        if STEP_NAMES.search(name):
+            out[name] = ("step", None, None)
+        elif spec is not None:
+            out[name] = ("optimizer", head, spec[1])
+        elif NON_SLOT.search(name) or ESTIMATOR_OPTIMIZER.match(name):
+            out[name] = ("optimizer", *_estimator_tie(name, known))
+        else:
+            out[name] = ("weight", None, None)
+    return out
+
+
+def _estimator_tie(name: str, known: set[str]) -> tuple[str | None, str | None]:
+    """Estimators keep each optimizer's slots under `training/<Optimizer>/<var>/<slot>`."""
+    match = ESTIMATOR_SLOT.match(name)
+    if match is None or match.group("var") not in known:
+        return None, None
+    from ckpt_tools.optimizers.lookup import family
+
+    slot = keras2_slot(family(match.group("opt")), match.group("slot")) or match.group("slot")
+    return match.group("var"), f"{match.group('opt')}/{slot}"
+
+
+def family_from_names(variables: Mapping[str, Variable]) -> str | None:
+    """The optimizer(s) the slot names point at: `Adam`, or `Adagrad+Ftrl` for Estimator mixes."""
+    found: list[str] = []
+    for var in variables.values():
+        if var.slot_of is None:
+            continue
+        spec = tf1_slot(var.key.rpartition("/")[2])
+        label = spec[0].name if spec is not None else (var.slot or "").partition("/")[0]
+        if label and label not in found:
+            found.append(label)
+    return "+".join(found) if found else None
+
+
+def apply_graph(ties: dict[str, Tie], evidence: GraphEvidence) -> dict[str, Tie]:
+    """Slot ties proven by training ops override the name-based ones (custom optimizer names included)."""
+    out = dict(ties)
+    for use in evidence.uses:
+        for slot, key in use.slots.items():
+            if key in out:
+                out[key] = ("optimizer", use.variable, slot)
+        for key in use.extra_inputs:
+            if key in out and out[key][0] != "step":
+                out[key] = ("optimizer", None, None)
+    return out
+
+
+def decide(variables: Mapping[str, Variable], source: GraphSource) -> OptimizerInfo:
+    """The optimizer finding: training ops first, variable names when there is no graph to ask."""
+    evidence = source.evidence
+    if evidence is not None and evidence.uses:
+        return _from_ops(variables, evidence)
+    has_step = any(v.role == "step" for v in variables.values())
+    slots = [v for v in variables.values() if v.slot_of is not None]
+    if slots or any(v.role == "optimizer" for v in variables.values()):
+        where = "no recognized training op in the graph" if evidence is not None else source.problem
+        info = summarize(variables.values(), name=family_from_names(variables))
+        return dataclasses.replace(info, reason=f"slot variables stored, by name ({where})")
+    if evidence is not None and not source.inference:
+        return summarize([], reason=f"no training op in {evidence.source} and no slot variables: nothing in this "
+                                    "graph trains the weights", evidence="training ops")
+    if has_step:
+        why = ("an inference export: its graph has no training ops, so" if source.inference
+               else f"{source.problem}, so") + (" a step counter alone cannot tell a stateless optimizer (plain "
+                                                "SGD) from optimizer state that was not saved")
+        return summarize(variables.values(), state_present=True, slots_expected=False, infer_name=False,
+                         undecided=True, reason=why)
+    return summarize([], reason="no slot variables and no step counter")
+
+
+def _from_ops(variables: Mapping[str, Variable], evidence: GraphEvidence) -> OptimizerInfo:
+    """Coverage per updated variable: every slot its own op reads must be stored."""
+    trainable = list(dict.fromkeys(u.variable for u in evidence.uses))
+    missing: dict[str, list[str]] = {}
+    needed = stored = 0
+    for use in evidence.uses:
+        for slot, key in use.slots.items():
+            needed += 1
+            if key in variables:
+                stored += 1
+            else:
+                missing.setdefault(use.variable, []).append(slot)
+    families = evidence.families
+    name = "+".join(families)
+    found = tuple(_found(evidence, fam, variables) for fam in families)
+    hyper = dict(evidence.uses[0].hyper) if len(families) == 1 else {}
+    common = {"name": name, "evidence": "training ops", "optimizers": found, "hyper": hyper,
+              "hyper_origin": f"{evidence.source} (training ops)"}
+    slot_names = tuple(sorted({s for u in evidence.uses for s in u.slots}))
+    ops = f"{listed(sorted({u.op for u in evidence.uses}), 3)} in {evidence.source}"
+    if not needed:
+        return OptimizerInfo(True, slots_expected=False, trainable=len(trainable), covered=len(trainable),
+                             reason=f"{ops}: {name} keeps no state beyond the step", **common)
+    if not stored:
+        return OptimizerInfo(False, slots=slot_names, trainable=len(trainable), uncovered=tuple(trainable),
+                             reason=f"the graph trains with {name} ({ops}) but none of its slot variables is "
+                                    "stored", **common)
+    uncovered = tuple(w for w in trainable if w in missing)
+    return OptimizerInfo(True, slots=slot_names, trainable=len(trainable), covered=len(trainable) - len(uncovered),
+                         uncovered=uncovered, reason=f"{ops}; {stored} of {needed} slot variables stored", **common)
+
+
+def _found(evidence: GraphEvidence, name: str, variables: Mapping[str, Variable]) -> FoundOptimizer:
+    uses = [u for u in evidence.uses if u.name == name]
+    weights = tuple(dict.fromkeys(u.variable for u in uses))
+    uncovered = tuple(dict.fromkeys(u.variable for u in uses if any(k not in variables for k in u.slots.values())))
+    slots = tuple(dict.fromkeys(s for u in uses for s in u.slots))
+    return FoundOptimizer(f"training ops ({uses[0].op})", name, None, slots, weights, uncovered)
