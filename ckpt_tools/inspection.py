@@ -12,6 +12,7 @@ import numpy as np
 
 from ckpt_tools.model import ROLES, Variable, VariableMap
 from ckpt_tools.readers.registry import open_checkpoint
+from ckpt_tools.verdict import resume_verdict
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ def tensor_stats(value: np.ndarray) -> TensorStats:
     return TensorStats(float(finite.min()), float(finite.max()), float(finite.astype(np.float64).mean()), nan, inf)
 
 
+JSON_SCHEMA = "ckpt-tools/inspect/2"
+
+
 @dataclass
 class InspectResult:
     """An artifact's variables (`variables`: all, or those `filter` matched), its VariableMap (`vmap`) and, with
@@ -72,6 +76,7 @@ class InspectResult:
                 row["stats"] = self.stats[var.key].to_json()
             rows.append(row)
         return {
+            "schema": JSON_SCHEMA,
             "path": str(vmap.path),
             "format": vmap.format,
             "variables": rows,
@@ -85,6 +90,10 @@ class InspectResult:
             "optimizer": vmap.optimizer.to_json(),
             "step": vmap.step,
             "step_key": vmap.step_key,
+            "epoch": vmap.epoch,
+            "epoch_key": vmap.epoch_key,
+            "layout": vmap.layout,
+            "resume": resume_verdict(vmap).to_json(),
             "metadata": vmap.metadata,
         }
 

@@ -212,7 +212,9 @@ class VariableMap(Mapping[str, Variable]):
     """Every stored tensor of one artifact, keyed by `key`, with the format and optimizer/step findings.
 
     Typed fields hold what operations rely on: `prefix` (the tensor-bundle prefix, or the V1 file, the
-    variables come from), `bundle` (its kind), `root` (a SavedModel or unzipped-archive directory). `metadata`
+    variables come from), `bundle` (its kind), `root` (a SavedModel or unzipped-archive directory), `epoch`
+    (completed epochs: the `initial_epoch` to resume with, where the artifact stores it), `layout` (a known
+    directory layout around the format, such as BackupAndRestore). `metadata`
     is descriptive only (shown by inspect). Use it as a context manager, or call `close()`, to release the
     file handles readers keep open for lazy reads.
     """
@@ -223,6 +225,9 @@ class VariableMap(Mapping[str, Variable]):
     optimizer: OptimizerInfo
     step: int | None = None
     step_key: str | None = None
+    epoch: int | None = None
+    epoch_key: str | None = None
+    layout: str | None = None
     prefix: Path | None = None
     bundle: BundleKind | None = None
     root: Path | None = None

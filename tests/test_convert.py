@@ -16,6 +16,8 @@ from tests.conftest import needs_tf, run_cli, run_json
 pytestmark = [needs_tf, pytest.mark.tensorflow]
 
 MODELS = Path(__file__).resolve().parent / "convert_models.py"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "fixture_models.py"
 LR = 0.05
 TOL = 1e-5
 RNG = np.random.default_rng(1234)
@@ -297,7 +299,7 @@ def test_keras2_legacy_rmsprop_is_flagged_approximate(tmp_path: Path) -> None:
     keras2_after = make_keras2_h5(source, "rmsprop", legacy=True)
     out = tmp_path / "out"
     report = run_json(["convert", source, "--model", factory("rmsprop_keras2"), "--out", out])
-    [rule] = [r for r in report["optimizer"]["slots"] if r["source"] == "rms"]
+    [rule] = [r for r in report["optimizer"]["slots"] if r["source"] == "velocity"]
     assert rule["exactness"] == "approximate"
     assert any("approximate" in w for w in report["warnings"])
     deviation = max_deviation(keras2_after, keras_step(restore_tf2(out, "rmsprop_keras2")))
@@ -423,6 +425,44 @@ def test_untranslatable_state_needs_allow_weights_only(tf1_checkpoints: Any, tmp
     report = run_json(["convert", source, "--model", factory("momentum"), "--out", out, "--allow-weights-only"])
     assert report["written"] and not report["resumable"] and report["weights_only"]
     assert report["checkpoints"][0]["verification"]["weights_identical"] == 4
+
+
+@pytest.mark.parametrize("to", ["tf2", "keras"])
+def test_weights_only_output_carries_no_optimizer_state(tf1_checkpoints: Any, tmp_path: Path, to: str) -> None:
+    """A non-resumable conversion must not look resumable: no optimizer, no step, and validate fails it."""
+    from ckpt_tools.validation.checks import validate
+
+    source, _ = tf1_checkpoints["adam"]
+    out = tmp_path / ("out.keras" if to == "keras" else "out")
+    args = ["convert", source, "--model", factory("momentum"), "--out", out, "--to", to, "--allow-weights-only"]
+    assert run_json(args)["weights_only"]
+    written = run_json(["inspect", out])
+    assert written["optimizer"]["present"] is False and written["step"] is None
+    assert not any(v["role"] in ("optimizer", "step") for v in written["variables"])
+    report = validate(out)
+    assert not report.ok and report.check("optimizer").status == "fail"
+    assert report.check("weights").status == "pass"
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    ["tf1_step_only", "tf1_step_only_nometa", "tf1_adam_slots_dropped", "tf1_sgd_nometa", "tf1_adam", "tf1_sgd"],
+)
+def test_convert_plans_from_the_same_verdict_as_inspect_and_validate(fixture: str, tmp_path: Path) -> None:
+    from ckpt_tools.validation.checks import validate
+
+    source = FIXTURES / fixture
+    inspected = run_json(["inspect", source])["resume"]
+    plan = run_json(
+        ["convert", source, "--model", f"{EXAMPLES}:tf1_adam", "--out", tmp_path / "o", "--dry-run"], expect=None
+    )
+    assert plan["source_resume"] == inspected
+    checks = {c.name: c for c in validate(source).checks}
+    assert inspected["reasons"]["optimizer"] == checks["optimizer"].reason
+    problems = plan["optimizer"]["problems"]
+    if checks["optimizer"].status == "fail":
+        assert problems and problems[0] == f"source {checks['optimizer'].reason}"
+        assert not plan["resumable"]
 
 
 def test_factory_must_be_compiled(tf1_checkpoints: Any, tmp_path: Path) -> None:

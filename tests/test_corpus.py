@@ -26,7 +26,11 @@ def test_corpus_artifact_matches_ground_truth(entry: dict) -> None:
     assert result.vmap.format in FORMAT_OF_KIND[entry["kind"]]
     got = sorted([v.key, list(v.shape), v.dtype] for v in result.variables)
     assert got == sorted([k, list(s), d] for k, s, d in entry["tensors"])
-    assert result.vmap.optimizer.present == entry["optimizer"]
+    info = result.vmap.optimizer
+    if info.present != entry["optimizer"]:  # see test_resume_verdicts.test_corpus_verdict_changes_are_...
+        stateless_sgd = info.present is True and not info.slots_expected and info.evidence == "training ops"
+        undecidable_export = info.present is None and "inference export" in info.reason
+        assert stateless_sgd or undecidable_export, info
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["path"] for e in ENTRIES])

@@ -269,7 +269,11 @@ def _parse_file(path: Path, cls: Any, what: str) -> Any:
     if info.st_size > MAX_PROTO_BYTES:
         raise UnsafeInputError(f"{path}: {info.st_size} bytes is over protobuf's 2 GiB message limit")
     with path.open("rb") as fh:
-        data = fh.read(MAX_PROTO_BYTES + 1)  # the file may have grown since stat()
+        # Read what stat() saw plus one byte (a file that grew since is refused); asking for the 2 GiB limit
+        # itself would make Python allocate it up front.
+        data = fh.read(min(info.st_size, MAX_PROTO_BYTES) + 1)
+    if len(data) > info.st_size:
+        raise CorruptCheckpointError(f"{path}: the file changed while it was read")
     if len(data) > MAX_PROTO_BYTES:
         raise UnsafeInputError(f"{path}: over protobuf's 2 GiB message limit")
     try:

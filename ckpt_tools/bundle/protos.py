@@ -118,163 +118,194 @@ def _map_entry(name: str, value_kind: str) -> descriptor_pb2.DescriptorProto:
 
 
 def _file() -> descriptor_pb2.FileDescriptorProto:
+    """The one file that declares every message, in the order each group below lists them."""
     fdp = descriptor_pb2.FileDescriptorProto(
         name="ckpt_tools/tensorflow_subset.proto",
         package="tensorflow",
         syntax="proto3",
         dependency=["google/protobuf/wrappers.proto", "google/protobuf/any.proto"],
     )
-    t = ".tensorflow."
     fdp.message_type.extend(
         [
-            # framework/versions.proto
-            _message(
-                "VersionDef",
-                [
-                    _field("producer", 1, "int32"),
-                    _field("min_consumer", 2, "int32"),
-                    _field("bad_consumers", 3, "int32", repeated=True),
-                ],
-            ),
-            # framework/tensor_shape.proto
-            _message(
-                "TensorShapeProto",
-                [_field("dim", 2, t + "TensorShapeProto.Dim", repeated=True), _field("unknown_rank", 3, "bool")],
-                nested=[_message("Dim", [_field("size", 1, "int64"), _field("name", 2, "string")])],
-            ),
-            # framework/tensor_slice.proto: `length` sits in a oneof so that "absent" (= the full extent)
-            # can be told apart from 0.
-            _message(
-                "TensorSliceProto",
-                [_field("extent", 1, t + "TensorSliceProto.Extent", repeated=True)],
-                nested=[
-                    _message(
-                        "Extent",
-                        [_field("start", 1, "int64"), _field("length", 2, "int64", oneof=0)],
-                        oneofs=("has_length",),
-                    )
-                ],
-            ),
-            # protobuf/tensor_bundle.proto
-            _message(
-                "BundleHeaderProto",
-                [
-                    _field("num_shards", 1, "int32"),
-                    _field("endianness", 2, "int32"),
-                    _field("version", 3, t + "VersionDef"),
-                ],
-            ),
-            _message(
-                "BundleEntryProto",
-                [
-                    _field("dtype", 1, "int32"),
-                    _field("shape", 2, t + "TensorShapeProto"),
-                    _field("shard_id", 3, "int32"),
-                    _field("offset", 4, "int64"),
-                    _field("size", 5, "int64"),
-                    _field("crc32c", 6, "fixed32"),
-                    _field("slices", 7, t + "TensorSliceProto", repeated=True),
-                ],
-            ),
-            # protobuf/trackable_object_graph.proto
-            _message(
-                "TrackableObjectGraph",
-                [_field("nodes", 1, t + "TrackableObjectGraph.TrackableObject", repeated=True)],
-                nested=[_trackable_object()],
-            ),
-            _message("RegisteredSaver", [_field("name", 1, "string"), _field("object_name", 2, "string")]),
-            # protobuf/saver.proto
-            _message(
-                "SaverDef",
-                [
-                    _field("filename_tensor_name", 1, "string"),
-                    _field("save_tensor_name", 2, "string"),
-                    _field("restore_op_name", 3, "string"),
-                    _field("max_to_keep", 4, "int32"),
-                    _field("sharded", 5, "bool"),
-                    _field("keep_checkpoint_every_n_hours", 6, "float"),
-                    _field("version", 7, "int32"),
-                ],
-            ),
+            *_framework_messages(),
+            *_checkpoint_messages(),
             *_graph_messages(),
             *_variable_messages(),
             *_saved_object_messages(),
-            # protobuf/meta_graph.proto (subset); TypeSpecProto is opaque.
-            _message("TypeSpecProto", []),
-            _message(
-                "TensorInfo",
-                [
-                    _field("name", 1, "string", oneof=0),
-                    _field("coo_sparse", 4, t + "TensorInfo.CooSparse", oneof=0),
-                    _field("composite_tensor", 5, t + "TensorInfo.CompositeTensor", oneof=0),
-                    _field("dtype", 2, "int32"),
-                    _field("tensor_shape", 3, t + "TensorShapeProto"),
-                ],
-                nested=[
-                    _message(
-                        "CooSparse",
-                        [
-                            _field("values_tensor_name", 1, "string"),
-                            _field("indices_tensor_name", 2, "string"),
-                            _field("dense_shape_tensor_name", 3, "string"),
-                        ],
-                    ),
-                    _message(
-                        "CompositeTensor",
-                        [
-                            _field("type_spec", 1, t + "TypeSpecProto"),
-                            _field("components", 2, t + "TensorInfo", repeated=True),
-                        ],
-                    ),
-                ],
-                oneofs=("encoding",),
-            ),
-            _message(
-                "SignatureDef",
-                [
-                    _field("inputs", 1, t + "SignatureDef.InputsEntry", repeated=True),
-                    _field("outputs", 2, t + "SignatureDef.OutputsEntry", repeated=True),
-                    _field("method_name", 3, "string"),
-                ],
-                nested=[_map_entry("InputsEntry", t + "TensorInfo"), _map_entry("OutputsEntry", t + "TensorInfo")],
-            ),
-            _message(
-                "MetaGraphDef",
-                [
-                    _field("meta_info_def", 1, t + "MetaGraphDef.MetaInfoDef"),
-                    _field("graph_def", 2, t + "GraphDef"),
-                    _field("saver_def", 3, t + "SaverDef"),
-                    _field("collection_def", 4, t + "MetaGraphDef.CollectionDefEntry", repeated=True),
-                    _field("signature_def", 5, t + "MetaGraphDef.SignatureDefEntry", repeated=True),
-                    _field("asset_file_def", 6, t + "AssetFileDef", repeated=True),
-                    _field("object_graph_def", 7, t + "SavedObjectGraph"),
-                ],
-                nested=[
-                    _message(
-                        "MetaInfoDef",
-                        [
-                            _field("meta_graph_version", 1, "string"),
-                            _field("tags", 4, "string", repeated=True),
-                            _field("tensorflow_version", 5, "string"),
-                            _field("tensorflow_git_version", 6, "string"),
-                            _field("stripped_default_attrs", 7, "bool"),
-                        ],
-                    ),
-                    _map_entry("CollectionDefEntry", t + "CollectionDef"),
-                    _map_entry("SignatureDefEntry", t + "SignatureDef"),
-                ],
-            ),
-            # protobuf/saved_model.proto
-            _message(
-                "SavedModel",
-                [
-                    _field("saved_model_schema_version", 1, "int64"),
-                    _field("meta_graphs", 2, t + "MetaGraphDef", repeated=True),
-                ],
-            ),
+            *_signature_messages(),
+            *_saved_model_messages(),
         ]
     )
     return fdp
+
+
+def _framework_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """framework/ protos shared by the others: versions, tensor shapes and tensor slices."""
+    t = ".tensorflow."
+    return [
+        # framework/versions.proto
+        _message(
+            "VersionDef",
+            [
+                _field("producer", 1, "int32"),
+                _field("min_consumer", 2, "int32"),
+                _field("bad_consumers", 3, "int32", repeated=True),
+            ],
+        ),
+        # framework/tensor_shape.proto
+        _message(
+            "TensorShapeProto",
+            [_field("dim", 2, t + "TensorShapeProto.Dim", repeated=True), _field("unknown_rank", 3, "bool")],
+            nested=[_message("Dim", [_field("size", 1, "int64"), _field("name", 2, "string")])],
+        ),
+        # framework/tensor_slice.proto: `length` sits in a oneof so that "absent" (= the full extent)
+        # can be told apart from 0.
+        _message(
+            "TensorSliceProto",
+            [_field("extent", 1, t + "TensorSliceProto.Extent", repeated=True)],
+            nested=[
+                _message(
+                    "Extent",
+                    [_field("start", 1, "int64"), _field("length", 2, "int64", oneof=0)],
+                    oneofs=("has_length",),
+                )
+            ],
+        ),
+    ]
+
+
+def _checkpoint_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """What a checkpoint stores: the bundle header and entries, the trackable object graph, the SaverDef."""
+    t = ".tensorflow."
+    return [
+        # protobuf/tensor_bundle.proto
+        _message(
+            "BundleHeaderProto",
+            [
+                _field("num_shards", 1, "int32"),
+                _field("endianness", 2, "int32"),
+                _field("version", 3, t + "VersionDef"),
+            ],
+        ),
+        _message(
+            "BundleEntryProto",
+            [
+                _field("dtype", 1, "int32"),
+                _field("shape", 2, t + "TensorShapeProto"),
+                _field("shard_id", 3, "int32"),
+                _field("offset", 4, "int64"),
+                _field("size", 5, "int64"),
+                _field("crc32c", 6, "fixed32"),
+                _field("slices", 7, t + "TensorSliceProto", repeated=True),
+            ],
+        ),
+        # protobuf/trackable_object_graph.proto
+        _message(
+            "TrackableObjectGraph",
+            [_field("nodes", 1, t + "TrackableObjectGraph.TrackableObject", repeated=True)],
+            nested=[_trackable_object()],
+        ),
+        _message("RegisteredSaver", [_field("name", 1, "string"), _field("object_name", 2, "string")]),
+        # protobuf/saver.proto
+        _message(
+            "SaverDef",
+            [
+                _field("filename_tensor_name", 1, "string"),
+                _field("save_tensor_name", 2, "string"),
+                _field("restore_op_name", 3, "string"),
+                _field("max_to_keep", 4, "int32"),
+                _field("sharded", 5, "bool"),
+                _field("keep_checkpoint_every_n_hours", 6, "float"),
+                _field("version", 7, "int32"),
+            ],
+        ),
+    ]
+
+
+def _signature_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """protobuf/meta_graph.proto (subset): TensorInfo and SignatureDef; TypeSpecProto is opaque."""
+    t = ".tensorflow."
+    return [
+        _message("TypeSpecProto", []),
+        _message(
+            "TensorInfo",
+            [
+                _field("name", 1, "string", oneof=0),
+                _field("coo_sparse", 4, t + "TensorInfo.CooSparse", oneof=0),
+                _field("composite_tensor", 5, t + "TensorInfo.CompositeTensor", oneof=0),
+                _field("dtype", 2, "int32"),
+                _field("tensor_shape", 3, t + "TensorShapeProto"),
+            ],
+            nested=[
+                _message(
+                    "CooSparse",
+                    [
+                        _field("values_tensor_name", 1, "string"),
+                        _field("indices_tensor_name", 2, "string"),
+                        _field("dense_shape_tensor_name", 3, "string"),
+                    ],
+                ),
+                _message(
+                    "CompositeTensor",
+                    [
+                        _field("type_spec", 1, t + "TypeSpecProto"),
+                        _field("components", 2, t + "TensorInfo", repeated=True),
+                    ],
+                ),
+            ],
+            oneofs=("encoding",),
+        ),
+        _message(
+            "SignatureDef",
+            [
+                _field("inputs", 1, t + "SignatureDef.InputsEntry", repeated=True),
+                _field("outputs", 2, t + "SignatureDef.OutputsEntry", repeated=True),
+                _field("method_name", 3, "string"),
+            ],
+            nested=[_map_entry("InputsEntry", t + "TensorInfo"), _map_entry("OutputsEntry", t + "TensorInfo")],
+        ),
+    ]
+
+
+def _saved_model_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """protobuf/meta_graph.proto's MetaGraphDef and protobuf/saved_model.proto's SavedModel."""
+    t = ".tensorflow."
+    return [
+        _message(
+            "MetaGraphDef",
+            [
+                _field("meta_info_def", 1, t + "MetaGraphDef.MetaInfoDef"),
+                _field("graph_def", 2, t + "GraphDef"),
+                _field("saver_def", 3, t + "SaverDef"),
+                _field("collection_def", 4, t + "MetaGraphDef.CollectionDefEntry", repeated=True),
+                _field("signature_def", 5, t + "MetaGraphDef.SignatureDefEntry", repeated=True),
+                _field("asset_file_def", 6, t + "AssetFileDef", repeated=True),
+                _field("object_graph_def", 7, t + "SavedObjectGraph"),
+            ],
+            nested=[
+                _message(
+                    "MetaInfoDef",
+                    [
+                        _field("meta_graph_version", 1, "string"),
+                        _field("tags", 4, "string", repeated=True),
+                        _field("tensorflow_version", 5, "string"),
+                        _field("tensorflow_git_version", 6, "string"),
+                        _field("stripped_default_attrs", 7, "bool"),
+                    ],
+                ),
+                _map_entry("CollectionDefEntry", t + "CollectionDef"),
+                _map_entry("SignatureDefEntry", t + "SignatureDef"),
+            ],
+        ),
+        # protobuf/saved_model.proto
+        _message(
+            "SavedModel",
+            [
+                _field("saved_model_schema_version", 1, "int64"),
+                _field("meta_graphs", 2, t + "MetaGraphDef", repeated=True),
+            ],
+        ),
+    ]
 
 
 def _trackable_object() -> descriptor_pb2.DescriptorProto:

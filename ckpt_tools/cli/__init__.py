@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from typing import Any
 
@@ -63,7 +64,17 @@ class CkptGroup(click.Group):
             flag = flag_for(self.get_command(ctx, ctx.invoked_subcommand), exc.argument)
             if flag is not None:
                 return one_line(UsageError(f"{flag}: {exc.detail}"))
-        return one_line(exc)
+        text = one_line(exc)
+        command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+        return _flags_for_arguments(text, command)
+
+
+def _flags_for_arguments(text: str, command: click.Command | None) -> str:
+    """Hints inside library messages name keyword arguments (`force=True`, `rules=`); say the flag instead."""
+    for param in command.params if command is not None else ():
+        if isinstance(param, click.Option) and param.name:
+            text = re.sub(rf"\b{re.escape(param.name)}=(True\b)?(?![\w'\"])", param.opts[0], text)
+    return text
 
 
 def flag_for(command: click.Command | None, argument: str) -> str | None:

@@ -7,6 +7,7 @@ import click
 from ckpt_tools.cli.render import echo_json, human_bytes, json_option, shape_text, table
 from ckpt_tools.inspection import InspectResult, inspect
 from ckpt_tools.readers.registry import formats
+from ckpt_tools.verdict import resume_verdict
 
 
 def _fmt(value: float | None) -> str:
@@ -29,8 +30,12 @@ def render_text(result: InspectResult) -> str:
     if opt.present:
         coverage = "n/a" if opt.coverage is None else f"{opt.covered}/{opt.trainable} trainable weights"
         opt_text = f"present ({opt.name or 'unknown type'}; slots: {', '.join(opt.slots) or 'none'}; covers {coverage})"
+    elif opt.present is None:
+        opt_text = f"unknown ({opt.reason})"
     else:
-        opt_text = "absent"
+        opt_text = f"absent ({opt.reason})" if opt.reason else "absent"
+    verdict = resume_verdict(vmap)
+    resume = "yes" if verdict.resumable else "no (" + "; ".join(verdict.problems) + ")"
     lines = [
         table(rows, headers),
         "",
@@ -42,6 +47,15 @@ def render_text(result: InspectResult) -> str:
         f"bytes:      {human_bytes(vmap.nbytes)}",
         f"optimizer:  {opt_text}",
         f"step:       {'-' if vmap.step is None else vmap.step}",
+        f"epoch:      {'-' if vmap.epoch is None else vmap.epoch}"
+        + (f" (resume with initial_epoch={vmap.epoch})" if vmap.epoch is not None else ""),
+        *([f"layout:     {vmap.layout}"] if vmap.layout else []),
+        *[
+            f"optimizer {i + 1}: {o.path}: {o.name or 'unknown'}, step {o.step}, covers {o.covered}/{len(o.trainable)}"
+            for i, o in enumerate(opt.optimizers)
+            if len(opt.optimizers) > 1
+        ],
+        f"resumable:  {resume}",
     ]
     return "\n".join(lines)
 

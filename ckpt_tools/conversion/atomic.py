@@ -25,12 +25,14 @@ def check_output(out: Path, *, force: bool, protect: Iterable[Path] = ()) -> Non
     for path in protect:
         source = Path(os.path.abspath(path))
         if out_abs == source or out_abs in source.parents:
-            raise UsageError(f"{out}: the output would replace the source {path}; choose another --out")
+            detail = f"the output would replace the source {path}; choose another output"
+            raise UsageError(f"out={os.fspath(out)!r}: {detail}", argument="out", detail=detail)
         with contextlib.suppress(OSError):
             if out.exists() and source.exists() and os.path.samefile(out, source):
-                raise UsageError(f"{out}: the output is the source {path}; choose another --out")
+                detail = f"the output is the source {path}; choose another output"
+                raise UsageError(f"out={os.fspath(out)!r}: {detail}", argument="out", detail=detail)
     if (out.exists() or out.is_symlink()) and not force:
-        raise OutputExistsError(f"{out}: already exists; pass --force to replace it")
+        raise OutputExistsError(f"{out}: already exists; pass force=True to replace it")
 
 
 class AtomicOutput:
@@ -59,8 +61,9 @@ class AtomicOutput:
             self.path.mkdir()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if not self.committed:
             remove(self.path)
 

@@ -34,7 +34,8 @@ def load_factory(spec: str) -> Callable[[], Any]:
     """The callable named by `module:attr` (importable module) or `path/to/file.py:attr`."""
     module_part, sep, attr = spec.rpartition(":")
     if not sep or not module_part or not attr:
-        raise UsageError(f"{spec}: --model must look like package.module:function or path/to/file.py:function")
+        detail = f"must look like package.module:function or path/to/file.py:function (got {spec!r})"
+        raise UsageError(f"model={spec!r}: {detail}", argument="model", detail=detail)
     if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
         path = Path(module_part)
         if not path.is_file():
@@ -69,23 +70,31 @@ def load_factory(spec: str) -> Callable[[], Any]:
     return factory
 
 
-def build_model(spec: str) -> Any:
-    """Call the factory and check it returned a built, compiled Keras 3 model with a supported optimizer."""
+def build_model(spec: Any) -> Any:
+    """The target model: a live `keras.Model`, or what the `MODULE:FACTORY` factory returns; checked to be a
+    built, compiled Keras 3 model with a Keras 3 optimizer."""
+    if not isinstance(spec, str):
+        return check_model(spec, "model", require_keras("a live model"))
     keras = require_keras(spec)
     factory = load_factory(spec)
     try:
         model = factory()
     except Exception as exc:
         raise UsageError(f"{spec}: the factory raised {type(exc).__name__}: {exc}") from exc
+    return check_model(model, spec, keras)
+
+
+def check_model(model: Any, label: str, keras: Any) -> Any:
+    """`model` if it is a built, compiled Keras 3 model with a Keras 3 optimizer, else a one-line refusal."""
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__qualname__
         hint = " (a tf_keras / Keras 2 model; build it with `import keras`, Keras 3)" if "tf_keras" in kind else ""
-        raise UsageError(f"{spec}: the factory must return a keras.Model, got {kind}{hint}")
+        raise UsageError(f"{label}: must be a keras.Model, got {kind}{hint}")
     if not model.built or not model.weights:
-        raise ConversionError(f"{spec}: the model has no variables yet; give it an Input shape so it is built")
+        raise ConversionError(f"{label}: the model has no variables yet; give it an Input shape so it is built")
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
-        raise ConversionError(f"{spec}: the model is not compiled; call model.compile(optimizer=...) in the factory")
+        raise ConversionError(f"{label}: the model is not compiled; call model.compile(optimizer=...) first")
     if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise ConversionError(f"{spec}: the model's optimizer is {type(optimizer).__name__}, not a Keras 3 optimizer")
+        raise ConversionError(f"{label}: the model's optimizer is {type(optimizer).__name__}, not a Keras 3 optimizer")
     return model

@@ -14,6 +14,7 @@ from ckpt_tools.errors import ConversionError
 from ckpt_tools.messages import listed, printable
 from ckpt_tools.model import VariableMap
 from ckpt_tools.renames import RenameRules
+from ckpt_tools.verdict import resume_verdict
 
 MAX_LISTED = 8
 MAX_CONFIG_CHARS = 1 << 20
@@ -46,9 +47,17 @@ class Pair:
     slot_outputs: dict[str, str] = field(default_factory=dict)  # Keras slot -> name in the output
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "source_name": self.source_name, "target": self.target,
-                "shape": list(self.shape), "dtype": self.dtype, "trainable": self.trainable,
-                "slots": dict(self.slots), "output": self.output, "slot_outputs": dict(self.slot_outputs)}
+        return {
+            "source": self.source,
+            "source_name": self.source_name,
+            "target": self.target,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "trainable": self.trainable,
+            "slots": dict(self.slots),
+            "output": self.output,
+            "slot_outputs": dict(self.slot_outputs),
+        }
 
 
 @dataclass
@@ -69,17 +78,21 @@ class Plan:
     source_step: str | None = None  # name of the source's step variable
     slot_names: dict[str, str] = field(default_factory=dict)  # source slot key -> its name
     strict: bool = False  # every source weight must be used (Keras-2 layers load all their weights or none)
+    source_resume: dict[str, Any] = field(default_factory=dict)  # the shared verdict on the source
     step_output: str | None = None  # name of the output's iteration counter
 
     @property
     def weight_problems(self) -> list[str]:
         out = list(self.mismatches)
         if self.unmatched:
-            out.append(f"{len(self.unmatched)} model variable(s) have no match in the source: "
-                       f"{listed_names(self.unmatched)}")
+            out.append(
+                f"{len(self.unmatched)} model variable(s) have no match in the source: {listed_names(self.unmatched)}"
+            )
         if self.strict and self.unused and not self.unmatched:
-            out.append(f"{len(self.unused)} source weight(s) have no place in the model: {listed_names(self.unused)} "
-                       "(a rule with \"to\": null drops a variable on purpose)")
+            out.append(
+                f"{len(self.unused)} source weight(s) have no place in the model: {listed_names(self.unused)} "
+                '(a rule with "to": null drops a variable on purpose)'
+            )
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -88,12 +101,15 @@ class Plan:
             "unmatched": {"model": self.unmatched, "source": self.unused, "ignored_model": self.ignored},
             "mismatches": self.mismatches,
             "optimizer": {
-                "source": self.source_opt.family, "source_origin": self.source_opt.origin,
-                "target": self.target_class, "slots": [r.to_json() for r in self.rules],
+                "source": self.source_opt.family,
+                "source_origin": self.source_opt.origin,
+                "target": self.target_class,
+                "slots": [r.to_json() for r in self.rules],
                 "problems": self.state_problems,
                 "hyperparameters": [h.to_json() for h in self.hyper],
                 "hyperparameters_from": self.source_opt.hyper_origin,
             },
+            "source_resume": self.source_resume,
         }
 
 
@@ -109,46 +125,19 @@ def describe_source(vmap: VariableMap) -> sl.SourceOptimizer:
 def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     """Match the source's weights to the model's variables and plan the slot translations."""
     source_opt = describe_source(vmap)
-    slot_keys = {k for per in source_opt.slots.values() for k in per.values()}
-    skip = slot_keys | {vmap.step_key, source_opt.beta1_power_key}
-    skip |= {k for k in vmap if k.rpartition("/")[2] in ("beta1_power", "beta2_power")}
-    candidates = [v for v in vmap.values() if v.key not in skip and v.role not in ("step", "other")
-                  and v.dtype != "string" and (source_opt.origin == "tf1" or v.role == "weight")]
-    sources = {name: var.key for name, var in rename.canonical(candidates, "a").items()}  # canonical -> key
-    targets: dict[str, Any] = {}
-    ignored = []
-    for variable in keras_model.weights:
-        canonical = rename.apply(variable.path, "b")
-        if canonical is None or IGNORED_TARGET.search(variable.path):
-            ignored.append(variable.path)
-        elif canonical in targets:
-            raise ConversionError(f"{variable.path}: two model variables map to {canonical!r}; check the --map rules "
-                                  "and the model's layer names")
-        else:
-            targets[canonical] = variable
+    sources = _source_names(vmap, source_opt, rename)
+    targets, ignored = _target_names(keras_model, rename)
     matches, ambiguous = match_names(list(sources), list(targets))
     optimizer = keras_model.optimizer
     class_name = type(optimizer).__name__
     config = optimizer.get_config()
-    rules, state_problems = sl.slot_rules(source_opt, class_name, config) if class_name in sl.SUPPORTED_TARGETS \
-        else ([], [f"the factory's optimizer {class_name} is not supported (Adam, SGD, RMSprop, Adagrad)"])
-    state_problems = source_opt.problems + state_problems
-    pairs, mismatches, missing_slots = [], list(ambiguous), []
-    for target_name, source_name in matches.items():
-        variable, var = targets[target_name], vmap[sources[source_name]]
-        pair = Pair(var.key, var.name, variable.path, tuple(var.shape), var.dtype, bool(variable.trainable))
-        if tuple(variable.shape) != pair.shape or str(variable.dtype) != var.dtype:
-            mismatches.append(f"{var.name} {list(var.shape)} {var.dtype} does not fit {variable.path} "
-                              f"{list(variable.shape)} {variable.dtype}")
-        if pair.trainable:
-            per = source_opt.slots.get(var.key) or source_opt.slots.get(var.name) or {}
-            for rule in rules:
-                if rule.target is not None:
-                    if rule.source in per:
-                        pair.slots[rule.target] = per[rule.source]
-                    else:
-                        missing_slots.append(var.name)
-        pairs.append(pair)
+    rules, state_problems = _slot_plan(source_opt, class_name, config)
+    verdict = resume_verdict(vmap)
+    found = verdict.finding("optimizer")
+    if found.status == "fail":  # the same finding inspect and validate report, first among the problems
+        state_problems.insert(0, f"source {found.reason}")
+    pairs, mismatches, missing_slots = _pairs(vmap, matches, sources, targets, source_opt, rules)
+    mismatches = [*ambiguous, *mismatches]
     if missing_slots and not state_problems:
         state_problems.append(f"no optimizer slots for {listed_names(sorted(set(missing_slots)))}")
     matched = {p.source for p in pairs}
@@ -158,8 +147,101 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     hyper = sl.compare_hyper(source_opt, class_name, config, learning_rate)
     slot_names = {k: vmap[k].name for pair in pairs for k in pair.slots.values() if k in vmap}
     source_step = vmap[vmap.step_key].name if vmap.step_key is not None and vmap.step_key in vmap else None
-    return Plan(pairs, unmatched, unused, mismatches, ignored, source_opt, class_name, config, rules,
-                state_problems, hyper, source_step, slot_names, strict=source_opt.origin.startswith("keras2"))
+    return Plan(
+        pairs,
+        unmatched,
+        unused,
+        mismatches,
+        ignored,
+        source_opt,
+        class_name,
+        config,
+        rules,
+        state_problems,
+        hyper,
+        source_step,
+        slot_names,
+        strict=source_opt.origin.startswith("keras2"),
+        source_resume=verdict.to_json(),
+    )
+
+
+def _source_names(vmap: VariableMap, source_opt: sl.SourceOptimizer, rename: RenameRules) -> dict[str, str]:
+    """Canonical name -> key of every source tensor that can fill a model variable (no slots, steps, powers)."""
+    slot_keys = {k for per in source_opt.slots.values() for k in per.values()}
+    skip = slot_keys | {vmap.step_key, source_opt.beta1_power_key}
+    skip |= {k for k in vmap if k.rpartition("/")[2] in ("beta1_power", "beta2_power")}
+    candidates = [
+        v
+        for v in vmap.values()
+        if v.key not in skip
+        and v.role not in ("step", "other")
+        and v.dtype != "string"
+        and (source_opt.origin == "tf1" or v.role == "weight")
+    ]
+    return {name: var.key for name, var in rename.canonical(candidates, "a").items()}
+
+
+def _target_names(keras_model: Any, rename: RenameRules) -> tuple[dict[str, Any], list[str]]:
+    """Canonical name -> model variable, and the variables left at the factory's values (dropped or ignored)."""
+    targets: dict[str, Any] = {}
+    ignored = []
+    for variable in keras_model.weights:
+        canonical = rename.apply(variable.path, "b")
+        if canonical is None or IGNORED_TARGET.search(variable.path):
+            ignored.append(variable.path)
+        elif canonical in targets:
+            raise ConversionError(
+                f"{variable.path}: two model variables map to {canonical!r}; check the rename rules (rules=) "
+                "and the model's layer names"
+            )
+        else:
+            targets[canonical] = variable
+    return targets, ignored
+
+
+def _slot_plan(
+    source_opt: sl.SourceOptimizer, class_name: str, config: dict[str, Any]
+) -> tuple[list[sl.SlotRule], list[str]]:
+    """The slot translations for the factory's optimizer, and every problem with the optimizer state."""
+    rules, state_problems = (
+        sl.slot_rules(source_opt, class_name, config)
+        if class_name in sl.SUPPORTED_TARGETS
+        else ([], [f"the factory's optimizer {class_name} is not supported (Adam, SGD, RMSprop, Adagrad)"])
+    )
+    return rules, source_opt.problems + state_problems
+
+
+def _pairs(
+    vmap: VariableMap,
+    matches: dict[str, str],
+    sources: dict[str, str],
+    targets: dict[str, Any],
+    source_opt: sl.SourceOptimizer,
+    rules: list[sl.SlotRule],
+) -> tuple[list[Pair], list[str], list[str]]:
+    """One pair per match, with its slots; the shape/dtype mismatches and the weights missing a slot."""
+    pairs: list[Pair] = []
+    mismatches: list[str] = []
+    missing_slots: list[str] = []
+    for target_name, source_name in matches.items():
+        variable, var = targets[target_name], vmap[sources[source_name]]
+        pair = Pair(var.key, var.name, variable.path, tuple(var.shape), var.dtype, bool(variable.trainable))
+        if tuple(variable.shape) != pair.shape or str(variable.dtype) != var.dtype:
+            mismatches.append(
+                f"{var.name} {list(var.shape)} {var.dtype} does not fit {variable.path} "
+                f"{list(variable.shape)} {variable.dtype}"
+            )
+        if pair.trainable:
+            per = source_opt.slots.get(var.key) or source_opt.slots.get(var.name) or {}
+            for rule in rules:
+                if rule.target is not None:
+                    if rule.source in per:
+                        pair.slots[rule.target] = per[rule.source]
+                    else:
+                        missing_slots.append(var.name)
+        pairs.append(pair)
+    return pairs, mismatches, missing_slots
 
 
 def match_names(sources: Sequence[str], targets: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -225,15 +307,20 @@ def plan_warnings(plan: Plan) -> list[str]:
     out = [f"source optimizer: {n}" for n in plan.source_opt.notes]
     for check in plan.hyper:
         if check.match is False:
-            out.append(f"hyper-parameter {check.name}: source {check.source} vs factory {check.target}; the "
-                       "converted run continues with the factory's value")
+            out.append(
+                f"hyper-parameter {check.name}: source {check.source} vs factory {check.target}; the "
+                "converted run continues with the factory's value"
+            )
         elif check.match is None and check.name == "learning_rate":
-            out.append(f"learning_rate: the source does not record a constant ({plan.source_opt.hyper_origin}); "
-                       f"the factory's {check.target:g} is used")
+            out.append(
+                f"learning_rate: the source does not record a constant ({plan.source_opt.hyper_origin}); "
+                f"the factory's {check.target:g} is used"
+            )
     for rule in plan.rules:
         if rule.exactness == "approximate":
-            out.append(f"slot {rule.source} -> {rule.target or '(dropped)'}: approximate ({rule.note}); "
-                       "see docs/convert.md")
+            out.append(
+                f"slot {rule.source} -> {rule.target or '(dropped)'}: approximate ({rule.note}); see docs/convert.md"
+            )
     if plan.ignored:
         out.append(f"model variables left at the factory's values: {listed_names(plan.ignored)}")
     if plan.unused:
@@ -253,8 +340,10 @@ def step_of(vmap: VariableMap, plan: Plan) -> tuple[int, str, list[str]]:
         derived = sl.adam_steps_from_power(float(np.asarray(vmap[key].read()).reshape(-1)[0]), beta1)
     if vmap.step is not None:
         if derived is not None and derived != vmap.step:
-            notes.append(f"{prefix_of(vmap)}: {vmap.step_key}={vmap.step} but beta1_power implies {derived} Adam "
-                         "steps; the iteration count follows the step, so the bias correction differs")
+            notes.append(
+                f"{prefix_of(vmap)}: {vmap.step_key}={vmap.step} but beta1_power implies {derived} Adam "
+                "steps; the iteration count follows the step, so the bias correction differs"
+            )
         return int(vmap.step), str(vmap.step_key), notes
     if derived is not None:
         return derived, "beta1_power", notes

@@ -37,9 +37,27 @@ from ckpt_tools.readers.registry import detect, open_checkpoint
 from ckpt_tools.renames import RenameRules, build_rules
 
 __all__ = [
-    "IGNORED_TARGET", "MAX_CONFIG_CHARS", "MAX_LISTED", "SCHEMA", "SOURCE_FORMATS", "TARGETS", "CheckpointResult",
-    "ConvertReport", "Expected", "Pair", "Plan", "convert", "current_learning_rate", "describe_source", "load_state",
-    "make_plan", "match_names", "printable", "target_slot_variables", "verify_keras", "verify_tf2",
+    "IGNORED_TARGET",
+    "MAX_CONFIG_CHARS",
+    "MAX_LISTED",
+    "SCHEMA",
+    "SOURCE_FORMATS",
+    "TARGETS",
+    "CheckpointResult",
+    "ConvertReport",
+    "Expected",
+    "Pair",
+    "Plan",
+    "convert",
+    "current_learning_rate",
+    "describe_source",
+    "load_state",
+    "make_plan",
+    "match_names",
+    "printable",
+    "target_slot_variables",
+    "verify_keras",
+    "verify_tf2",
 ]
 
 SCHEMA = "ckpt-tools/convert/1"
@@ -79,33 +97,52 @@ class ConvertReport:
             names.append((pair.output, pair.source_name))
             names += [(pair.slot_outputs.get(slot), self.plan.slot_names.get(key)) for slot, key in pair.slots.items()]
         names.append((self.plan.step_output, self.plan.source_step))
-        rules = [{"from": f"^{re.escape(out)}$", "to": src, "side": "b"} for out, src in names
-                 if out is not None and src is not None and out != src]
+        rules = [
+            {"from": f"^{re.escape(out)}$", "to": src, "side": "b"}
+            for out, src in names
+            if out is not None and src is not None and out != src
+        ]
         return {"rules": rules}
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "source": self.source, "source_format": self.source_format, "out": self.out,
-                "to": self.to, "model": self.model, "dry_run": self.dry_run, "written": self.written,
-                "resumable": self.resumable, "weights_only": self.weights_only, **self.plan.to_json(),
-                "diff_rules": self.diff_rules(),
-                "checkpoints": [c.to_json() for c in self.checkpoints], "warnings": self.warnings,
-                "problems": self.problems, "exit_code": self.exit_code}
+        return {
+            "schema": SCHEMA,
+            "source": self.source,
+            "source_format": self.source_format,
+            "out": self.out,
+            "to": self.to,
+            "model": self.model,
+            "dry_run": self.dry_run,
+            "written": self.written,
+            "resumable": self.resumable,
+            "weights_only": self.weights_only,
+            **self.plan.to_json(),
+            "diff_rules": self.diff_rules(),
+            "checkpoints": [c.to_json() for c in self.checkpoints],
+            "warnings": self.warnings,
+            "problems": self.problems,
+            "exit_code": self.exit_code,
+        }
 
 
 # ---------------------------------------------------------------------------------------------- entry point
-def convert(source: str | os.PathLike[str], *, model: str, out: str | os.PathLike[str], to: str = "tf2",
-            rules: str | os.PathLike[str] | RenameRules | None = None, all_checkpoints: bool = False,
-            dry_run: bool = False, force: bool = False, allow_weights_only: bool = False) -> ConvertReport:
-    """Convert SOURCE into OUT for the model the factory `model` builds; see docs/convert.md."""
+def convert(
+    source: str | os.PathLike[str],
+    *,
+    model: Any,
+    out: str | os.PathLike[str],
+    to: str = "tf2",
+    rules: str | os.PathLike[str] | RenameRules | None = None,
+    all_checkpoints: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    allow_weights_only: bool = False,
+) -> ConvertReport:
+    """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, or a `MODULE:FACTORY` string naming a
+    function that builds one; see docs/convert.md and docs/api.md."""
     src, out_path = Path(source), Path(out)
-    if to not in TARGETS:
-        raise UsageError(f"--to: expected one of {', '.join(TARGETS)}, got {to!r}")
-    if to == "keras" and out_path.suffix != ".keras":
-        raise UsageError(f"{out_path}: --to keras writes a .keras file; name OUT with the .keras suffix")
-    if isinstance(rules, RenameRules):
-        rename = rules
-    else:
-        rename = build_rules(os.fspath(rules)) if rules is not None else RenameRules()
+    _check_target(to, out_path)
+    rename = _rename_rules(rules)
     vmaps = _open_sources(src, all_checkpoints, to)
     protect = [src, *(f for v in vmaps for f in v.files)]
     if not dry_run:
@@ -114,45 +151,98 @@ def convert(source: str | os.PathLike[str], *, model: str, out: str | os.PathLik
 
     keras_model = build_model(model)
     plan = make_plan(vmaps[-1], keras_model, rename)
-    report = ConvertReport(os.fspath(src), vmaps[-1].format, os.fspath(out_path), to, model, plan, dry_run=dry_run)
+    label = model if isinstance(model, str) else f"<{type(model).__name__} {getattr(model, 'name', '')}>"
+    report = ConvertReport(os.fspath(src), vmaps[-1].format, os.fspath(out_path), to, label, plan, dry_run=dry_run)
     report.warnings += plan_warnings(plan)
     blocking = plan.weight_problems + ([] if allow_weights_only else plan.state_problems)
-    if plan.weight_problems and not dry_run:
-        raise ConversionError(printable(f"{src}: {'; '.join(plan.weight_problems)}; source variables not used: "
-                                        f"{listed_names(plan.unused) or 'none'}. Write rename rules and pass "
-                                        "--map RULES (see docs/convert.md)"))
-    if plan.state_problems and not allow_weights_only and not dry_run:
-        raise ConversionError(printable(f"{src}: optimizer state cannot be translated: "
-                                        f"{'; '.join(plan.state_problems)}; fix the factory's optimizer, or pass "
-                                        "--allow-weights-only for a non-resumable output"))
+    if not dry_run:
+        _refuse_blocked(src, plan, allow_weights_only)
     report.weights_only = bool(plan.state_problems)
+    _add_steps(src, vmaps, plan, report)
+    if dry_run:
+        report.problems = blocking
+        if out_path.exists():
+            report.warnings.append(f"{out_path}: exists; a real run needs force=True")
+        return report
+    _write_atomically(vmaps, plan, keras_model, report, out_path, force=force, protect=protect)
+    return report
+
+
+def _check_target(to: str, out_path: Path) -> None:
+    """Refuse an unknown target, and a Keras archive OUT without the .keras suffix."""
+    if to not in TARGETS:
+        detail = f"expected one of {', '.join(TARGETS)}, got {to!r}"
+        raise UsageError(f"to={to!r}: {detail}", argument="to", detail=detail)
+    if to == "keras" and out_path.suffix != ".keras":
+        detail = f"the keras target writes a .keras file; name it with the .keras suffix (got {os.fspath(out_path)!r})"
+        raise UsageError(f"out={os.fspath(out_path)!r}: {detail}", argument="out", detail=detail)
+
+
+def _rename_rules(rules: str | os.PathLike[str] | RenameRules | None) -> RenameRules:
+    """The rename rules as given, loaded from their file, or none."""
+    if isinstance(rules, RenameRules):
+        return rules
+    return build_rules(os.fspath(rules)) if rules is not None else RenameRules()
+
+
+def _refuse_blocked(src: Path, plan: Plan, allow_weights_only: bool) -> None:
+    """Stop a real run whose weights do not match, or whose optimizer state cannot be translated (unless allowed)."""
+    if plan.weight_problems:
+        raise ConversionError(
+            printable(
+                f"{src}: {'; '.join(plan.weight_problems)}; source variables not used: "
+                f"{listed_names(plan.unused) or 'none'}. Write rename rules and pass them as "
+                "rules= (see docs/convert.md)"
+            )
+        )
+    if plan.state_problems and not allow_weights_only:
+        raise ConversionError(
+            printable(
+                f"{src}: optimizer state cannot be translated: "
+                f"{'; '.join(plan.state_problems)}; fix the factory's optimizer, or pass "
+                "allow_weights_only=True for a non-resumable output"
+            )
+        )
+
+
+def _add_steps(src: Path, vmaps: list[VariableMap], plan: Plan, report: ConvertReport) -> None:
+    """One result per source checkpoint, each with its step; steps must differ to name the outputs."""
     steps = [step_of(v, plan) for v in vmaps]
     if len({s for s, _, _ in steps}) != len(steps):
         raise ConversionError(f"{src}: several retained checkpoints have the same step; cannot name them ckpt-<step>")
     for vmap, (step, origin, notes) in zip(vmaps, steps, strict=True):
         report.checkpoints.append(CheckpointResult(prefix_of(vmap), step, origin))
         report.warnings += notes
-    if dry_run:
-        report.problems = blocking
-        if out_path.exists():
-            report.warnings.append(f"{out_path}: exists; a real run needs --force")
-        return report
-    with AtomicOutput(out_path, directory=(to == "tf2"), force=force, protect=protect) as output:
-        _write_all(vmaps, plan, keras_model, report, output.path, to)
+
+
+def _write_atomically(
+    vmaps: list[VariableMap],
+    plan: Plan,
+    keras_model: Any,
+    report: ConvertReport,
+    out_path: Path,
+    *,
+    force: bool,
+    protect: list[Path],
+) -> None:
+    """Write every checkpoint beside OUT, verify it, then move it into place; outputs are reported under OUT."""
+    with AtomicOutput(out_path, directory=(report.to == "tf2"), force=force, protect=protect) as output:
+        _write_all(vmaps, plan, keras_model, report, output.path, report.to)
         output.commit()
     report.written = True
     for result in report.checkpoints:
         if result.output is not None:
             result.output = result.output.replace(os.fspath(output.path), os.fspath(out_path))
-    return report
 
 
 def _open_sources(src: Path, all_checkpoints: bool, to: str) -> list[VariableMap]:
     if all_checkpoints:
         if to != "tf2":
-            raise UsageError("--all writes one checkpoint per retained step: use it with --to tf2")
+            detail = "writes one checkpoint per retained step: use it with the tf2 target"
+            raise UsageError(f"all_checkpoints=True: {detail}", argument="all_checkpoints", detail=detail)
         if not src.is_dir():
-            raise UsageError(f"{src}: --all needs a checkpoint directory with a `checkpoint` state file")
+            detail = f"needs a checkpoint directory with a `checkpoint` state file, not {src}"
+            raise UsageError(f"all_checkpoints=True: {detail}", argument="all_checkpoints", detail=detail)
         prefixes = state_prefixes(src)
         if not prefixes:
             raise UsageError(f"{src}: no `checkpoint` state file lists retained checkpoints")
@@ -172,8 +262,9 @@ def _open_source(path: Path) -> VariableMap:
 
 
 # ---------------------------------------------------------------------------------------------- execution
-def _write_all(vmaps: list[VariableMap], plan: Plan, keras_model: Any, report: ConvertReport, tmp: Path,
-               to: str) -> None:
+def _write_all(
+    vmaps: list[VariableMap], plan: Plan, keras_model: Any, report: ConvertReport, tmp: Path, to: str
+) -> None:
     optimizer = keras_model.optimizer
     if not optimizer.built:
         optimizer.build(keras_model.trainable_variables)
@@ -182,11 +273,16 @@ def _write_all(vmaps: list[VariableMap], plan: Plan, keras_model: Any, report: C
         pair.slot_paths = {slot: slot_vars[(pair.target, slot)].path for slot in pair.slots}
     for vmap, result in zip(vmaps, report.checkpoints, strict=True):
         expected = load_state(vmap, plan, keras_model, slot_vars, result.step, report.weights_only)
+        model = keras_model
+        result.weights_only = report.weights_only
+        if report.weights_only:  # no optimizer state at all: every reader then reports it absent
+            model, expected = weights_only_copy(keras_model, expected)
         if to == "tf2":
             import tensorflow as tf
 
             prefix = tmp / f"ckpt-{result.step}"
-            checkpoint = tf.train.Checkpoint(model=keras_model, optimizer=optimizer)
+            tracked = {"model": model} if report.weights_only else {"model": model, "optimizer": optimizer}
+            checkpoint = tf.train.Checkpoint(**tracked)
             # CheckpointManager tracks save_counter; storing it (= the step) lets managers restore with
             # assert_existing_objects_matched() and number their next save after this step.
             checkpoint.save_counter.assign(result.step)
@@ -194,20 +290,39 @@ def _write_all(vmaps: list[VariableMap], plan: Plan, keras_model: Any, report: C
             result.output = os.fspath(prefix)
             verify_tf2(prefix, checkpoint, plan, expected, result)
         else:
-            keras_model.save(os.fspath(tmp))
+            model.save(os.fspath(tmp))
             result.output = os.fspath(tmp)
-            verify_keras(tmp, keras_model, plan, expected, result)
+            verify_keras(tmp, model, plan, expected, result)
     if to == "tf2":
         names = [f"ckpt-{r.step}" for r in report.checkpoints]
         # Timestamps as tf.train.CheckpointManager writes them, so a manager adopts (and rotates) these too.
         now = time.time()
-        lines = [f'model_checkpoint_path: "{names[-1]}"', *(f'all_model_checkpoint_paths: "{n}"' for n in names),
-                 *(f"all_model_checkpoint_timestamps: {now - len(names) + i + 1:.6f}" for i in range(len(names))),
-                 f"last_preserved_timestamp: {now - len(names) - 1:.6f}"]
+        lines = [
+            f'model_checkpoint_path: "{names[-1]}"',
+            *(f'all_model_checkpoint_paths: "{n}"' for n in names),
+            *(f"all_model_checkpoint_timestamps: {now - len(names) + i + 1:.6f}" for i in range(len(names))),
+            f"last_preserved_timestamp: {now - len(names) - 1:.6f}",
+        ]
         (tmp / "checkpoint").write_text("\n".join(lines) + "\n", encoding="utf-8")
         latest = open_checkpoint(tmp)
-        if latest.format != "tf2-checkpoint" or latest.step != report.checkpoints[-1].step:
+        want = None if report.weights_only else report.checkpoints[-1].step
+        if latest.format != "tf2-checkpoint" or latest.step != want:
             raise ConversionError(f"{report.out}: the written directory does not read back as the latest step")
+
+
+def weights_only_copy(keras_model: Any, expected: Expected) -> tuple[Any, Expected]:
+    """The model rebuilt from its config without compiling it (so it carries no optimizer), holding the
+    converted weights; `expected` re-keyed to its variable paths. Refused for models that cannot be rebuilt."""
+    try:
+        copy = type(keras_model).from_config(keras_model.get_config())
+        copy.set_weights(keras_model.get_weights())
+    except Exception as exc:  # Keras raises many types for models without a usable get_config/from_config
+        raise ConversionError(
+            f"a weights-only output needs a model that can be rebuilt from its config ({type(exc).__name__}); "
+            "without it the output would carry an unused optimizer that looks resumable"
+        ) from exc
+    paths = {a.path: b.path for a, b in zip(keras_model.weights, copy.weights, strict=True)}
+    return copy, {paths[k]: v for k, v in expected.items() if k in paths}
 
 
 def target_slot_variables(keras_model: Any, plan: Plan) -> dict[tuple[str, str], Any]:
@@ -218,15 +333,22 @@ def target_slot_variables(keras_model: Any, plan: Plan) -> dict[tuple[str, str],
         attr = sl.target_slot_attribute(plan.target_class, plan.target_config, slot)
         values = getattr(optimizer, attr, None)
         if values is None:
-            raise ConversionError(f"{plan.target_class}: this Keras version keeps no {attr} list; "
-                                  "convert supports Keras 3.15")
+            raise ConversionError(
+                f"{plan.target_class}: this Keras version keeps no {attr} list; convert supports Keras 3.15"
+            )
         for variable in keras_model.trainable_variables:
             out[(variable.path, slot)] = values[optimizer._get_variable_index(variable)]
     return out
 
 
-def load_state(vmap: VariableMap, plan: Plan, keras_model: Any, slot_vars: dict[tuple[str, str], Any], step: int,
-               weights_only: bool) -> Expected:
+def load_state(
+    vmap: VariableMap,
+    plan: Plan,
+    keras_model: Any,
+    slot_vars: dict[tuple[str, str], Any],
+    step: int,
+    weights_only: bool,
+) -> Expected:
     """Assign one source checkpoint to the model and optimizer; returns what every variable must now hold."""
     variables = {v.path: v for v in keras_model.weights}
     optimizer = keras_model.optimizer
@@ -243,8 +365,9 @@ def load_state(vmap: VariableMap, plan: Plan, keras_model: Any, slot_vars: dict[
     rules = {r.target: r for r in plan.rules if r.target is not None}
     for pair in plan.pairs:
         for slot, key in pair.slots.items():
-            value = sl.translate(rules[slot], _read(vmap, key, pair.shape, pair.dtype),
-                                 learning_rate=learning_rate, epsilon=epsilon)
+            value = sl.translate(
+                rules[slot], _read(vmap, key, pair.shape, pair.dtype), learning_rate=learning_rate, epsilon=epsilon
+            )
             target = slot_vars[(pair.target, slot)]
             target.assign(value)
             expected[target.path] = ("slot", value)
@@ -256,10 +379,10 @@ def _read(vmap: VariableMap, key: str, shape: tuple[int, ...], dtype: str) -> np
         raise ConversionError(f"{prefix_of(vmap)}: {key} is missing from this checkpoint")
     var = vmap[key]
     if tuple(var.shape) != shape or var.dtype != dtype:
-        raise ConversionError(f"{prefix_of(vmap)}: {key} is {list(var.shape)} {var.dtype}, expected {list(shape)} "
-                              f"{dtype}")
+        raise ConversionError(
+            f"{prefix_of(vmap)}: {key} is {list(var.shape)} {var.dtype}, expected {list(shape)} {dtype}"
+        )
     value = np.asarray(var.read())
     if value.shape != shape or value.dtype != numpy_dtype(dtype):
-        raise ConversionError(f"{prefix_of(vmap)}: {key} read as {value.shape} {value.dtype}, declared {shape} "
-                              f"{dtype}")
+        raise ConversionError(f"{prefix_of(vmap)}: {key} read as {value.shape} {value.dtype}, declared {shape} {dtype}")
     return value

@@ -20,9 +20,24 @@ from ckpt_tools.optimizers.lookup import family, keras_family
 Transform = Literal["copy", "neg_lr", "minus_eps", "drop"]
 Exactness = Literal["exact", "rounding", "approximate", "lossless-drop"]
 SUPPORTED_TARGETS = ("Adam", "SGD", "RMSprop", "Adagrad")
-KERAS2_HYPER = ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad", "momentum", "nesterov", "rho",
-                "centered", "initial_accumulator_value", "decay", "weight_decay", "clipnorm", "clipvalue",
-                "global_clipnorm", "use_ema")
+KERAS2_HYPER = (
+    "learning_rate",
+    "beta_1",
+    "beta_2",
+    "epsilon",
+    "amsgrad",
+    "momentum",
+    "nesterov",
+    "rho",
+    "centered",
+    "initial_accumulator_value",
+    "decay",
+    "weight_decay",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +51,13 @@ class SlotRule:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "transform": self.transform,
-                "exactness": self.exactness, "note": self.note}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "transform": self.transform,
+            "exactness": self.exactness,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -88,8 +108,9 @@ def source_optimizer(vmap: VariableMap) -> SourceOptimizer:
         source.hyper = dict(info.hyper)
         source.hyper_origin = info.hyper_origin or "not recorded"
         if info.evidence != "training ops":
-            source.notes.append(f"{vmap.prefix or vmap.path}: no training graph to read hyper-parameters from; "
-                                "they are unknown")
+            source.notes.append(
+                f"{vmap.prefix or vmap.path}: no training graph to read hyper-parameters from; they are unknown"
+            )
     names = (info.name or "").split("+") if info.name else []
     if len(names) > 1:
         source.family = info.name
@@ -150,14 +171,20 @@ def slot_rules(source: SourceOptimizer, class_name: str, config: Mapping[str, An
         return [], [f"the source stores no optimizer slots, but {class_name} keeps {', '.join(wanted)}"]
     fam = family(source.family)
     if fam is None or fam.keras3 not in SUPPORTED_TARGETS:
-        return [], [f"source optimizer {source.family} has no Keras 3 translation (supported: Adam, SGD/Momentum, "
-                    "RMSprop, Adagrad)"]
+        return [], [
+            f"source optimizer {source.family} has no Keras 3 translation (supported: Adam, SGD/Momentum, "
+            "RMSprop, Adagrad)"
+        ]
     if fam.keras3 != class_name:
-        return [], [f"source optimizer {source.family} continues as Keras {fam.keras3}, but the factory compiled "
-                    f"{class_name}"]
+        return [], [
+            f"source optimizer {source.family} continues as Keras {fam.keras3}, but the factory compiled {class_name}"
+        ]
     rules: list[SlotRule] = [_rule(fam, source, slot) for slot in wanted]
-    problems = [f"the source has no {r.source!r} slots for {class_name} slot {r.target!r}"
-                for r in rules if r.source not in have]
+    problems = [
+        f"the source has no {r.source!r} slots for {class_name} slot {r.target!r}"
+        for r in rules
+        if r.source not in have
+    ]
     rules += _dropped(source, class_name, config, have - set(wanted), problems)
     return rules, problems
 
@@ -174,22 +201,33 @@ def _rule(fam: Family, source: SourceOptimizer, slot: str) -> SlotRule:
     return SlotRule(slot, slot, transform, exactness, note)
 
 
-def _dropped(source: SourceOptimizer, class_name: str, config: Mapping[str, Any], extra: set[str],
-             problems: list[str]) -> list[SlotRule]:
+def _dropped(
+    source: SourceOptimizer, class_name: str, config: Mapping[str, Any], extra: set[str], problems: list[str]
+) -> list[SlotRule]:
     """Source slots the target keeps no place for: dropped when they cannot change the run, else a problem."""
     rules = []
     for slot in sorted(extra):
         value = source.hyper.get(slot) if slot == "momentum" else None
         if slot == "momentum" and class_name == "RMSprop" and not _positive(value):
             if value is None:
-                rules.append(SlotRule(slot, None, "drop", "approximate",
-                                      "source momentum unknown; dropped because the factory's RMSprop has momentum=0"))
+                rules.append(
+                    SlotRule(
+                        slot,
+                        None,
+                        "drop",
+                        "approximate",
+                        "source momentum unknown; dropped because the factory's RMSprop has momentum=0",
+                    )
+                )
             else:
-                rules.append(SlotRule(slot, None, "drop", "lossless-drop",
-                                      "momentum 0: the slot only holds the last increment"))
+                rules.append(
+                    SlotRule(slot, None, "drop", "lossless-drop", "momentum 0: the slot only holds the last increment")
+                )
         elif slot == "momentum" and class_name == "RMSprop":
-            problems.append(f"the source RMSprop uses momentum {value:g}; the factory's RMSprop (momentum=0) has no "
-                            "place for its momentum slot")
+            problems.append(
+                f"the source RMSprop uses momentum {value:g}; the factory's RMSprop (momentum=0) has no "
+                "place for its momentum slot"
+            )
         elif slot == "average_gradient" and class_name == "RMSprop":
             problems.append("the source RMSprop is centered (slot average_gradient) but the factory's RMSprop is not")
         else:
@@ -209,18 +247,22 @@ def _brief(config: Mapping[str, Any]) -> str:
 def translate(rule: SlotRule, value: np.ndarray, *, learning_rate: float, epsilon: float) -> np.ndarray:
     """The Keras 3 value of one slot (same dtype as the source)."""
     dtype = value.dtype
+    out: np.ndarray
     if rule.transform == "copy":
         return value
     if rule.transform == "neg_lr":
-        return np.negative(np.multiply(value, dtype.type(learning_rate), dtype=dtype), dtype=dtype)
+        out = np.negative(np.multiply(value, dtype.type(learning_rate), dtype=dtype), dtype=dtype)
+        return out
     if rule.transform == "minus_eps":
-        return np.subtract(value, dtype.type(epsilon), dtype=dtype)
+        out = np.subtract(value, dtype.type(epsilon), dtype=dtype)
+        return out
     raise ValueError(f"no value for a dropped slot ({rule.source})")
 
 
 # ---------------------------------------------------------------------------------------------- hyper-parameters
-def compare_hyper(source: SourceOptimizer, class_name: str, config: Mapping[str, Any],
-                  learning_rate: float) -> list[HyperCheck]:
+def compare_hyper(
+    source: SourceOptimizer, class_name: str, config: Mapping[str, Any], learning_rate: float
+) -> list[HyperCheck]:
     """Source hyper-parameters against the factory optimizer's (learning rate as of the resumed step)."""
     checks = []
     target_fam = target_family(class_name, config)
@@ -238,8 +280,14 @@ def compare_hyper(source: SourceOptimizer, class_name: str, config: Mapping[str,
             checks.append(HyperCheck(name, value, target, None))
             continue
         checks.append(HyperCheck(name, value, target, None if value is None else _same(value, target)))
-    for name, default in (("decay", 0.0), ("weight_decay", None), ("clipnorm", None), ("clipvalue", None),
-                          ("global_clipnorm", None), ("use_ema", False)):
+    for name, default in (
+        ("decay", 0.0),
+        ("weight_decay", None),
+        ("clipnorm", None),
+        ("clipvalue", None),
+        ("global_clipnorm", None),
+        ("use_ema", False),
+    ):
         src = source.hyper.get(name)
         tgt = config.get(name, default) if name != "decay" else 0.0
         if (src not in (None, default) or tgt not in (None, default)) and not _same(src, tgt):

@@ -28,11 +28,21 @@ class CheckpointResult:
     slots_equal: int = 0
     step_ok: bool | None = None
     verified_by: list[str] = field(default_factory=list)
+    weights_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "step": self.step, "step_from": self.step_from, "output": self.output,
-                "verification": {"weights_identical": self.weights_identical, "slots_equal": self.slots_equal,
-                                 "step_ok": self.step_ok, "by": self.verified_by}}
+        return {
+            "source": self.source,
+            "step": self.step,
+            "step_from": self.step_from,
+            "output": self.output,
+            "verification": {
+                "weights_identical": self.weights_identical,
+                "slots_equal": self.slots_equal,
+                "step_ok": self.step_ok,
+                "by": self.verified_by,
+            },
+        }
 
 
 def verify_tf2(prefix: Path, checkpoint: Any, plan: Plan, expected: Expected, result: CheckpointResult) -> None:
@@ -66,8 +76,8 @@ def verify_tf2(prefix: Path, checkpoint: Any, plan: Plan, expected: Expected, re
 
 
 def _find_variable(checkpoint: Any, path: str) -> Any:
-    model, optimizer = checkpoint.model, checkpoint.optimizer
-    for variable in [*model.weights, *optimizer.variables]:
+    model, optimizer = checkpoint.model, getattr(checkpoint, "optimizer", None)
+    for variable in [*model.weights, *(optimizer.variables if optimizer is not None else [])]:
         if variable.path == path:
             return variable
     return None
@@ -88,8 +98,10 @@ def verify_keras(path: Path, keras_model: Any, plan: Plan, expected: Expected, r
     except Exception as exc:
         raise ConversionError(f"{path}: keras.models.load_model cannot load the output: {exc}") from exc
     # Same config, so the same variable order; paths may differ (Keras renames models and optimizers per process).
-    ours = [*keras_model.weights, *keras_model.optimizer.variables]
-    theirs = [*loaded.weights, *(loaded.optimizer.variables if loaded.optimizer is not None else [])]
+    mine = getattr(keras_model, "optimizer", None)
+    ours = [*keras_model.weights, *(mine.variables if mine is not None else [])]
+    loaded_opt = getattr(loaded, "optimizer", None)
+    theirs = [*loaded.weights, *(loaded_opt.variables if loaded_opt is not None else [])]
     if len(ours) != len(theirs):
         problems.append(f"keras.models.load_model gives {len(theirs)} variables, expected {len(ours)}")
     for mine, other in zip(ours, theirs, strict=False):
@@ -123,8 +135,9 @@ def _record_outputs(plan: Plan, out: VariableMap, keys: dict[str, str]) -> None:
     plan.step_output = out[out.step_key].name if out.step_key is not None and out.step_key in out else None
 
 
-def _compare_as_multiset(out: VariableMap, expected: Expected, result: CheckpointResult,
-                         found: dict[str, str]) -> list[str]:
+def _compare_as_multiset(
+    out: VariableMap, expected: Expected, result: CheckpointResult, found: dict[str, str]
+) -> list[str]:
     """Each expected tensor must be found, bit for bit, in a distinct output variable of its shape and dtype."""
     buckets: dict[tuple[tuple[int, ...], str], list[str]] = {}
     for var in out.values():
@@ -154,6 +167,12 @@ def _count(result: CheckpointResult, kind: str) -> None:
 
 
 def _step_check(out: VariableMap, result: CheckpointResult, problems: list[str]) -> None:
+    """A resumable output holds the step; a weights-only one holds no optimizer state at all."""
+    if result.weights_only:
+        result.step_ok = out.step is None and out.optimizer.present is False
+        if not result.step_ok:
+            problems.append("the weights-only output reads back with optimizer state or a step")
+        return
     result.step_ok = out.step == result.step
     if not result.step_ok:
         problems.append(f"the output's step reads back as {out.step}, expected {result.step}")

@@ -16,8 +16,9 @@ class Slot:
     """One per-weight slot: its canonical (Keras 3) name and the names other dialects give it.
 
     `tf1` is the TF1 slot-variable suffix (`<var>/Adam_1`); `keras2` the tf_keras names (new optimizers and
-    `optimizer_v2` legacy ones); `lists` the optimizer attributes (Keras 3, tf_keras) that track one per weight in the object graph
-    (`_momentums`; tf_keras new optimizers too); `when` the config flag that creates it (None: always); `factored` marks Adafactor's reduced-shape moments.
+    `optimizer_v2` legacy ones); `lists` the optimizer attributes (Keras 3, tf_keras) that track one per
+    weight in the object graph (`_momentums`); `when` the config flag that creates it (None: always);
+    `factored` marks Adafactor's reduced-shape moments.
     """
 
     name: str
@@ -84,6 +85,13 @@ class Family:
     def slot(self, name: str) -> Slot | None:
         return next((s for s in self.slots if s.name == name), None)
 
+    def defaults(self, framework: str) -> Mapping[str, Any]:
+        """Hyper-parameter defaults of this family's optimizer class in `framework` (`tf1`, `tf_keras`, `keras3`);
+        None values are required arguments without a default."""
+        if framework == "keras3":
+            return self.keras3_hyper
+        return FRAMEWORK_DEFAULTS.get(self.name, {}).get(framework, {})
+
     def slots_for(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """The canonical slots this family keeps per weight under `config` (Keras 3 semantics)."""
         return tuple(s.name for s in self.slots if s.when is None or _truthy(config.get(s.when)))
@@ -96,8 +104,9 @@ class Family:
         if config is not None:
             chosen = [frozenset(self.slots_for(config))]
         else:
-            chosen = [frozenset(s.name for s in self.slots if s.when is None or s.name in pick)
-                      for pick in _subsets(optional)]
+            chosen = [
+                frozenset(s.name for s in self.slots if s.when is None or s.name in pick) for pick in _subsets(optional)
+            ]
         out = []
         for keep in chosen:
             layout = tuple(tuple(n for n in g if n in keep) for g in groups)
@@ -116,18 +125,23 @@ def _truthy(value: Any) -> bool:
     return bool(value) and not (isinstance(value, (int, float)) and value <= 0)
 
 
-def _ops(op: str, slots: tuple[str, ...], hyper: dict[str, int], sparse: dict[str, int] | None = None,
-         **flags: Any) -> TrainingOp:
-    return TrainingOp(op, slots, MappingProxyType(hyper), None if sparse is None else MappingProxyType(sparse),
-                      MappingProxyType(flags))
+def _ops(
+    op: str, slots: tuple[str, ...], hyper: dict[str, int], sparse: dict[str, int] | None = None, **flags: Any
+) -> TrainingOp:
+    return TrainingOp(
+        op,
+        slots,
+        MappingProxyType(hyper),
+        None if sparse is None else MappingProxyType(sparse),
+        MappingProxyType(flags),
+    )
 
 
 _COPY = SlotTranslation("", "copy", "exact", "same update rule")
 
 
 def _tr(**by_slot: SlotTranslation) -> Mapping[str, SlotTranslation]:
-    return MappingProxyType({k: SlotTranslation(k, v.how, v.exactness, v.note, v.exact_if)
-                             for k, v in by_slot.items()})
+    return MappingProxyType({k: SlotTranslation(k, v.how, v.exactness, v.note, v.exact_if) for k, v in by_slot.items()})
 
 
 ADAM = Family(
@@ -141,25 +155,46 @@ ADAM = Family(
     keras2_positional=("momentum", "velocity", "velocity_hat"),
     keras3_groups=(("momentum", "velocity"), ("velocity_hat",)),
     keras2_classes=("Adam",),
-    tf1_ops=(_ops("ApplyAdam", ("momentum", "velocity"),
-                  {"learning_rate": 5, "beta_1": 6, "beta_2": 7, "epsilon": 8}, amsgrad=False),),
+    tf1_ops=(
+        _ops(
+            "ApplyAdam",
+            ("momentum", "velocity"),
+            {"learning_rate": 5, "beta_1": 6, "beta_2": 7, "epsilon": 8},
+            amsgrad=False,
+        ),
+    ),
     tf1_class="AdamOptimizer",
-    keras3_hyper=MappingProxyType({"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
-                                   "amsgrad": False}),
-    translations=MappingProxyType({
-        "tf1": _tr(momentum=SlotTranslation("", "copy", "exact", "same update rule (epsilon-hat outside the sqrt)"),
-                   velocity=_COPY),
-        "keras2": _tr(momentum=_COPY, velocity=_COPY, velocity_hat=SlotTranslation("", "copy", "exact",
-                                                                                    "AMSGrad maximum")),
-    }),
+    keras3_hyper=MappingProxyType(
+        {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False}
+    ),
+    translations=MappingProxyType(
+        {
+            "tf1": _tr(
+                momentum=SlotTranslation("", "copy", "exact", "same update rule (epsilon-hat outside the sqrt)"),
+                velocity=_COPY,
+            ),
+            "keras2": _tr(
+                momentum=_COPY, velocity=_COPY, velocity_hat=SlotTranslation("", "copy", "exact", "AMSGrad maximum")
+            ),
+        }
+    ),
 )
-ADAMW = Family("AdamW", ADAM.slots, keras3="AdamW", keras2_classes=("AdamW",), keras3_groups=ADAM.keras3_groups,
-               keras3_hyper=MappingProxyType({**ADAM.keras3_hyper, "weight_decay": 0.004}))
+ADAMW = Family(
+    "AdamW",
+    ADAM.slots,
+    keras3="AdamW",
+    keras2_classes=("AdamW",),
+    keras3_groups=ADAM.keras3_groups,
+    keras3_hyper=MappingProxyType({**ADAM.keras3_hyper, "weight_decay": 0.004}),
+)
 ADAMAX = Family(
     "Adamax",
-    (Slot("momentum", tf1="AdaMax", keras2=("m",), lists=("_m",)),
-     Slot("norm", tf1="AdaMax_1", keras2=("u", "v"), lists=("_u",))),
+    (
+        Slot("momentum", tf1="AdaMax", keras2=("m",), lists=("_m",)),
+        Slot("norm", tf1="AdaMax_1", keras2=("u", "v"), lists=("_u",)),
+    ),
     keras3="Adamax",
+    keras3_hyper=MappingProxyType({"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
     keras2_positional=("momentum", "norm"),
     keras3_groups=(("momentum", "norm"),),
     keras2_classes=("Adamax",),
@@ -167,67 +202,103 @@ ADAMAX = Family(
 )
 NADAM = Family(
     "Nadam",
-    (Slot("momentum", keras2=("m",), lists=("_momentums",)),
-     Slot("velocity", keras2=("v",), lists=("_velocities",))),
+    (Slot("momentum", keras2=("m",), lists=("_momentums",)), Slot("velocity", keras2=("v",), lists=("_velocities",))),
     keras3="Nadam",
+    keras3_hyper=MappingProxyType({"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
     keras2_positional=("momentum", "velocity"),
     keras3_groups=(("momentum", "velocity"),),
     keras2_classes=("Nadam",),
 )
-LION = Family("Lion", (Slot("momentum", lists=("_momentums",)),), keras3="Lion", keras2_classes=("Lion",))
-SGD = Family("SGD", (), keras3="SGD", keras2_classes=("SGD",),
-             tf1_ops=(_ops("ApplyGradientDescent", (), {"learning_rate": 1}),),
-             tf1_class="GradientDescentOptimizer",
-             keras3_hyper=MappingProxyType({"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}))
+LION = Family(
+    "Lion",
+    (Slot("momentum", lists=("_momentums",)),),
+    keras3="Lion",
+    keras2_classes=("Lion",),
+    keras3_hyper=MappingProxyType({"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.99}),
+)
+SGD = Family(
+    "SGD",
+    (),
+    keras3="SGD",
+    keras2_classes=("SGD",),
+    tf1_ops=(_ops("ApplyGradientDescent", (), {"learning_rate": 1}),),
+    tf1_class="GradientDescentOptimizer",
+    keras3_hyper=MappingProxyType({"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}),
+)
 MOMENTUM = Family(
     "SGD(momentum)",
     (Slot("momentum", tf1="Momentum", keras2=("momentum", "m"), lists=("momentums", "_momentums"), when="momentum"),),
     keras3="SGD",
     keras2_positional=("momentum",),
     keras2_classes=("SGD",),
-    tf1_ops=(_ops("ApplyMomentum", ("momentum",), {"learning_rate": 2, "momentum": 4},
-                  {"learning_rate": 2, "momentum": 5}),),
+    tf1_ops=(
+        _ops("ApplyMomentum", ("momentum",), {"learning_rate": 2, "momentum": 4}, {"learning_rate": 2, "momentum": 5}),
+    ),
     tf1_class="MomentumOptimizer",
     keras3_hyper=SGD.keras3_hyper,
-    translations=MappingProxyType({
-        "tf1": _tr(momentum=SlotTranslation(
-            "", "neg_lr", "rounding",
-            "TF1 a = mu*a + g, var -= lr*a; Keras m = mu*m - lr*g, var += m: m = -lr*a with the target's rate")),
-        "keras2": _tr(momentum=_COPY),
-    }),
+    translations=MappingProxyType(
+        {
+            "tf1": _tr(
+                momentum=SlotTranslation(
+                    "",
+                    "neg_lr",
+                    "rounding",
+                    "TF1 a = mu*a + g, var -= lr*a; Keras m = mu*m - lr*g, var += m: m = -lr*a with the target's rate",
+                )
+            ),
+            "keras2": _tr(momentum=_COPY),
+        }
+    ),
 )
 RMSPROP = Family(
     "RMSprop",
     (
         Slot("velocity", tf1="RMSProp", keras2=("velocity", "rms"), lists=("_velocities", "velocities")),
         Slot("momentum", tf1="RMSProp_1", keras2=("momentum",), lists=("_momentums",), when="momentum"),
-        Slot("average_gradient", keras2=("average_gradient", "mg"), lists=("_average_gradients",),
-             when="centered"),
+        Slot("average_gradient", keras2=("average_gradient", "mg"), lists=("_average_gradients",), when="centered"),
     ),
     keras3="RMSprop",
     keras2_positional=("velocity",),
     keras2_classes=("RMSprop",),
     tf1_ops=(
-        _ops("ApplyRMSProp", ("velocity", "momentum"), {"learning_rate": 3, "rho": 4, "momentum": 5, "epsilon": 6},
-             centered=False),
-        _ops("ApplyCenteredRMSProp", ("average_gradient", "velocity", "momentum"),
-             {"learning_rate": 4, "rho": 5, "momentum": 6, "epsilon": 7}, centered=True),
+        _ops(
+            "ApplyRMSProp",
+            ("velocity", "momentum"),
+            {"learning_rate": 3, "rho": 4, "momentum": 5, "epsilon": 6},
+            centered=False,
+        ),
+        _ops(
+            "ApplyCenteredRMSProp",
+            ("average_gradient", "velocity", "momentum"),
+            {"learning_rate": 4, "rho": 5, "momentum": 6, "epsilon": 7},
+            centered=True,
+        ),
     ),
     tf1_class="RMSPropOptimizer",
-    keras3_hyper=MappingProxyType({"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7,
-                                   "centered": False}),
-    translations=MappingProxyType({
-        "tf1": _tr(velocity=SlotTranslation("", "copy", "exact", "TF1 starts it at 1, Keras at 0: only the start "
-                                                                 "differs"),
-                   momentum=SlotTranslation("", "copy", "exact", "increment includes lr on both sides"),
-                   average_gradient=SlotTranslation("", "copy", "exact", "centered")),
-        "keras2": _tr(velocity=_COPY, momentum=_COPY, average_gradient=_COPY),
-        "keras2-legacy": _tr(
-            velocity=SlotTranslation("", "copy", "approximate", "legacy Keras-2 RMSprop without momentum adds "
-                                                               "epsilon outside the sqrt; Keras 3 inside",
-                                     exact_if="momentum"),
-            momentum=_COPY, average_gradient=_COPY),
-    }),
+    keras3_hyper=MappingProxyType(
+        {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False}
+    ),
+    translations=MappingProxyType(
+        {
+            "tf1": _tr(
+                velocity=SlotTranslation("", "copy", "exact", "TF1 starts it at 1, Keras at 0: only the start differs"),
+                momentum=SlotTranslation("", "copy", "exact", "increment includes lr on both sides"),
+                average_gradient=SlotTranslation("", "copy", "exact", "centered"),
+            ),
+            "keras2": _tr(velocity=_COPY, momentum=_COPY, average_gradient=_COPY),
+            "keras2-legacy": _tr(
+                velocity=SlotTranslation(
+                    "",
+                    "copy",
+                    "approximate",
+                    "legacy Keras-2 RMSprop without momentum adds epsilon outside the sqrt; Keras 3 inside",
+                    exact_if="momentum",
+                ),
+                momentum=_COPY,
+                average_gradient=_COPY,
+            ),
+        }
+    ),
 )
 ADAGRAD = Family(
     "Adagrad",
@@ -235,53 +306,94 @@ ADAGRAD = Family(
     keras3="Adagrad",
     keras2_positional=("accumulator",),
     keras2_classes=("Adagrad",),
-    tf1_ops=(_ops("ApplyAdagrad", ("accumulator",), {"learning_rate": 2}),
-             _ops("ApplyAdagradV2", ("accumulator",), {"learning_rate": 2, "epsilon": 3})),
+    tf1_ops=(
+        _ops("ApplyAdagrad", ("accumulator",), {"learning_rate": 2}),
+        _ops("ApplyAdagradV2", ("accumulator",), {"learning_rate": 2, "epsilon": 3}),
+    ),
     tf1_class="AdagradOptimizer",
     keras3_hyper=MappingProxyType({"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7}),
-    translations=MappingProxyType({
-        "tf1": _tr(accumulator=SlotTranslation(
-            "", "minus_eps", "rounding",
-            "TF1 divides by sqrt(acc), Keras by sqrt(acc + epsilon): acc - epsilon keeps every later step equal")),
-        "keras2": _tr(accumulator=_COPY),
-    }),
+    translations=MappingProxyType(
+        {
+            "tf1": _tr(
+                accumulator=SlotTranslation(
+                    "",
+                    "minus_eps",
+                    "rounding",
+                    "TF1 divides by sqrt(acc), Keras by sqrt(acc + epsilon): acc - epsilon keeps every later step "
+                    "equal",
+                )
+            ),
+            "keras2": _tr(accumulator=_COPY),
+        }
+    ),
 )
 ADADELTA = Family(
     "Adadelta",
-    (Slot("accumulated_grad", tf1="Adadelta", keras2=("accumulated_grad", "accum_grad", "accumulator"),
-          lists=("_accumulated_grads",)),
-     Slot("accumulated_delta_var", tf1="Adadelta_1", keras2=("accumulated_delta_var", "accum_var",
-                                                             "delta_accumulator"),
-          lists=("_accumulated_delta_vars",))),
+    (
+        Slot(
+            "accumulated_grad",
+            tf1="Adadelta",
+            keras2=("accumulated_grad", "accum_grad", "accumulator"),
+            lists=("_accumulated_grads",),
+        ),
+        Slot(
+            "accumulated_delta_var",
+            tf1="Adadelta_1",
+            keras2=("accumulated_delta_var", "accum_var", "delta_accumulator"),
+            lists=("_accumulated_delta_vars",),
+        ),
+    ),
     keras3="Adadelta",
+    keras3_hyper=MappingProxyType({"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7}),
     keras2_positional=("accumulated_grad", "accumulated_delta_var"),
     keras3_groups=(("accumulated_grad", "accumulated_delta_var"),),
     keras2_classes=("Adadelta",),
-    tf1_ops=(_ops("ApplyAdadelta", ("accumulated_grad", "accumulated_delta_var"),
-                  {"learning_rate": 3, "rho": 4, "epsilon": 5}),),
+    tf1_ops=(
+        _ops(
+            "ApplyAdadelta", ("accumulated_grad", "accumulated_delta_var"), {"learning_rate": 3, "rho": 4, "epsilon": 5}
+        ),
+    ),
     tf1_class="AdadeltaOptimizer",
 )
 FTRL = Family(
     "Ftrl",
-    (Slot("accumulator", tf1="Ftrl", keras2=("accumulator",), lists=("_accumulators",)),
-     Slot("linear", tf1="Ftrl_1", keras2=("linear",), lists=("_linears",))),
+    (
+        Slot("accumulator", tf1="Ftrl", keras2=("accumulator",), lists=("_accumulators",)),
+        Slot("linear", tf1="Ftrl_1", keras2=("linear",), lists=("_linears",)),
+    ),
     keras3="Ftrl",
+    keras3_hyper=MappingProxyType(
+        {
+            "learning_rate": 0.001,
+            "learning_rate_power": -0.5,
+            "initial_accumulator_value": 0.1,
+            "l1_regularization_strength": 0.0,
+            "l2_regularization_strength": 0.0,
+        }
+    ),
     keras3_groups=(("accumulator", "linear"),),
     keras2_classes=("Ftrl",),
-    tf1_ops=(_ops("ApplyFtrl", ("accumulator", "linear"),
-                  {"learning_rate": 4, "l1": 5, "l2": 6, "learning_rate_power": 7},
-                  {"learning_rate": 5, "l1": 6, "l2": 7, "learning_rate_power": 8}),
-             _ops("ApplyFtrlV2", ("accumulator", "linear"),
-                  {"learning_rate": 4, "l1": 5, "l2": 6, "l2_shrinkage": 7, "learning_rate_power": 8},
-                  {"learning_rate": 5, "l1": 6, "l2": 7, "l2_shrinkage": 8, "learning_rate_power": 9})),
+    tf1_ops=(
+        _ops(
+            "ApplyFtrl",
+            ("accumulator", "linear"),
+            {"learning_rate": 4, "l1": 5, "l2": 6, "learning_rate_power": 7},
+            {"learning_rate": 5, "l1": 6, "l2": 7, "learning_rate_power": 8},
+        ),
+        _ops(
+            "ApplyFtrlV2",
+            ("accumulator", "linear"),
+            {"learning_rate": 4, "l1": 5, "l2": 6, "l2_shrinkage": 7, "learning_rate_power": 8},
+            {"learning_rate": 5, "l1": 6, "l2": 7, "l2_shrinkage": 8, "learning_rate_power": 9},
+        ),
+    ),
     tf1_class="FtrlOptimizer",
 )
 ADAGRAD_DA = Family(
     "AdagradDA",
     (Slot("gradient_accumulator", tf1="AdagradDA"), Slot("gradient_squared_accumulator", tf1="AdagradDA_1")),
     keras3=None,
-    tf1_ops=(_ops("ApplyAdagradDA", ("gradient_accumulator", "gradient_squared_accumulator"),
-                  {"learning_rate": 3}),),
+    tf1_ops=(_ops("ApplyAdagradDA", ("gradient_accumulator", "gradient_squared_accumulator"), {"learning_rate": 3}),),
 )
 PROXIMAL_ADAGRAD = Family(
     "ProximalAdagrad",
@@ -297,12 +409,29 @@ ADAFACTOR = Family(
     keras3="Adafactor",
     keras3_groups=(("r", "c", "velocity"),),
 )
-SCHEDULE_FREE_ADAMW = Family("ScheduleFreeAdamW", ADAM.slots[:2], keras3="ScheduleFreeAdamW",
-                             keras3_groups=(("momentum", "velocity"),))
+SCHEDULE_FREE_ADAMW = Family(
+    "ScheduleFreeAdamW", ADAM.slots[:2], keras3="ScheduleFreeAdamW", keras3_groups=(("momentum", "velocity"),)
+)
 
 # In the order slot-name guesses try them: the most common family first among those storing the same slots.
-FAMILIES: tuple[Family, ...] = (ADAM, MOMENTUM, RMSPROP, ADAGRAD, ADADELTA, FTRL, ADAMAX, SGD, ADAMW, NADAM, LION,
-                                LAMB, ADAFACTOR, SCHEDULE_FREE_ADAMW, ADAGRAD_DA, PROXIMAL_ADAGRAD)
+FAMILIES: tuple[Family, ...] = (
+    ADAM,
+    MOMENTUM,
+    RMSPROP,
+    ADAGRAD,
+    ADADELTA,
+    FTRL,
+    ADAMAX,
+    SGD,
+    ADAMW,
+    NADAM,
+    LION,
+    LAMB,
+    ADAFACTOR,
+    SCHEDULE_FREE_ADAMW,
+    ADAGRAD_DA,
+    PROXIMAL_ADAGRAD,
+)
 
 
 @dataclass(frozen=True)
@@ -316,12 +445,17 @@ class Wrapper:
 
 
 WRAPPERS: tuple[Wrapper, ...] = (
-    Wrapper("ema", (Slot("average", keras2=("average",), lists=("_model_variables_moving_average",)),),
-            keras3_flag="use_ema"),
-    Wrapper("gradient_accumulation", (Slot("gradient_accumulator", lists=("_accumulated_gradients",)),),
-            keras3_flag="gradient_accumulation_steps"),
-    Wrapper("loss_scale", scalars=("current_loss_scale", "step_counter", "dynamic_scale"),
-            keras3_flag=None),
+    Wrapper(
+        "ema",
+        (Slot("average", keras2=("average",), lists=("_model_variables_moving_average",)),),
+        keras3_flag="use_ema",
+    ),
+    Wrapper(
+        "gradient_accumulation",
+        (Slot("gradient_accumulator", lists=("_accumulated_gradients",)),),
+        keras3_flag="gradient_accumulation_steps",
+    ),
+    Wrapper("loss_scale", scalars=("current_loss_scale", "step_counter", "dynamic_scale"), keras3_flag=None),
 )
 # Layouts tried on a Keras 3 weights file whose optimizer class is unknown (slots named by position).
 KERAS3_UNKNOWN_LAYOUTS: tuple[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]], ...] = (
@@ -335,5 +469,61 @@ KERAS3_UNKNOWN_LAYOUTS: tuple[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]
 KERAS3_TRAILING: Mapping[str, tuple[str, ...]] = MappingProxyType({"Nadam": ("u_product",)})
 # Names of step counters: TF1 `global_step`, tf_keras `iter` / `iterations`, Keras 3 `_iterations`/`iteration`.
 STEP_COUNTERS: tuple[str, ...] = ("global_step", "iter", "iterations", "_iterations", "iteration")
+# TF1 naming outside the per-family slot suffixes: the step, Adam's non-slot beta powers, and Estimators, which
+# keep each optimizer's state under `training/<Optimizer>/<var>/<slot>`.
+TF1_STEP_PATTERN = r"(^|/)global_step$"
+TF1_NON_SLOT_PATTERN = r"(^|/)(beta1_power|beta2_power)(_\d+)?$"
+ESTIMATOR_OPTIMIZER_PATTERN = r"^training/[A-Z][A-Za-z]*/"
+ESTIMATOR_SLOT_PATTERN = r"^training/(?P<opt>[A-Za-z]+)/(?P<var>.+)/(?P<slot>[a-z_]+)$"
 # TF1 non-slot optimizer variables (Adam keeps beta powers beside its slots).
 TF1_NON_SLOT: tuple[str, ...] = ("beta1_power", "beta2_power")
+
+# Constructor defaults per framework (tf.compat.v1.train.*Optimizer, tf_keras.optimizers.*); Keras 3's are on
+# each record (`keras3_hyper`). None: a required argument.
+_TF_KERAS_ADAM = {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+FRAMEWORK_DEFAULTS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        "Adam": {
+            "tf1": {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
+            "tf_keras": {**_TF_KERAS_ADAM, "amsgrad": False},
+        },
+        "SGD": {
+            "tf1": {"learning_rate": None},
+            "tf_keras": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
+        },
+        "SGD(momentum)": {
+            "tf1": {"learning_rate": None, "momentum": None, "nesterov": False},
+            "tf_keras": {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False},
+        },
+        "RMSprop": {
+            "tf1": {"learning_rate": None, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-10, "centered": False},
+            "tf_keras": {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
+        },
+        "Adagrad": {
+            "tf1": {"learning_rate": None, "initial_accumulator_value": 0.1},
+            "tf_keras": {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7},
+        },
+        "Adadelta": {
+            "tf1": {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-8},
+            "tf_keras": {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7},
+        },
+        "Ftrl": {
+            "tf1": {
+                "learning_rate": None,
+                "learning_rate_power": -0.5,
+                "initial_accumulator_value": 0.1,
+                "l1": 0.0,
+                "l2": 0.0,
+            },
+            "tf_keras": {
+                "learning_rate": 0.001,
+                "learning_rate_power": -0.5,
+                "initial_accumulator_value": 0.1,
+                "l1": 0.0,
+                "l2": 0.0,
+            },
+        },
+        "Adamax": {"tf_keras": dict(_TF_KERAS_ADAM)},
+        "Nadam": {"tf_keras": dict(_TF_KERAS_ADAM)},
+    }
+)

@@ -15,6 +15,7 @@ NON_TRAINABLE = re.compile(
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 
+
 def guess_optimizer(slot_names: Iterable[str]) -> str | None:
     """Name the optimizer family a set of canonical slot names points at (catalogue order), or None."""
     found = guess_family(s.rpartition("/")[2] for s in slot_names)

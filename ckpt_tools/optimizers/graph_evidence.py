@@ -87,8 +87,9 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
             hyper["nesterov"] = bool(node.attrs["use_nesterov"])
         uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse))
     trainable = tuple(names.get(v.name, v.name) for v in graph.variables if v.trainable)
-    return GraphEvidence(str(source), tuple(uses), tuple(dict.fromkeys(trainable)),
-                         tuple(dict.fromkeys(names.values())), tuple(notes))
+    return GraphEvidence(
+        str(source), tuple(uses), tuple(dict.fromkeys(trainable)), tuple(dict.fromkeys(names.values())), tuple(notes)
+    )
 
 
 def _variable(graph: MetaGraph, name: str, names: Mapping[str, str]) -> str:

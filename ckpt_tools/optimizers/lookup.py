@@ -167,7 +167,6 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-
 def snake_case(name: str) -> str:
     """Keras' default object naming (class `RMSprop` -> `rm_sprop`), used for optimizer group names."""
     name = re.sub(r"\W+", "", name)

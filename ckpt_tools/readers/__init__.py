@@ -1,1 +1,1 @@
-"""Format readers: one module per checkpoint format, each exposing FORMAT, sniff(path) and open(path)."""
+"""Format readers: one module per format, each declaring READER (sniff, open, verify, state_directory hooks)."""

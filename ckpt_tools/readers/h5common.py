@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.model import Variable
 from ckpt_tools.readers import magic
 
 # A dataset stored without compression cannot hold more than the file does; we allow SIZE_FACTOR times the file
@@ -80,7 +81,8 @@ def path_opener(path: Path) -> Opener:
     """An Opener for an HDF5 file on disk; each call opens the file anew."""
 
     def opener() -> AbstractContextManager[h5py.File]:
-        return open_h5(path, str(path))
+        opened: AbstractContextManager[h5py.File] = open_h5(path, str(path))
+        return opened
 
     return opener
 
@@ -196,7 +198,8 @@ def dtype_name(dsid: h5py.h5d.DatasetID) -> str:
     if h5py.check_string_dtype(dt) is not None or dt.kind in "SU":
         return "string"
     if dt.kind in "fiubc" and dt.names is None:
-        return np.dtype(dt.str).name
+        name: str = np.dtype(dt.str).name
+        return name
     if dt.kind == "V" and dt.names is None and dt.subdtype is None:
         marked = attr_text(h5py.Dataset(dsid), "dtype")
         if marked in _OPAQUE_DTYPES and _OPAQUE_DTYPES[marked] == dt.itemsize:
@@ -314,10 +317,44 @@ def make_loader(opener: Opener, raw: bytes, label: str, limit: int) -> Callable[
     return load
 
 
+@dataclass(frozen=True)
+class FileSource:
+    """Where the variables of one HDF5 file load from: its opener, the label messages use, and its size cap."""
+
+    opener: Opener
+    label: str
+    limit: int
+
+    def variable(
+        self, info: DatasetInfo, name: str, role: Any, slot_of: str | None = None, slot: str | None = None
+    ) -> Variable:
+        """A variable of this file whose value is read (and re-checked) only when asked for."""
+        return Variable(
+            info.key,
+            name,
+            info.shape,
+            info.dtype,
+            role,
+            slot_of,
+            slot,
+            make_loader(self.opener, info.raw, self.label, self.limit),
+        )
+
+
 def read_scalar_int(f: h5py.File, info: DatasetInfo, label: str, limit: int) -> int | None:
     """An integer counter's value (iteration counters), or None when it is not a finite scalar number."""
-    if info.shape not in ((), (1,)) or info.dtype not in {"int8", "int16", "int32", "int64", "uint8", "uint16",
-                                                          "uint32", "uint64", "float32", "float64"}:
+    if info.shape not in ((), (1,)) or info.dtype not in {
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float32",
+        "float64",
+    }:
         return None
     value = read_dataset(f, info.raw, label, limit).reshape(-1)[0]
     if not np.isfinite(value):
@@ -336,7 +373,6 @@ def sniff_hdf5(path: Path, layout_reason: Callable[[h5py.File], str | None], cor
             return layout_reason(f)
     except CkptToolsError:
         return None if corrupt_ok else "HDF5 magic bytes but h5py cannot open it"
-
 
 
 VERIFY_BLOCK = 64 << 20

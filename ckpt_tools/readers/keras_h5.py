@@ -57,8 +57,14 @@ def open(path: Path) -> VariableMap:
     limit = h5c.size_cap(h5c.require_file(path))
     result = read_keras3(h5c.path_opener(path), str(path), limit, None)
     return VariableMap(
-        path, FORMAT, result.variables, result.optimizer, result.step, result.step_key,
-        metadata=result.metadata, files=(path,),
+        path,
+        FORMAT,
+        result.variables,
+        result.optimizer,
+        result.step,
+        result.step_key,
+        metadata=result.metadata,
+        files=(path,),
     )
 
 
@@ -113,42 +119,68 @@ LAYER_OF_SNAKE = {snake_case(c): c for c in (*CONVS, "Dense", "Embedding", "Batc
 def _var_names(layer: dict[str, Any] | None, group: str, infos: list[h5c.DatasetInfo]) -> list[str] | None:
     """Variable names of well-known layers (class from config, else from the Keras group name), checked
     against the stored shapes; None when anything is unusual (quantized, LoRA, unexpected counts)."""
-    if layer is not None:
-        cls, cfg = layer.get("class_name"), _cfg(layer)
-    else:
-        cls, cfg = LAYER_OF_SNAKE.get(re.sub(r"_\d+$", "", group.rsplit("/", 1)[-1])), {}
-        if "/layers/" not in f"/{group}":  # only container children are named after their class
-            return None
-    dtype = cfg.get("dtype")
-    if cfg.get("quantization_config") or cfg.get("lora_rank") or cfg.get("renorm"):
+    found = _layer_class(layer, group)
+    if found is None or _unusual(found[1], infos):
         return None
-    if isinstance(dtype, dict) and str(dtype.get("class_name", "")).startswith("Quantized"):
-        return None
-    if any(i.dtype not in FLOAT_DTYPES for i in infos):
-        return None
+    cls, cfg = found
     shapes = [i.shape for i in infos]
-    bias = ["bias"] if cfg.get("use_bias", len(shapes) == 2) else []
     if cls == "Dense" or cls in CONVS:
-        names = ["kernel", *bias]
-        if len(shapes) != len(names) or len(shapes[0]) < 2:
-            return None
-        k = shapes[0]
-        out = k[-2] if str(cls).endswith("Transpose") else k[-2] * k[-1] if "Depthwise" in str(cls) else k[-1]
-        if bias and shapes[1] != (out,):
-            return None
-        return names
+        return _kernel_names(cls, cfg, shapes)
     if cls == "Embedding":
         return ["embeddings"] if len(shapes) == 1 and len(shapes[0]) == 2 else None
     if cls in ("BatchNormalization", "LayerNormalization"):
-        names = (["gamma"] if cfg.get("scale", True) else []) + (["beta"] if cfg.get("center", True) else [])
-        if cls == "BatchNormalization":
-            names += ["moving_mean", "moving_variance"]
-        if len(shapes) == len(names) and len(set(shapes)) == 1 and (layer is not None or len(names) >= 2):
-            return names
+        return _normalization_names(cls, cfg, shapes, layer is not None)
     return None
 
 
-def _optimizer_class(config: dict[str, Any] | None, group_name: str | None) -> tuple[str | None, dict | None, str]:
+def _layer_class(layer: dict[str, Any] | None, group: str) -> tuple[Any, dict[str, Any]] | None:
+    """A layer's class and config: from config.json, else from its group name (container children only)."""
+    if layer is not None:
+        return layer.get("class_name"), _cfg(layer)
+    cls = LAYER_OF_SNAKE.get(re.sub(r"_\d+$", "", group.rsplit("/", 1)[-1]))
+    if "/layers/" not in f"/{group}":  # only container children are named after their class
+        return None
+    return cls, {}
+
+
+def _unusual(cfg: dict[str, Any], infos: list[h5c.DatasetInfo]) -> bool:
+    """Quantized, LoRA or renorm layers, or non-float variables: their variables are not named here."""
+    dtype = cfg.get("dtype")
+    if cfg.get("quantization_config") or cfg.get("lora_rank") or cfg.get("renorm"):
+        return True
+    if isinstance(dtype, dict) and str(dtype.get("class_name", "")).startswith("Quantized"):
+        return True
+    return any(i.dtype not in FLOAT_DTYPES for i in infos)
+
+
+def _kernel_names(cls: Any, cfg: dict[str, Any], shapes: list[tuple[int, ...]]) -> list[str] | None:
+    """`kernel` (and `bias`) of a Dense or convolution layer whose stored shapes agree."""
+    bias = ["bias"] if cfg.get("use_bias", len(shapes) == 2) else []
+    names = ["kernel", *bias]
+    if len(shapes) != len(names) or len(shapes[0]) < 2:
+        return None
+    k = shapes[0]
+    out = k[-2] if str(cls).endswith("Transpose") else k[-2] * k[-1] if "Depthwise" in str(cls) else k[-1]
+    if bias and shapes[1] != (out,):
+        return None
+    return names
+
+
+def _normalization_names(
+    cls: Any, cfg: dict[str, Any], shapes: list[tuple[int, ...]], from_config: bool
+) -> list[str] | None:
+    """`gamma`/`beta` (and the moving statistics) of a normalization layer whose stored shapes agree."""
+    names = (["gamma"] if cfg.get("scale", True) else []) + (["beta"] if cfg.get("center", True) else [])
+    if cls == "BatchNormalization":
+        names += ["moving_mean", "moving_variance"]
+    if len(shapes) == len(names) and len(set(shapes)) == 1 and (from_config or len(names) >= 2):
+        return names
+    return None
+
+
+def _optimizer_class(
+    config: dict[str, Any] | None, group_name: str | None
+) -> tuple[str | None, dict[str, Any] | None, str]:
     """(class name, optimizer config, where the name came from)."""
     opt = config.get("compile_config", {}).get("optimizer") if isinstance(config, dict) else None
     if isinstance(opt, dict) and isinstance(opt.get("class_name"), str):
@@ -166,7 +198,7 @@ def _optimizer_class(config: dict[str, Any] | None, group_name: str | None) -> t
     return None, None, "guessed from slots per weight"
 
 
-def _candidates(cls: str | None, cfg: dict | None) -> list[tuple[tuple[Group, ...], tuple[str, ...]]]:
+def _candidates(cls: str | None, cfg: dict[str, Any] | None) -> list[tuple[tuple[Group, ...], tuple[str, ...]]]:
     """Possible slot layouts for an optimizer class (from the catalogue); exactly one when its config is known."""
     fam = keras3_layout_family(cls, cfg)
     if fam is None:
@@ -175,7 +207,7 @@ def _candidates(cls: str | None, cfg: dict | None) -> list[tuple[tuple[Group, ..
     return [(p + o, trailing) for p in _prefixes(cfg) for o in fam.groups_for(cfg)]
 
 
-def _prefixes(cfg: dict | None) -> list[tuple[Group, ...]]:
+def _prefixes(cfg: dict[str, Any] | None) -> list[tuple[Group, ...]]:
     """Slot groups that EMA and gradient accumulation create before the optimizer's own."""
     return wrapper_groups(cfg)
 
@@ -205,8 +237,9 @@ def _match(shapes: list[tuple[int, ...]], weights: list[_Weight]) -> tuple[list[
     return picked, False
 
 
-def _fit(groups: tuple[Group, ...], trailing: tuple[str, ...], slots: list[h5c.DatasetInfo],
-         weights: list[_Weight]) -> _Fit | None:
+def _fit(
+    groups: tuple[Group, ...], trailing: tuple[str, ...], slots: list[h5c.DatasetInfo], weights: list[_Weight]
+) -> _Fit | None:
     per = sum(len(g) for g in groups)
     count = len(slots) - len(trailing)
     if count < 0 or any(slots[count + k].shape != () for k in range(len(trailing))):
@@ -240,7 +273,9 @@ def _fit(groups: tuple[Group, ...], trailing: tuple[str, ...], slots: list[h5c.D
     return _Fit(ties, extras, ordered, groups)
 
 
-def _choose(cls: str | None, cfg: dict | None, slots: list[h5c.DatasetInfo], weights: list[_Weight]) -> _Fit | None:
+def _choose(
+    cls: str | None, cfg: dict[str, Any] | None, slots: list[h5c.DatasetInfo], weights: list[_Weight]
+) -> _Fit | None:
     candidates = _candidates(cls, cfg)
     fits = [f for f in (_fit(g, t, slots, weights) for g, t in candidates) if f is not None]
     if not fits and slots:
@@ -252,13 +287,71 @@ def _choose(cls: str | None, cfg: dict | None, slots: list[h5c.DatasetInfo], wei
 
 def read_keras3(opener: h5c.Opener, label: str, limit: int, config: dict[str, Any] | None) -> Keras3Result:
     """Build the variable list of a Keras 3 weights file (opened by `opener`); `config` is config.json if known."""
+    src = h5c.FileSource(opener, label, limit)
+    found = _scan_file(src, config)
+    weights, step_info = found.weights, found.step_info
+    variables: dict[str, Variable] = {}
+    for w in weights:
+        variables[w.info.key] = src.variable(w.info, w.name, "weight")
+    cls, cfg, source = _optimizer_class(config, found.opt_group_name)
+    metadata: dict[str, Any] = {"layout": "keras3"}
+    if found.main != "optimizer":
+        metadata["optimizer_wrapper"] = "LossScaleOptimizer"
+    lr_info, slots = _split_main_vars(found)
+    fit = _choose(cls, cfg, slots, weights) if found.opt_infos else None
+    if step_info is not None:
+        variables[step_info.key] = src.variable(step_info, "optimizer/iteration", "step")
+    if lr_info is not None:
+        variables[lr_info.key] = src.variable(lr_info, "optimizer/learning_rate", "optimizer")
+    unmapped = _add_slots(src, variables, slots, fit, weights)
+    _add_other_optimizer_variables(src, variables, found)
+    tied = [weights[w].name for w, _ in sorted(fit.ties.values())] if fit and fit.ties else []
+    trainable = (
+        list(dict.fromkeys(tied))
+        if tied
+        else [w.name for w in weights if w.eligible and not NON_TRAINABLE.search(w.name)]
+    )
+    info_opt = _optimizer_info(variables, cls, cfg, fit, bool(found.opt_infos), trainable)
+    step = _step(found.raw_step, cfg, fit, metadata)
+    if found.opt_infos:
+        metadata.update(
+            {
+                "optimizer_name_source": source,
+                "optimizer_group_name": found.opt_group_name,
+                "slot_mapping": "config" if cfg is not None else "inferred",
+                "slot_layout": [list(g) for g in fit.groups] if fit else None,
+                "slot_order": "model order" if fit is None or fit.ordered else "matched by shape",
+                "unmapped_optimizer_variables": unmapped,
+            }
+        )
+    metadata["trainable_source"] = "weights with optimizer slots" if tied else "float weights (heuristic)"
+    if not found.opt_infos:
+        metadata["optimizer_note"] = "no optimizer variables stored (uncompiled model or weights-only save)"
+    return Keras3Result(variables, info_opt, step, step_info.key if step_info else None, metadata)
+
+
+@dataclass
+class _Scan:
+    """What one pass over the open file finds: datasets, the optimizer's variables and the stored step."""
+
+    infos: list[h5c.DatasetInfo]
+    opt_infos: list[h5c.DatasetInfo]
+    main: str  # the group of the optimizer that owns the slots (inner optimizer of a LossScaleOptimizer)
+    main_vars: list[h5c.DatasetInfo]  # `<main>/vars/<n>` in index order
+    opt_group_name: str | None
+    weights: list[_Weight]
+    step_info: h5c.DatasetInfo | None
+    raw_step: int | None
+
+
+def _scan_file(src: h5c.FileSource, config: dict[str, Any] | None) -> _Scan:
+    """Scan the file once: every dataset, the model weights, the optimizer's variables and the step's value."""
+    label, limit = src.label, src.limit
     names_cache: dict[str, str | None] = {}
     groups: list[str] = []
-    with h5c.translate_errors(label), opener() as f:
+    with h5c.translate_errors(label), src.opener() as f:
         infos = h5c.scan(f, label, limit, groups)
-        for group in groups:  # Keras writes numbered variables as datasets; a group there means damage
-            if group.split("/")[-2:-1] == ["vars"] and group.rsplit("/", 1)[-1].isdecimal():
-                raise CorruptCheckpointError(f"{label}: {group} is a group where Keras stores a variable dataset")
+        _refuse_variable_groups(groups, label)
 
         def group_name(path: str) -> str | None:
             if path not in names_cache:
@@ -267,75 +360,123 @@ def read_keras3(opener: h5c.Opener, label: str, limit: int, config: dict[str, An
             return names_cache[path]
 
         opt_infos = [i for i in infos if i.key.startswith("optimizer/")]
-        main = "optimizer/inner_optimizer" if any(i.key.startswith("optimizer/inner_optimizer/vars/")
-                                                  for i in opt_infos) else "optimizer"
-        main_vars = sorted(
-            ((int(i.key.rsplit("/", 1)[1]), i) for i in opt_infos
-             if i.key.rsplit("/", 1)[0] == f"{main}/vars" and i.key.rsplit("/", 1)[1].isdecimal()),
-            key=lambda t: t[0],
+        main = (
+            "optimizer/inner_optimizer"
+            if any(i.key.startswith("optimizer/inner_optimizer/vars/") for i in opt_infos)
+            else "optimizer"
         )
+        main_vars = _main_variables(opt_infos, main)
         opt_group_name = group_name(main) if opt_infos else None
         weights = _weights([i for i in infos if not i.key.startswith("optimizer/")], config, group_name)
-        step_info = main_vars[0][1] if main_vars and main_vars[0][1].shape == () and \
-            main_vars[0][1].dtype.startswith(("int", "uint")) else None
+        step_info = (
+            main_vars[0]
+            if main_vars and main_vars[0].shape == () and main_vars[0].dtype.startswith(("int", "uint"))
+            else None
+        )
         raw_step = h5c.read_scalar_int(f, step_info, label, limit) if step_info else None
+    return _Scan(infos, opt_infos, main, main_vars, opt_group_name, weights, step_info, raw_step)
 
-    variables: dict[str, Variable] = {}
-    for w in weights:
-        variables[w.info.key] = _variable(w.info, w.name, "weight", opener, label, limit)
-    cls, cfg, source = _optimizer_class(config, opt_group_name)
-    metadata: dict[str, Any] = {"layout": "keras3"}
-    if main != "optimizer":
-        metadata["optimizer_wrapper"] = "LossScaleOptimizer"
-    rest = [i for _, i in main_vars]
+
+def _refuse_variable_groups(groups: list[str], label: str) -> None:
+    """Keras writes numbered variables as datasets; a group there means damage."""
+    for group in groups:
+        if group.split("/")[-2:-1] == ["vars"] and group.rsplit("/", 1)[-1].isdecimal():
+            raise CorruptCheckpointError(f"{label}: {group} is a group where Keras stores a variable dataset")
+
+
+def _main_variables(opt_infos: list[h5c.DatasetInfo], main: str) -> list[h5c.DatasetInfo]:
+    """The datasets `<main>/vars/<n>`, ordered by n."""
+    numbered = sorted(
+        (
+            (int(i.key.rsplit("/", 1)[1]), i)
+            for i in opt_infos
+            if i.key.rsplit("/", 1)[0] == f"{main}/vars" and i.key.rsplit("/", 1)[1].isdecimal()
+        ),
+        key=lambda t: t[0],
+    )
+    return [i for _, i in numbered]
+
+
+def _split_main_vars(found: _Scan) -> tuple[h5c.DatasetInfo | None, list[h5c.DatasetInfo]]:
+    """The learning-rate variable (a scalar after the step), and the slot variables after them."""
+    rest = list(found.main_vars)
     lr_info = None
-    if step_info is not None:
+    if found.step_info is not None:
         rest = rest[1:]
         if rest and rest[0].shape == ():
             lr_info, rest = rest[0], rest[1:]
-    slots = rest
-    fit = _choose(cls, cfg, slots, weights) if opt_infos else None
-    if step_info is not None:
-        variables[step_info.key] = _variable(step_info, "optimizer/iteration", "step", opener, label, limit)
-    if lr_info is not None:
-        variables[lr_info.key] = _variable(lr_info, "optimizer/learning_rate", "optimizer", opener, label, limit)
+    return lr_info, rest
+
+
+def _add_slots(
+    src: h5c.FileSource,
+    variables: dict[str, Variable],
+    slots: list[h5c.DatasetInfo],
+    fit: _Fit | None,
+    weights: list[_Weight],
+) -> list[str]:
+    """Add the slot variables, tied to their weights where the layout fits; returns the keys left unmapped."""
     used = {v.name for v in variables.values()}
     unmapped = []
     for pos, info in enumerate(slots):
         if fit and pos in fit.ties:
             widx, slot = fit.ties[pos]
             name = f"optimizer/{weights[widx].name}/{slot}"
-            var = _variable(info, name, "optimizer", opener, label, limit, weights[widx].name, slot)
+            var = src.variable(info, name, "optimizer", weights[widx].name, slot)
             if name in used:
-                var = _variable(info, f"{name}_{pos}", "optimizer", opener, label, limit, weights[widx].name, slot)
+                var = src.variable(info, f"{name}_{pos}", "optimizer", weights[widx].name, slot)
         else:
             extra = fit.extras.get(pos) if fit else None
             if extra is None:
                 unmapped.append(info.key)
-            var = _variable(info, f"optimizer/{extra}" if extra else info.key, "optimizer", opener, label, limit)
+            var = src.variable(info, f"optimizer/{extra}" if extra else info.key, "optimizer")
         used.add(var.name)
         variables[info.key] = var
-    outer = ("iteration", "learning_rate", "step_counter", "dynamic_scale")
-    for info in sorted(opt_infos, key=lambda i: natural_key(i.key)):
+    return unmapped
+
+
+_LOSS_SCALE_VARS = ("iteration", "learning_rate", "step_counter", "dynamic_scale")
+
+
+def _add_other_optimizer_variables(src: h5c.FileSource, variables: dict[str, Variable], found: _Scan) -> None:
+    """Add the optimizer variables not placed yet (a LossScaleOptimizer's own ones are named after their role)."""
+    outer = _LOSS_SCALE_VARS
+    for info in sorted(found.opt_infos, key=lambda i: natural_key(i.key)):
         if info.key not in variables:
             idx = info.key.rsplit("/", 1)[1]
             name = info.key
-            if main != "optimizer" and info.key.startswith("optimizer/vars/") and idx.isdecimal():
+            if found.main != "optimizer" and info.key.startswith("optimizer/vars/") and idx.isdecimal():
                 name = f"optimizer/loss_scale/{outer[int(idx)] if int(idx) < 4 else idx}"
-            variables[info.key] = _variable(info, name, "optimizer", opener, label, limit)
+            variables[info.key] = src.variable(info, name, "optimizer")
 
-    tied = [weights[w].name for w, _ in sorted(fit.ties.values())] if fit and fit.ties else []
-    trainable = list(dict.fromkeys(tied)) if tied else [
-        w.name for w in weights if w.eligible and not NON_TRAINABLE.search(w.name)]
+
+def _optimizer_info(
+    variables: dict[str, Variable],
+    cls: str | None,
+    cfg: dict[str, Any] | None,
+    fit: _Fit | None,
+    present: bool,
+    trainable: list[str],
+) -> OptimizerInfo:
+    """The optimizer summary: its display name, and whether slots are expected for the layout found."""
     slots_expected = None if fit is None else bool(fit.groups) and not (cls == "SGD" and not fit.ties and not cfg)
     display = cls
     if cls == "SGD" and fit is not None and ("momentum",) in fit.groups and (fit.ties or cfg):
         display = "SGD(momentum)"
     elif cls == "Adam" and fit is not None and ("velocity_hat",) in fit.groups:
         display = "Adam(amsgrad)"
-    info_opt = summarize(variables.values(), name=display, state_present=bool(opt_infos), slots_expected=slots_expected,
-                         trainable=trainable)
-    info_opt = dataclasses.replace(info_opt, dialect="keras3")
+    info_opt = summarize(
+        variables.values(),
+        name=display,
+        state_present=present,
+        slots_expected=slots_expected,
+        trainable=trainable,
+    )
+    return dataclasses.replace(info_opt, dialect="keras3")
+
+
+def _step(raw_step: int | None, cfg: dict[str, Any] | None, fit: _Fit | None, metadata: dict[str, Any]) -> int | None:
+    """The optimizer step from the iteration counter, corrected for gradient accumulation (noted in metadata)."""
     step = raw_step
     gas = (cfg or {}).get("gradient_accumulation_steps")
     if step is not None and isinstance(gas, int) and gas > 1:
@@ -343,21 +484,11 @@ def read_keras3(opener: h5c.Opener, label: str, limit: int, config: dict[str, An
         metadata["step_note"] = f"iteration counter {raw_step} divided by gradient_accumulation_steps={gas}"
     elif fit is not None and ("gradient_accumulator",) in fit.groups and cfg is None:
         step = None  # the counter counts micro-batches and the accumulation factor is not stored
-        metadata["step_note"] = (f"gradient accumulation is on: the counter ({raw_step}) counts micro-batches and "
-                                 "gradient_accumulation_steps is not stored, so the optimizer step is unknown")
-    if opt_infos:
-        metadata.update({
-            "optimizer_name_source": source,
-            "optimizer_group_name": opt_group_name,
-            "slot_mapping": "config" if cfg is not None else "inferred",
-            "slot_layout": [list(g) for g in fit.groups] if fit else None,
-            "slot_order": "model order" if fit is None or fit.ordered else "matched by shape",
-            "unmapped_optimizer_variables": unmapped,
-        })
-    metadata["trainable_source"] = "weights with optimizer slots" if tied else "float weights (heuristic)"
-    if not opt_infos:
-        metadata["optimizer_note"] = "no optimizer variables stored (uncompiled model or weights-only save)"
-    return Keras3Result(variables, info_opt, step, step_info.key if step_info else None, metadata)
+        metadata["step_note"] = (
+            f"gradient accumulation is on: the counter ({raw_step}) counts micro-batches and "
+            "gradient_accumulation_steps is not stored, so the optimizer step is unknown"
+        )
+    return step
 
 
 def _weights(infos: list[h5c.DatasetInfo], config: dict[str, Any] | None, group_name: Any) -> list[_Weight]:
@@ -393,12 +524,6 @@ def _weights(infos: list[h5c.DatasetInfo], config: dict[str, Any] | None, group_
         if seen[w.name] > 1:
             w.name = w.info.key.replace("/vars/", "/")
     return out
-
-
-def _variable(info: h5c.DatasetInfo, name: str, role: Any, opener: h5c.Opener, label: str, limit: int,
-              slot_of: str | None = None, slot: str | None = None) -> Variable:
-    return Variable(info.key, name, info.shape, info.dtype, role, slot_of, slot,
-                    h5c.make_loader(opener, info.raw, label, limit))
 
 
 def verify(vmap: VariableMap) -> str:

@@ -94,12 +94,25 @@ def state_prefixes(directory: Path) -> list[Path]:
     return [resolve_state_entry(directory, e) for e in entries]
 
 
+def artifact_root(path: Path) -> Path:
+    """What a user's path stands for: a `checkpoint` state file stands for its directory, a `.meta` graph for
+    the checkpoint saved beside it (`model.ckpt-6.meta` -> `model.ckpt-6`)."""
+    if is_state_file(path):
+        return path.parent
+    if path.name.endswith(".meta") and path.is_file():
+        prefix = path.with_name(path.name[: -len(".meta")])
+        if Path(str(prefix) + ".index").is_file() or prefix.is_file():
+            return prefix
+    return path
+
+
 def bundle_prefix(path: Path) -> Path | None:
     """The tensor-bundle prefix a path names, or None when it names none.
 
     Accepts a prefix, a `.index` file, a `.data-*` file, or a directory with a `checkpoint` state file or with
     exactly one `.index` file.
     """
+    path = artifact_root(path)
     name = path.name
     if name.endswith(".index") and path.is_file():
         return path.with_name(name[: -len(".index")])

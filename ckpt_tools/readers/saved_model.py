@@ -95,8 +95,7 @@ def open(path: Path) -> VariableMap:
             (e.key, e.shape, e.dtype, bundle.loader(e.key), bundle.chunker(e.key)) for e in bundle.entries.values()
         ]
         source = _graph_source(root)
-        vmap = tf1.build_map(root, FORMAT, entries, source, files=tuple(bundle.files()), closer=bundle.close,
-                             **common)
+        vmap = tf1.build_map(root, FORMAT, entries, source, files=tuple(bundle.files()), closer=bundle.close, **common)
     return dataclasses.replace(vmap, files=pb_files + vmap.files)
 
 

@@ -20,7 +20,7 @@ from ckpt_tools.readers.bundles import (
     table_magic_at_end,
     verify_bundle,
 )
-from ckpt_tools.readers.paths import bundle_prefix, is_state_file, read_state, resolve_state_entry
+from ckpt_tools.readers.paths import artifact_root, bundle_prefix, is_state_file, read_state, resolve_state_entry
 from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import GraphSource, apply_graph, classify, decide, meta_graph_source
 from ckpt_tools.tfimport import import_tensorflow
@@ -28,8 +28,10 @@ from ckpt_tools.tfimport import import_tensorflow
 FORMAT = "tf1-checkpoint"
 Entry = tuple[str, tuple[int, ...], str, Loader, Chunker | None]
 
+
 def _v1_file(path: Path) -> Path | None:
     """The V1 single-file checkpoint `path` names (directly or through a state file), if any."""
+    path = artifact_root(path)
     candidate = path
     if path.is_dir():
         state = read_state(path)
@@ -121,8 +123,16 @@ def _open_v1(path: Path, file: Path) -> VariableMap:
     from ckpt_tools.readers.bundles import tf_dtype_name
 
     entries = [(k, tuple(int(d) for d in shapes[k]), tf_dtype_name(dtypes[k]), loader(k), None) for k in sorted(shapes)]
-    return build_map(path, FORMAT, entries, meta_graph_source(file), prefix=file, bundle="v1", metadata={"prefix": str(file), "bundle": "v1"},
-                     files=(file,))
+    return build_map(
+        path,
+        FORMAT,
+        entries,
+        meta_graph_source(file),
+        prefix=file,
+        bundle="v1",
+        metadata={"prefix": str(file), "bundle": "v1"},
+        files=(file,),
+    )
 
 
 READER = Reader(FORMAT, sniff, open, verify_bundle, checkpoint_state_directory, group="bundle")

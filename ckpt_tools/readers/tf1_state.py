@@ -10,15 +10,21 @@ from pathlib import Path
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.messages import flat, listed
 from ckpt_tools.model import FoundOptimizer, OptimizerInfo, Role, Variable
+from ckpt_tools.optimizers.catalogue import (
+    ESTIMATOR_OPTIMIZER_PATTERN,
+    ESTIMATOR_SLOT_PATTERN,
+    TF1_NON_SLOT_PATTERN,
+    TF1_STEP_PATTERN,
+)
 from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import GraphEvidence, training_evidence
 from ckpt_tools.optimizers.lookup import keras2_slot, tf1_slot, tf1_suffixes
 
 Tie = tuple[Role, str | None, str | None]
-STEP_NAMES = re.compile(r"(^|/)global_step$")
-NON_SLOT = re.compile(r"(^|/)(beta1_power|beta2_power)(_\d+)?$")
-ESTIMATOR_OPTIMIZER = re.compile(r"^training/[A-Z][A-Za-z]*/")
-ESTIMATOR_SLOT = re.compile(r"^training/(?P<opt>[A-Za-z]+)/(?P<var>.+)/(?P<slot>[a-z_]+)$")
+STEP_NAMES = re.compile(TF1_STEP_PATTERN)
+NON_SLOT = re.compile(TF1_NON_SLOT_PATTERN)
+ESTIMATOR_OPTIMIZER = re.compile(ESTIMATOR_OPTIMIZER_PATTERN)
+ESTIMATOR_SLOT = re.compile(ESTIMATOR_SLOT_PATTERN)
 LISTED = 5
 
 
@@ -114,14 +120,22 @@ def decide(variables: Mapping[str, Variable], source: GraphSource) -> OptimizerI
         info = summarize(variables.values(), name=family_from_names(variables))
         return dataclasses.replace(info, reason=f"slot variables stored, by name ({where})")
     if evidence is not None and not source.inference:
-        return summarize([], reason=f"no training op in {evidence.source} and no slot variables: nothing in this "
-                                    "graph trains the weights", evidence="training ops")
+        return summarize(
+            [],
+            reason=f"no training op in {evidence.source} and no slot variables: nothing in this "
+            "graph trains the weights",
+            evidence="training ops",
+        )
     if has_step:
-        why = ("an inference export: its graph has no training ops, so" if source.inference
-               else f"{source.problem}, so") + (" a step counter alone cannot tell a stateless optimizer (plain "
-                                                "SGD) from optimizer state that was not saved")
-        return summarize(variables.values(), state_present=True, slots_expected=False, infer_name=False,
-                         undecided=True, reason=why)
+        why = (
+            "an inference export: its graph has no training ops, so" if source.inference else f"{source.problem}, so"
+        ) + (
+            " a step counter alone cannot tell a stateless optimizer (plain "
+            "SGD) from optimizer state that was not saved"
+        )
+        return summarize(
+            variables.values(), state_present=True, slots_expected=False, infer_name=False, undecided=True, reason=why
+        )
     return summarize([], reason="no slot variables and no step counter")
 
 
@@ -141,20 +155,42 @@ def _from_ops(variables: Mapping[str, Variable], evidence: GraphEvidence) -> Opt
     name = "+".join(families)
     found = tuple(_found(evidence, fam, variables) for fam in families)
     hyper = dict(evidence.uses[0].hyper) if len(families) == 1 else {}
-    common = {"name": name, "evidence": "training ops", "optimizers": found, "hyper": hyper,
-              "hyper_origin": f"{evidence.source} (training ops)"}
+    common = OptimizerInfo(
+        None,
+        name=name,
+        evidence="training ops",
+        optimizers=found,
+        hyper=hyper,
+        hyper_origin=f"{evidence.source} (training ops)",
+        trainable=len(trainable),
+    )
     slot_names = tuple(sorted({s for u in evidence.uses for s in u.slots}))
     ops = f"{listed(sorted({u.op for u in evidence.uses}), 3)} in {evidence.source}"
     if not needed:
-        return OptimizerInfo(True, slots_expected=False, trainable=len(trainable), covered=len(trainable),
-                             reason=f"{ops}: {name} keeps no state beyond the step", **common)
+        return dataclasses.replace(
+            common,
+            present=True,
+            slots_expected=False,
+            covered=len(trainable),
+            reason=f"{ops}: {name} keeps no state beyond the step",
+        )
     if not stored:
-        return OptimizerInfo(False, slots=slot_names, trainable=len(trainable), uncovered=tuple(trainable),
-                             reason=f"the graph trains with {name} ({ops}) but none of its slot variables is "
-                                    "stored", **common)
+        return dataclasses.replace(
+            common,
+            present=False,
+            slots=slot_names,
+            uncovered=tuple(trainable),
+            reason=f"the graph trains with {name} ({ops}) but none of its slot variables is stored",
+        )
     uncovered = tuple(w for w in trainable if w in missing)
-    return OptimizerInfo(True, slots=slot_names, trainable=len(trainable), covered=len(trainable) - len(uncovered),
-                         uncovered=uncovered, reason=f"{ops}; {stored} of {needed} slot variables stored", **common)
+    return dataclasses.replace(
+        common,
+        present=True,
+        slots=slot_names,
+        covered=len(trainable) - len(uncovered),
+        uncovered=uncovered,
+        reason=f"{ops}; {stored} of {needed} slot variables stored",
+    )
 
 
 def _found(evidence: GraphEvidence, name: str, variables: Mapping[str, Variable]) -> FoundOptimizer:

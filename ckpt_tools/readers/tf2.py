@@ -112,74 +112,101 @@ def _value_key(node: Any) -> str | None:
 def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> VariableMap:
     """Build the variable map of an object-graph bundle (TF2 checkpoint or SavedModel variables)."""
     bundle = source
-    graph_proto = bundle.reader.object_graph()
-    if graph_proto is None:
-        raise CorruptCheckpointError(f"{path}: no object graph in this bundle")
-    try:
-        graph = Graph.parse(graph_proto)
-    except CorruptCheckpointError as exc:
-        raise CorruptCheckpointError(f"{path}: {exc}") from exc
-    key_node: dict[str, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for attr in node.attributes:
-            key_node[str(attr.checkpoint_key)] = index
-
+    graph = _parse_graph(bundle, path)
+    key_node = {str(attr.checkpoint_key): index for index, node in enumerate(graph.nodes) for attr in node.attributes}
     optimizer_roots = _optimizer_nodes(graph)
     graph.optimizer_paths = frozenset(p for r in optimizer_roots for p in graph.paths.get(r, ()))
     findings = _positional_slots(graph, optimizer_roots, bundle)
-    slot_owner = {node: owner for f in findings for node, owner in f.slots.items()}
-    counters = {f.iterations for f in findings if f.iterations is not None}
-    trainable_nodes = {w for f in findings for w in f.trainable}
-    variables: dict[str, Variable] = {}
-    for entry in bundle.entries.values():
-        if entry.key == OBJECT_GRAPH_KEY:
-            continue
-        node_id = key_node.get(entry.key)
-        name = _display_name(graph, node_id, entry.key)
-        role: Role = "weight"
-        slot_of: str | None = None
-        slot: str | None = None
-        owner = slot_owner.get(node_id) if node_id is not None else None
-        if owner is not None:
-            slot_of, slot = graph.name(owner[0]) or str(owner[0]), owner[1]
-            name, role = f"{slot_of}/{slot}", "optimizer"
-        elif node_id is not None and node_id in counters:
-            role = "step"
-        elif node_id in trainable_nodes:
-            role = "weight"
-        elif graph.through_optimizer(name):
-            role = "optimizer"
-        elif name == "save_counter" or METRIC_PATH.search(name) or entry.dtype in ("string", "resource", "variant"):
-            role = "other"
-        variables[entry.key] = Variable(
-            entry.key,
-            name,
-            entry.shape,
-            entry.dtype,
-            role,
-            slot_of,
-            slot,
-            bundle.loader(entry.key),
-            bundle.chunker(entry.key),
-        )
-    step_var = _pick_step(variables.values(), [_value_key(graph.nodes[f.iterations]) for f in findings
-                                                 if f.iterations is not None])
+    roles = _Roles(
+        {node: owner for f in findings for node, owner in f.slots.items()},
+        {f.iterations for f in findings if f.iterations is not None},
+        {w for f in findings for w in f.trainable},
+    )
+    variables = {
+        entry.key: _variable(graph, bundle, entry, key_node.get(entry.key), roles)
+        for entry in bundle.entries.values()
+        if entry.key != OBJECT_GRAPH_KEY
+    }
+    counters = [_value_key(graph.nodes[f.iterations]) for f in findings if f.iterations is not None]
+    step_var = _pick_step(variables.values(), counters)
     if step_var is not None and step_var.role != "step":
         variables[step_var.key] = dataclasses.replace(step_var, role="step")
     info = _optimizer_info(graph, findings, variables, bundle)
     step = read_scalar(step_var) if step_var is not None else None
+    if "epoch" not in extra:
+        extra.update(_epoch(variables))
+    metadata = {"object_graph_nodes": len(graph.nodes), **extra.pop("metadata", {})}
+    step_key = step_var.key if step_var else None
     return VariableMap(
         path,
         fmt,
         variables,
         info,
         step,
-        step_var.key if step_var else None,
-        metadata={"object_graph_nodes": len(graph.nodes), **extra.pop("metadata", {})},
+        step_key,
+        metadata=metadata,
         files=tuple(bundle.files()),
         closer=bundle.close,
         **extra,
     )
+
+
+def _parse_graph(bundle: Bundle, path: Path) -> Graph:
+    graph_proto = bundle.reader.object_graph()
+    if graph_proto is None:
+        raise CorruptCheckpointError(f"{path}: no object graph in this bundle")
+    try:
+        return Graph.parse(graph_proto)
+    except CorruptCheckpointError as exc:
+        raise CorruptCheckpointError(f"{path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Roles:
+    """What the optimizer objects say about nodes: slot owners, iteration counters, weights they train."""
+
+    slot_owner: dict[int, tuple[int, str]]
+    counters: set[int]
+    trainable: set[int]
+
+
+def _variable(graph: Graph, bundle: Bundle, entry: Any, node_id: int | None, roles: _Roles) -> Variable:
+    """One stored value with its readable name and role (slots named `<weight>/<slot>`)."""
+    name = _display_name(graph, node_id, entry.key)
+    role: Role = "weight"
+    slot_of: str | None = None
+    slot: str | None = None
+    owner = roles.slot_owner.get(node_id) if node_id is not None else None
+    if owner is not None:
+        slot_of, slot = graph.name(owner[0]) or str(owner[0]), owner[1]
+        name, role = f"{slot_of}/{slot}", "optimizer"
+    elif node_id is not None and node_id in roles.counters:
+        role = "step"
+    elif node_id in roles.trainable:
+        role = "weight"
+    elif graph.through_optimizer(name):
+        role = "optimizer"
+    elif name == "save_counter" or METRIC_PATH.search(name) or entry.dtype in ("string", "resource", "variant"):
+        role = "other"
+    return Variable(
+        entry.key,
+        name,
+        entry.shape,
+        entry.dtype,
+        role,
+        slot_of,
+        slot,
+        bundle.loader(entry.key),
+        bundle.chunker(entry.key),
+    )
+
+
+def _epoch(variables: dict[str, Variable]) -> dict[str, Any]:
+    """A top-level integer `epoch` variable: completed epochs (`tf.train.Checkpoint(..., epoch=...)`)."""
+    for var in variables.values():
+        if var.name in EPOCH_NAMES and var.size == 1 and var.dtype.startswith(("int", "uint")):
+            return {"epoch": read_scalar(var), "epoch_key": var.key}
+    return {}
 
 
 def _display_name(graph: Graph, node_id: int | None, key: str) -> str:
@@ -191,6 +218,8 @@ def _display_name(graph: Graph, node_id: int | None, key: str) -> str:
     return own if name is None else name
 
 
+# A top-level integer `epoch` variable (tf.train.Checkpoint(..., epoch=tf.Variable(n))) counts completed epochs.
+EPOCH_NAMES = ("epoch",)
 COUNTERS = tuple(c for c in STEP_COUNTERS if c != "global_step")
 OPTIMIZER_MARKS = ("_learning_rate", "learning_rate", "_variables")
 
@@ -245,6 +274,9 @@ def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
     refs = graph.nodes[root].slot_variables
     if len(refs):
         for ref in refs:
+            ids = (ref.slot_variable_node_id, ref.original_variable_node_id)
+            if not all(0 <= i < len(graph.nodes) for i in ids):
+                raise CorruptCheckpointError(f"object graph slot reference to node {max(ids)} out of range")
             slot = keras2_slot(None, str(ref.slot_name)) or str(ref.slot_name)
             found.slots[ref.slot_variable_node_id] = (ref.original_variable_node_id, slot)
         found.trainable = list(dict.fromkeys(owner for owner, _ in found.slots.values()))
@@ -267,8 +299,9 @@ def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
     return found
 
 
-def _split_variables(graph: Graph, bundle: Bundle, kids: dict[str, int], trainable: list[int] | None,
-                     found: RootFinding) -> None:
+def _split_variables(
+    graph: Graph, bundle: Bundle, kids: dict[str, int], trainable: list[int] | None, found: RootFinding
+) -> None:
     """Ties from the positional `_variables` list: counter, learning rate, then the slots in build order."""
     ordered = _ordered(graph, kids["_variables"]) if "_variables" in kids else []
     if ordered and found.iterations is None:
@@ -329,12 +362,9 @@ def _assign(
 ) -> dict[int, tuple[int, int]] | None:
     """Slot node -> (weight node, slot index), trying the interleaved then the grouped layout; shapes must agree."""
     n = len(trainable)
-    layouts = [
-        lambda j: (trainable[j // per], j % per),  # interleaved: w0.s0, w0.s1, w1.s0, ...
-        lambda j: (trainable[j % n], j // n),  # grouped: all s0, then all s1
-    ]
-    for layout in layouts:
-        mapping = {slot: layout(j) for j, slot in enumerate(slots)}
+    interleaved = {slot: (trainable[j // per], j % per) for j, slot in enumerate(slots)}  # w0.s0, w0.s1, w1.s0
+    grouped = {slot: (trainable[j % n], j // n) for j, slot in enumerate(slots)}  # all s0, then all s1
+    for mapping in (interleaved, grouped):
         if all(_shape_of(graph, bundle, s) == _shape_of(graph, bundle, w) for s, (w, _) in mapping.items()):
             return mapping
     return None
@@ -366,18 +396,21 @@ def _pick_step(variables: Iterable[Variable], counters: list[str | None]) -> Var
     return None
 
 
-def _optimizer_info(graph: Graph, findings: list[RootFinding], variables: dict[str, Variable],
-                    bundle: Bundle) -> OptimizerInfo:
+def _optimizer_info(
+    graph: Graph, findings: list[RootFinding], variables: dict[str, Variable], bundle: Bundle
+) -> OptimizerInfo:
     """Each optimizer object with the weights it covers; model weights no optimizer covers are uncovered."""
     if not findings:
-        return summarize(variables.values(), reason="no optimizer object in the object graph",
-                         evidence="object graph")
+        return summarize(variables.values(), reason="no optimizer object in the object graph", evidence="object graph")
     found = [_found(graph, f, variables) for f in findings]
     names = {v.name for v in variables.values()}
     covered_any = {w for o in found for w in o.trainable}
     weights = {v.name for v in variables.values() if v.role == "weight"}
-    orphans = [n for n in (graph.name(i) for i in _guess_trainable(graph, -1, bundle))
-               if n and n in weights and n not in covered_any]
+    orphans = [
+        n
+        for n in (graph.name(i) for i in _guess_trainable(graph, -1, bundle))
+        if n and n in weights and n not in covered_any
+    ]
     trainable = list(dict.fromkeys([*(w for o in found for w in o.trainable), *orphans]))
     uncovered = [*dict.fromkeys(w for o in found for w in o.uncovered), *orphans]
     stateless = all(f.stateless for f in findings)
@@ -387,10 +420,18 @@ def _optimizer_info(graph: Graph, findings: list[RootFinding], variables: dict[s
     if orphans:
         reason += f"; {len(orphans)} model weights belong to no saved optimizer"
     slots = tuple(sorted({s for o in found for s in o.slots}))
-    return OptimizerInfo(True, name=label if label != "unknown" else None, slots=slots,
-                         trainable=len([w for w in trainable if w in names]), covered=len(trainable) - len(uncovered),
-                         uncovered=tuple(uncovered), slots_expected=not stateless, reason=reason,
-                         evidence="object graph", optimizers=tuple(found))
+    return OptimizerInfo(
+        True,
+        name=label if label != "unknown" else None,
+        slots=slots,
+        trainable=len([w for w in trainable if w in names]),
+        covered=len(trainable) - len(uncovered),
+        uncovered=tuple(uncovered),
+        slots_expected=not stateless,
+        reason=reason,
+        evidence="object graph",
+        optimizers=tuple(found),
+    )
 
 
 def _found(graph: Graph, finding: RootFinding, variables: dict[str, Variable]) -> FoundOptimizer:
@@ -408,8 +449,9 @@ def _found(graph: Graph, finding: RootFinding, variables: dict[str, Variable]) -
     group = next((_full_name(graph.nodes[n]).partition("/")[0] for n in finding.slots), "")
     fam = family_of_group(group) if group else None
     fam = fam or guess_family(slots)
-    return FoundOptimizer(path, fam.name if fam else ("SGD" if finding.stateless else None), step, slots,
-                          tuple(weights), uncovered)
+    return FoundOptimizer(
+        path, fam.name if fam else ("SGD" if finding.stateless else None), step, slots, tuple(weights), uncovered
+    )
 
 
 def open(path: Path) -> VariableMap:
@@ -417,8 +459,9 @@ def open(path: Path) -> VariableMap:
     if prefix is None:
         raise CorruptCheckpointError(f"{path}: not a TF2 checkpoint")
     bundle = open_bundle(prefix)
-    return describe_bundle(bundle, path, FORMAT, prefix=prefix, bundle="v2",
-                           metadata={"prefix": str(prefix), **bundle.describe()})
+    return describe_bundle(
+        bundle, path, FORMAT, prefix=prefix, bundle="v2", metadata={"prefix": str(prefix), **bundle.describe()}
+    )
 
 
 READER = Reader(FORMAT, sniff, open, verify_bundle, checkpoint_state_directory, group="bundle")

@@ -14,6 +14,7 @@ from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import Variable, VariableMap
 from ckpt_tools.validation.integrity import MAX_LISTED, Status, check_files, check_state
+from ckpt_tools.verdict import resume_verdict
 
 if TYPE_CHECKING:
     from ckpt_tools.validation.run import ValidationRun
@@ -191,48 +192,26 @@ def run_checks(vmap: VariableMap, required: tuple[str, ...]) -> tuple[CheckResul
 
 
 def check_weights(vmap: VariableMap) -> tuple[Status, str]:
-    weights = vmap.with_role("weight")
-    if not weights:
-        if not len(vmap):
-            return "fail", "no model weights (the artifact stores no tensors)"
-        return "fail", f"no model weights ({counted(len(vmap), 'tensor')}, none of them weights)"
-    return "pass", f"{counted(len(weights), 'weight tensor')}, {counted(vmap.parameters, 'parameter')}"
+    return _training_check(vmap, "weights")
 
 
 def check_optimizer(vmap: VariableMap) -> tuple[Status, str]:
-    info = vmap.optimizer
-    if not info.present:
-        return "fail", "no optimizer state (weights-only, uncompiled or exported artifact)"
-    slots = f"slots {', '.join(info.slots)}" if info.slots else "no slot variables"
-    count = len(vmap.with_role("optimizer"))
-    if not count and not info.slots:
-        return "pass", "no optimizer variables beside the step counter: a stateless optimizer (plain SGD)"
-    return "pass", f"{info.name or 'unknown optimizer'}: {counted(count, 'tensor')}, {slots}"
+    """Optimizer state as the reader's evidence decided it; "cannot confirm" fails with its reason."""
+    return _training_check(vmap, "optimizer")
 
 
 def check_slots(vmap: VariableMap) -> tuple[Status, str]:
-    info = vmap.optimizer
-    if not info.present:
-        return "fail", "no optimizer state, so no slots"
-    if not info.slots_expected:
-        return "pass", f"{info.name or 'the optimizer'} keeps no slot variables"
-    if info.complete:
-        return "pass", f"all {info.trainable} trainable weights have slots {', '.join(info.slots)}"
-    if not info.trainable:
-        return "fail", "no trainable weights found to carry slots"
-    missing = list(info.uncovered)
-    return "fail", f"{len(missing)} of {info.trainable} trainable weights lack slots: {listed(missing, MAX_LISTED)}"
+    return _training_check(vmap, "slots")
 
 
 def check_step(vmap: VariableMap) -> tuple[Status, str]:
-    if vmap.step is not None:
-        return "pass", f"step {vmap.step}" + (f" ({vmap.step_key})" if vmap.step_key else "")
-    if vmap.step_key is not None:
-        return "pass", f"step counter {vmap.step_key} (value unreadable as an integer)"
-    steps = vmap.with_role("step")
-    if steps:
-        return "pass", f"step counter {steps[0].key}"
-    return "fail", "no step/iteration counter"
+    return _training_check(vmap, "step")
+
+
+def _training_check(vmap: VariableMap, name: str) -> tuple[Status, str]:
+    """The shared verdict (ckpt_tools.verdict), the same one inspect and convert report."""
+    found = resume_verdict(vmap).finding(name)
+    return found.status, found.reason
 
 
 def count_nonfinite(value: np.ndarray) -> tuple[int, int]:

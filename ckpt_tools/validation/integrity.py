@@ -1,8 +1,9 @@
-"""`validate`'s `files` and `state` checks: every file present and intact, every state-file entry present."""
+"""`validate`'s `files` and `state` checks: every file present and intact, every retained checkpoint too."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +32,7 @@ def check_state(vmap: VariableMap) -> tuple[Status, str]:
     if directory is None:
         return "skip", f"{vmap.format} artifacts have no checkpoint state file"
     try:
-        return verify_state(directory)
+        return verify_state(directory, checked=vmap.prefix)
     except (CkptToolsError, OSError) as exc:
         return "fail", flat(exc)
 
@@ -76,7 +77,9 @@ def glob_escape(text: str) -> str:
     return glob.escape(text)
 
 
-def verify_state(directory: Path) -> tuple[Status, str]:
+def verify_state(directory: Path, checked: Path | None = None) -> tuple[Status, str]:
+    """Every checkpoint the state file retains exists and passes its reader's integrity check (`checked`, the
+    one the `files` check already verified, is not read twice)."""
     from ckpt_tools.readers.paths import STATE_FILE, read_state, state_prefixes
 
     state = read_state(directory)
@@ -90,5 +93,22 @@ def verify_state(directory: Path) -> tuple[Status, str]:
         verb = "does" if len(missing) == 1 else "do"
         how_many = counted(len(missing), "checkpoint")
         return "fail", f"state file lists {how_many} that {verb} not exist: {listed(missing, MAX_LISTED)}"
+    damaged = _damaged(p for p in prefixes if checked is None or p.resolve() != checked.resolve())
+    if damaged:
+        return "fail", f"retained {counted(len(damaged), 'checkpoint')} damaged: {listed(damaged, 2)}"
     latest = f"; latest {Path(state.latest).name}" if state.latest else ""
-    return "pass", f"state file lists {counted(len(prefixes), 'checkpoint')}, all present{latest}"
+    return "pass", f"state file lists {counted(len(prefixes), 'checkpoint')}, all present and intact{latest}"
+
+
+def _damaged(prefixes: Iterable[Path]) -> list[str]:
+    """`name (problem)` for each retained checkpoint whose bytes fail its reader's own check."""
+    from ckpt_tools.readers.registry import open_checkpoint
+
+    out = []
+    for prefix in prefixes:
+        try:
+            with open_checkpoint(prefix) as vmap:
+                reader_of(vmap).verify(vmap)
+        except (CkptToolsError, OSError) as exc:
+            out.append(f"{prefix.name} ({flat(exc)[:200]})")
+    return out

@@ -1,0 +1,114 @@
+"""`keras.callbacks.BackupAndRestore` directories: the backed-up weights, optimizer state and completed epochs.
+
+Keras 3 writes `latest.weights.h5` and `training_metadata.json` (`{"epoch": E, "batch": B}`, E = the epoch
+`fit()` resumes at); tf_keras writes a TF2 checkpoint under `chief/` whose `ckpt_saved_epoch` variable is the
+0-based index of the last completed epoch (tf_keras resumes at `ckpt_saved_epoch + 1`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.model import VariableMap
+from ckpt_tools.readers.bundles import read_scalar, verify_bundle
+from ckpt_tools.readers.paths import STATE_FILE, is_state_file
+from ckpt_tools.readers.registry import Reader, reader
+
+FORMAT = "backup-and-restore"
+KERAS3_WEIGHTS = "latest.weights.h5"
+KERAS3_METADATA = "training_metadata.json"
+TF_KERAS_WORKER = "chief"
+TF_KERAS_EPOCH = "ckpt_saved_epoch"
+MAX_METADATA_BYTES = 1 << 16
+
+
+def _kind(path: Path) -> str | None:
+    if not path.is_dir():
+        return None
+    if (path / KERAS3_WEIGHTS).is_file() and (path / KERAS3_METADATA).is_file():
+        return "keras3"
+    if is_state_file(path / TF_KERAS_WORKER / STATE_FILE):
+        return "tf_keras"
+    return None
+
+
+def sniff(path: Path) -> str | None:
+    if _kind(path) is None:
+        return f"no {KERAS3_WEIGHTS} + {KERAS3_METADATA} (Keras 3) or {TF_KERAS_WORKER}/{STATE_FILE} (tf_keras)"
+    return None
+
+
+def open(path: Path) -> VariableMap:
+    kind = _kind(path)
+    if kind == "keras3":
+        return _open_keras3(path)
+    if kind == "tf_keras":
+        return _open_tf_keras(path)
+    raise CorruptCheckpointError(f"{path}: not a BackupAndRestore directory")
+
+
+def _open_keras3(path: Path) -> VariableMap:
+    inner = reader("keras-weights-h5").open(path / KERAS3_WEIGHTS)
+    meta_file = path / KERAS3_METADATA
+    if meta_file.stat().st_size > MAX_METADATA_BYTES:
+        raise CorruptCheckpointError(f"{meta_file}: larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        metadata = json.loads(meta_file.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        raise CorruptCheckpointError(f"{meta_file}: not valid JSON ({type(exc).__name__})") from exc
+    epoch = metadata.get("epoch") if isinstance(metadata, dict) else None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise CorruptCheckpointError(f"{meta_file}: no non-negative integer 'epoch'")
+    described: dict[str, Any] = {**inner.metadata, "inner_format": inner.format, "training_metadata": metadata}
+    return dataclasses.replace(
+        inner,
+        path=path,
+        format=FORMAT,
+        epoch=epoch,
+        epoch_key=f"{KERAS3_METADATA}:epoch",
+        layout="keras3 BackupAndRestore",
+        root=path,
+        metadata=described,
+        files=(*inner.files, meta_file),
+    )
+
+
+def _open_tf_keras(path: Path) -> VariableMap:
+    inner = reader("tf2-checkpoint").open(path / TF_KERAS_WORKER)
+    saved = next((v for v in inner.values() if v.name == TF_KERAS_EPOCH), None)
+    value = read_scalar(saved) if saved is not None else None
+    if value is None:
+        raise CorruptCheckpointError(f"{path / TF_KERAS_WORKER}: no readable {TF_KERAS_EPOCH} variable")
+    described = {**inner.metadata, "inner_format": inner.format, TF_KERAS_EPOCH: value}
+    assert saved is not None
+    return dataclasses.replace(
+        inner,
+        path=path,
+        format=FORMAT,
+        epoch=value + 1,
+        epoch_key=saved.key,
+        layout="tf_keras BackupAndRestore",
+        root=path,
+        metadata=described,
+    )
+
+
+def verify(vmap: VariableMap) -> str:
+    """The inner artifact's own check (CRC32C for the tf_keras bundle, full reads for the HDF5 file)."""
+    if _kind(vmap.path) == "keras3":
+        from ckpt_tools.readers.h5common import verify_file
+
+        return verify_file(vmap.path / KERAS3_WEIGHTS)
+    return verify_bundle(vmap)
+
+
+def state_directory(vmap: VariableMap) -> Path | None:
+    worker = vmap.path / TF_KERAS_WORKER
+    return worker if is_state_file(worker / STATE_FILE) else None
+
+
+READER = Reader(FORMAT, sniff, open, verify, state_directory, group="directory")
