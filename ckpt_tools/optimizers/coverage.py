@@ -72,8 +72,6 @@ def summarize(
     present = bool(state_present) if state_present is not None else any(v.role == "optimizer" for v in variables)
     if name is None and infer_name:
         name = guess_optimizer(slot_names)
-        if name is None and present and not slot_names:
-            name = "SGD"
     if slots_expected is None:
         slots_expected = bool(slot_names) or name not in (None, "SGD")
     weight_names = [v.name for v in variables if is_trainable_candidate(v)] if trainable is None else list(trainable)

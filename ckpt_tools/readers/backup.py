@@ -23,6 +23,7 @@ KERAS3_WEIGHTS = "latest.weights.h5"
 KERAS3_METADATA = "training_metadata.json"
 TF_KERAS_WORKER = "chief"
 TF_KERAS_EPOCH = "ckpt_saved_epoch"
+TF_KERAS_BATCH = "ckpt_saved_batch"
 MAX_METADATA_BYTES = 1 << 16
 
 
@@ -54,22 +55,20 @@ def open(path: Path) -> VariableMap:
 def _open_keras3(path: Path) -> VariableMap:
     inner = reader("keras-weights-h5").open(path / KERAS3_WEIGHTS)
     meta_file = path / KERAS3_METADATA
-    if meta_file.stat().st_size > MAX_METADATA_BYTES:
-        raise CorruptCheckpointError(f"{meta_file}: larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        metadata = json.loads(meta_file.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        raise CorruptCheckpointError(f"{meta_file}: not valid JSON ({type(exc).__name__})") from exc
-    epoch = metadata.get("epoch") if isinstance(metadata, dict) else None
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise CorruptCheckpointError(f"{meta_file}: no non-negative integer 'epoch'")
-    described: dict[str, Any] = {**inner.metadata, "inner_format": inner.format, "training_metadata": metadata}
+    epoch, batch, problem = _keras3_metadata(meta_file)
+    described: dict[str, Any] = {**inner.metadata, "inner_format": inner.format, "epoch": epoch, "batch": batch}
+    if batch:
+        described["resume_note"] = (
+            f"saved mid-epoch (batch {batch}): fit() resumes at epoch {epoch} and runs that epoch's batches again"
+        )
+    if problem:
+        described["warnings"] = [*inner.metadata.get("warnings", []), problem]
     return dataclasses.replace(
         inner,
         path=path,
         format=FORMAT,
         epoch=epoch,
-        epoch_key=f"{KERAS3_METADATA}:epoch",
+        epoch_key=None if epoch is None else f"{KERAS3_METADATA}:epoch",
         layout="keras3 BackupAndRestore",
         root=path,
         metadata=described,
@@ -77,19 +76,47 @@ def _open_keras3(path: Path) -> VariableMap:
     )
 
 
+def _keras3_metadata(meta_file: Path) -> tuple[int | None, int | None, str | None]:
+    """(epoch, batch, problem) from training_metadata.json; only these two integers are kept."""
+    if meta_file.stat().st_size > MAX_METADATA_BYTES:
+        raise CorruptCheckpointError(f"{meta_file}: larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        metadata = json.loads(meta_file.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        raise CorruptCheckpointError(f"{meta_file}: not valid JSON ({type(exc).__name__})") from exc
+    values = [metadata.get(k) if isinstance(metadata, dict) else None for k in ("epoch", "batch")]
+    epoch, batch = (v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None for v in values)
+    problem = None if epoch is not None else f"{meta_file.name}: no non-negative integer 'epoch'; epoch unknown"
+    return epoch, batch, problem
+
+
 def _open_tf_keras(path: Path) -> VariableMap:
+    """tf_keras saves `ckpt_saved_epoch` (the epoch index) and `ckpt_saved_batch` (-1 at an epoch's end, else
+    the batch index): it resumes at the next epoch after an epoch-end save, inside the same epoch otherwise."""
     inner = reader("tf2-checkpoint").open(path / TF_KERAS_WORKER)
     saved = next((v for v in inner.values() if v.name == TF_KERAS_EPOCH), None)
     value = read_scalar(saved) if saved is not None else None
-    if value is None:
+    if saved is None or value is None:
         raise CorruptCheckpointError(f"{path / TF_KERAS_WORKER}: no readable {TF_KERAS_EPOCH} variable")
-    described = {**inner.metadata, "inner_format": inner.format, TF_KERAS_EPOCH: value}
-    assert saved is not None
+    batch_var = next((v for v in inner.values() if v.name == TF_KERAS_BATCH), None)
+    batch = read_scalar(batch_var) if batch_var is not None else -1
+    mid_epoch = batch is not None and batch >= 0
+    described: dict[str, Any] = {
+        **inner.metadata,
+        "inner_format": inner.format,
+        TF_KERAS_EPOCH: value,
+        TF_KERAS_BATCH: batch,
+    }
+    if mid_epoch:
+        described["resume_note"] = (
+            f"saved mid-epoch: tf_keras resumes epoch {value} after batch {batch} (unless "
+            "that was the epoch's last batch, which the checkpoint does not record)"
+        )
     return dataclasses.replace(
         inner,
         path=path,
         format=FORMAT,
-        epoch=value + 1,
+        epoch=value if mid_epoch else value + 1,
         epoch_key=saved.key,
         layout="tf_keras BackupAndRestore",
         root=path,

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.messages import flat, listed
@@ -116,9 +117,7 @@ def decide(variables: Mapping[str, Variable], source: GraphSource) -> OptimizerI
     has_step = any(v.role == "step" for v in variables.values())
     slots = [v for v in variables.values() if v.slot_of is not None]
     if slots or any(v.role == "optimizer" for v in variables.values()):
-        where = "no recognized training op in the graph" if evidence is not None else source.problem
-        info = summarize(variables.values(), name=family_from_names(variables))
-        return dataclasses.replace(info, reason=f"slot variables stored, by name ({where})")
+        return _from_names(variables, source, slots)
     if evidence is not None and not source.inference:
         return summarize(
             [],
@@ -139,13 +138,70 @@ def decide(variables: Mapping[str, Variable], source: GraphSource) -> OptimizerI
     return summarize([], reason="no slot variables and no step counter")
 
 
+def _from_names(variables: Mapping[str, Variable], source: GraphSource, slots: list[Variable]) -> OptimizerInfo:
+    """No training op to ask: the slot suffixes name the family, and every weight that has one of its slots
+    must have all the slots that family always keeps. Optimizer state without any slot is absent (Adam's beta
+    powers prove slots existed) or undecidable."""
+    where = "no recognized training op in the graph" if source.evidence is not None else source.problem
+    name = family_from_names(variables)
+    if not slots:
+        powers = [v.key for v in variables.values() if NON_SLOT.search(v.key)]
+        if powers:
+            return summarize(
+                [], name="Adam", reason=f"{', '.join(powers)} stored (Adam's) but none of its slot variables ({where})"
+            )
+        reason = (
+            f"optimizer variables but no slot variables, and {where}: a stateless optimizer cannot be told "
+            "from one whose slots were not saved"
+        )
+        return summarize(
+            variables.values(),
+            state_present=True,
+            slots_expected=False,
+            infer_name=False,
+            undecided=True,
+            reason=reason,
+        )
+    info = summarize(variables.values(), name=name)
+    uncovered = _missing_required(variables, slots)
+    if uncovered:
+        covered = max(0, info.trainable - len(uncovered))
+        info = dataclasses.replace(
+            info, uncovered=tuple(dict.fromkeys([*info.uncovered, *uncovered])), covered=min(info.covered, covered)
+        )
+    return dataclasses.replace(info, reason=f"slot variables stored, by name ({where})")
+
+
+def _missing_required(variables: Mapping[str, Variable], slots: list[Variable]) -> list[str]:
+    """Weights lacking a slot their family always keeps (Adam's velocity beside a stored momentum)."""
+    have: dict[str, set[str]] = {}
+    family_of: dict[str, Any] = {}
+    from ckpt_tools.optimizers.lookup import family
+
+    for var in slots:
+        assert var.slot_of is not None
+        prefix, _, slot = (var.slot or "").rpartition("/")  # Estimator slots keep their optimizer: Adam/momentum
+        have.setdefault(var.slot_of, set()).add(slot)
+        spec = tf1_slot(var.key.rpartition("/")[2])
+        fam = spec[0] if spec is not None else family(prefix) if prefix else None
+        if fam is not None:
+            family_of[var.slot_of] = fam
+    out = []
+    for weight, fam in family_of.items():
+        required = {s.name for s in fam.slots if s.when is None and (s.tf1 is not None or s.keras2)}
+        if not required <= have[weight]:
+            out.append(weight)
+    return out
+
+
 def _from_ops(variables: Mapping[str, Variable], evidence: GraphEvidence) -> OptimizerInfo:
     """Coverage per updated variable: every slot its own op reads must be stored."""
     trainable = list(dict.fromkeys(u.variable for u in evidence.uses))
     missing: dict[str, list[str]] = {}
     needed = stored = 0
     for use in evidence.uses:
-        for slot, key in use.slots.items():
+        state = {**use.slots, **{key.rpartition("/")[2]: key for key in use.extra_inputs}}
+        for slot, key in state.items():  # slots, and non-slot state such as Adam's beta powers
             needed += 1
             if key in variables:
                 stored += 1

@@ -114,8 +114,8 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
     bundle = source
     graph = _parse_graph(bundle, path)
     key_node = {str(attr.checkpoint_key): index for index, node in enumerate(graph.nodes) for attr in node.attributes}
-    optimizer_roots = _optimizer_nodes(graph)
-    graph.optimizer_paths = frozenset(p for r in optimizer_roots for p in graph.paths.get(r, ()))
+    optimizer_roots, wrappers = _optimizer_nodes(graph, bundle)
+    graph.optimizer_paths = frozenset(p for r in [*optimizer_roots, *wrappers] for p in graph.paths.get(r, ()))
     findings = _positional_slots(graph, optimizer_roots, bundle)
     roles = _Roles(
         {node: owner for f in findings for node, owner in f.slots.items()},
@@ -224,20 +224,39 @@ COUNTERS = tuple(c for c in STEP_COUNTERS if c != "global_step")
 OPTIMIZER_MARKS = ("_learning_rate", "learning_rate", "_variables")
 
 
-def _optimizer_nodes(graph: Graph) -> list[int]:
+def _optimizer_nodes(graph: Graph, bundle: Bundle) -> tuple[list[int], list[int]]:
     """Optimizer objects found by structure, wherever they hang and whatever the attribute is called: an
-    iteration counter beside a learning rate or a variable list (Keras 3, tf_keras), or slot references
-    (tf_keras legacy optimizers)."""
-    found = []
-    for node_id, node in enumerate(graph.nodes):
-        if node_id not in graph.paths:
-            continue
-        kids = _children(graph, node_id)
-        counter = any(c in kids and _value_key(graph.nodes[kids[c]]) is not None for c in COUNTERS)
-        marked = any(m in kids for m in OPTIMIZER_MARKS) or any(k in slot_lists() for k in kids)
-        if len(node.slot_variables) or (counter and marked):
-            found.append(node_id)
-    return found
+    integer iteration counter beside a learning rate or a variable list (Keras 3, tf_keras), or slot
+    references (tf_keras legacy). The checkpoint root itself counts only with slot lists or references (a
+    custom loop's `Checkpoint(iterations=..., learning_rate=...)` is not an optimizer). Returns (optimizers,
+    wrappers): an optimizer holding another (LossScaleOptimizer) is a wrapper; the inner one is reported."""
+    found = [n for n in range(len(graph.nodes)) if n in graph.paths and _looks_like_optimizer(graph, bundle, n)]
+    paths = {n: graph.paths[n] for n in found}
+    wrappers = [
+        n
+        for n in found
+        if any(o != n and any(q.startswith(p + "/") for p in paths[n] for q in paths[o]) for o in found)
+    ]
+    return [n for n in found if n not in wrappers], wrappers
+
+
+def _looks_like_optimizer(graph: Graph, bundle: Bundle, node_id: int) -> bool:
+    node = graph.nodes[node_id]
+    kids = _children(graph, node_id)
+    lists = any(k in slot_lists() for k in kids) or "_variables" in kids
+    if len(node.slot_variables):
+        return True
+    if node_id == 0 and not lists:
+        return False
+    counter = any(c in kids and _integer_scalar(graph, bundle, kids[c]) for c in COUNTERS)
+    marked = lists or any(m in kids for m in OPTIMIZER_MARKS)
+    return counter and marked
+
+
+def _integer_scalar(graph: Graph, bundle: Bundle, node_id: int) -> bool:
+    key = _value_key(graph.nodes[node_id]) if 0 <= node_id < len(graph.nodes) else None
+    entry = bundle.entries.get(key) if key else None
+    return entry is not None and entry.shape in ((), (1,)) and entry.dtype.startswith(("int", "uint"))
 
 
 def _children(graph: Graph, node_id: int) -> dict[str, int]:
@@ -253,6 +272,7 @@ class RootFinding:
     trainable: list[int] = field(default_factory=list)
     slots: dict[int, tuple[int, str]] = field(default_factory=dict)
     stateless: bool = False
+    untied: int = 0  # optimizer state variables that could not be tied to the weights
 
 
 def _positional_slots(graph: Graph, optimizer_roots: list[int], bundle: Bundle) -> list[RootFinding]:
@@ -294,6 +314,13 @@ def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
                     owner = _match_by_shape(graph, bundle, slot_node, weights, i)
                 if owner is not None:
                     found.slots[slot_node] = (owner, slot_name)
+        if trainable is None and found.slots:  # guessed weights: the trained ones are those with slots
+            found.trainable = list(dict.fromkeys(owner for owner, _ in found.slots.values()))
+        return found
+    if "_variables" not in kids and trainable is None:
+        # tf_keras legacy optimizers create their slots on the first update; one that stores a counter and
+        # no slot references keeps no per-weight state (SGD without momentum), or never ran (iteration 0).
+        found.trainable, found.stateless = weights, True
         return found
     _split_variables(graph, bundle, kids, trainable, found)
     return found
@@ -314,10 +341,15 @@ def _split_variables(
     if not slots:
         found.stateless = True
         return
-    if not trainable or len(slots) % len(trainable):
+    assignment = (
+        _assign(graph, bundle, slots, trainable, len(slots) // len(trainable))
+        if trainable and not len(slots) % len(trainable)
+        else None
+    )
+    if assignment is None:
+        found.untied = len(slots)
         return
-    assignment = _assign(graph, bundle, slots, trainable, len(slots) // len(trainable))
-    for slot_node, (var_node, index) in (assignment or {}).items():
+    for slot_node, (var_node, index) in assignment.items():
         found.slots[slot_node] = (var_node, _slot_name_of(graph, slot_node) or f"slot{index}")
 
 
@@ -406,10 +438,14 @@ def _optimizer_info(
     names = {v.name for v in variables.values()}
     covered_any = {w for o in found for w in o.trainable}
     weights = {v.name for v in variables.values() if v.role == "weight"}
+    # Float weights no optimizer is built for: the weights of a model whose optimizer was not saved (a GAN's
+    # discriminator) — but not the frozen / non-trainable weights of a model whose optimizer is saved, for
+    # which Keras keeps no slots. Models are told apart by the top-level object they hang under.
+    owned_groups = {w.split("/")[0] for w in covered_any}
     orphans = [
         n
         for n in (graph.name(i) for i in _guess_trainable(graph, -1, bundle))
-        if n and n in weights and n not in covered_any
+        if n and n in weights and n not in covered_any and n.split("/")[0] not in owned_groups
     ]
     trainable = list(dict.fromkeys([*(w for o in found for w in o.trainable), *orphans]))
     uncovered = [*dict.fromkeys(w for o in found for w in o.uncovered), *orphans]
@@ -419,6 +455,9 @@ def _optimizer_info(
     reason = f"{len(found)} optimizer object{'s' if len(found) > 1 else ''} in the object graph ({paths})"
     if orphans:
         reason += f"; {len(orphans)} model weights belong to no saved optimizer"
+    untied = sum(f.untied for f in findings)
+    if untied:
+        reason += f"; {untied} optimizer variables could not be tied to weights (layout not decoded)"
     slots = tuple(sorted({s for o in found for s in o.slots}))
     return OptimizerInfo(
         True,
@@ -441,7 +480,9 @@ def _found(graph: Graph, finding: RootFinding, variables: dict[str, Variable]) -
     for owner, slot in finding.slots.values():
         per_weight.setdefault(graph.name(owner) or "", set()).add(slot)
     slots = tuple(sorted({s for per in per_weight.values() for s in per}))
-    uncovered = tuple(w for w in weights if not finding.stateless and per_weight.get(w, set()) != set(slots))
+    uncovered = tuple(
+        w for w in weights if finding.untied or (not finding.stateless and per_weight.get(w, set()) != set(slots))
+    )
     step = None
     if finding.iterations is not None:
         key = _value_key(graph.nodes[finding.iterations])
