@@ -43,6 +43,12 @@ DTYPE_SIZES: dict[str, int] = {
 }
 
 
+# Dtypes whose one-element tensors can hold a step, epoch or iteration count.
+COUNTER_DTYPES = frozenset(
+    {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64"}
+)
+
+
 def numpy_dtype(name: str) -> np.dtype[Any]:
     """The numpy dtype for a reported dtype name (bfloat16 and float8 come from ml_dtypes)."""
     if name == "string":

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError
-from ckpt_tools.model import Chunker, Variable, VariableMap
+from ckpt_tools.model import COUNTER_DTYPES, Chunker, Variable, VariableMap
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -127,18 +127,7 @@ def read_all(vmap: VariableMap) -> str:
 
 def read_scalar(var: Variable) -> int | None:
     """The integer value of a step-like scalar, or None when it is not a readable integer scalar."""
-    if var.size != 1 or var.dtype not in (
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float32",
-        "float64",
-    ):
+    if var.size != 1 or var.dtype not in COUNTER_DTYPES:
         return None
     value = var.read()
     try:

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
-from ckpt_tools.model import Variable
+from ckpt_tools.model import COUNTER_DTYPES, Variable
 from ckpt_tools.readers import magic
 
 # A dataset stored without compression cannot hold more than the file does; we allow SIZE_FACTOR times the file
@@ -343,18 +343,7 @@ class FileSource:
 
 def read_scalar_int(f: h5py.File, info: DatasetInfo, label: str, limit: int) -> int | None:
     """An integer counter's value (iteration counters), or None when it is not a finite scalar number."""
-    if info.shape not in ((), (1,)) or info.dtype not in {
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float32",
-        "float64",
-    }:
+    if info.shape not in ((), (1,)) or info.dtype not in COUNTER_DTYPES:
         return None
     value = read_dataset(f, info.raw, label, limit).reshape(-1)[0]
     if not np.isfinite(value):

@@ -227,17 +227,7 @@ def open(path: Path) -> VariableMap:
     metadata = {**_describe(config, meta), **result.metadata}
     if warnings:
         metadata["warnings"] = warnings
-    return VariableMap(
-        path,
-        FORMAT,
-        result.variables,
-        result.optimizer,
-        result.step,
-        result.step_key,
-        root=path if path.is_dir() else None,
-        metadata=metadata,
-        files=files,
-    )
+    return result.to_map(path, FORMAT, root=path if path.is_dir() else None, metadata=metadata, files=files)
 
 
 def verify(vmap: VariableMap) -> str:

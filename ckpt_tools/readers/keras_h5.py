@@ -56,16 +56,7 @@ def open(path: Path) -> VariableMap:
     path = Path(path)
     limit = h5c.size_cap(h5c.require_file(path))
     result = read_keras3(h5c.path_opener(path), str(path), limit, None)
-    return VariableMap(
-        path,
-        FORMAT,
-        result.variables,
-        result.optimizer,
-        result.step,
-        result.step_key,
-        metadata=result.metadata,
-        files=(path,),
-    )
+    return result.to_map(path, FORMAT, metadata=result.metadata, files=(path,))
 
 
 @dataclass
@@ -75,6 +66,10 @@ class Keras3Result:
     step: int | None
     step_key: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_map(self, path: Path, fmt: str, **fields: Any) -> VariableMap:
+        """The VariableMap of this weights file (`fields`: metadata, files, root)."""
+        return VariableMap(path, fmt, self.variables, self.optimizer, self.step, self.step_key, **fields)
 
 
 @dataclass

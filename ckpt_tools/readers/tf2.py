@@ -116,7 +116,10 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
     key_node = {str(attr.checkpoint_key): index for index, node in enumerate(graph.nodes) for attr in node.attributes}
     optimizer_roots, wrappers = _optimizer_nodes(graph, bundle)
     graph.optimizer_paths = frozenset(p for r in [*optimizer_roots, *wrappers] for p in graph.paths.get(r, ()))
-    findings = _positional_slots(graph, optimizer_roots, bundle)
+    try:
+        findings = _positional_slots(graph, optimizer_roots, bundle)
+    except CorruptCheckpointError as exc:
+        raise CorruptCheckpointError(f"{path}: {exc}") from exc
     roles = _Roles(
         {node: owner for f in findings for node, owner in f.slots.items()},
         {f.iterations for f in findings if f.iterations is not None},
