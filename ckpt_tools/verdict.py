@@ -53,7 +53,13 @@ class ResumeVerdict:
 
 def resume_verdict(vmap: VariableMap) -> ResumeVerdict:
     """Weights, optimizer state (decided by the reader's evidence), slot coverage and step of `vmap`."""
-    return ResumeVerdict((_weights(vmap), _optimizer(vmap), _slots(vmap), _step(vmap)))
+    return ResumeVerdict(tuple(resume_finding(vmap, name) for name in TRAINING_CHECKS))
+
+
+def resume_finding(vmap: VariableMap, name: str) -> Finding:
+    """One of the TRAINING_CHECKS findings alone (validate runs each check separately)."""
+    finders = {"weights": _weights, "optimizer": _optimizer, "slots": _slots, "step": _step}
+    return finders[name](vmap)
 
 
 def _weights(vmap: VariableMap) -> Finding:

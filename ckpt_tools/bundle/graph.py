@@ -247,11 +247,22 @@ def saved_model_graphs(path: Path) -> list[MetaGraph]:
     path = Path(path)
     if path.is_dir():
         path = path / "saved_model.pb"
-    message = _parse_file(path, protos.SavedModel, "SavedModel")
+    return saved_model_graphs_of(read_saved_model(path), str(path))
+
+
+def read_saved_model(path: Path) -> Any:
+    """The parsed SavedModel message of a `saved_model.pb`, with the size and shape checks of every graph read;
+    a file without any MetaGraphDef is refused."""
+    message = _parse_file(Path(path), protos.SavedModel, "SavedModel")
     if not message.meta_graphs:
         raise CorruptCheckpointError(f"{path}: holds no MetaGraphDef (empty or not a SavedModel)")
-    decoder = _Decoder()  # one decode budget for the whole file
-    return [_build(meta, str(path), decoder) for meta in message.meta_graphs]
+    return message
+
+
+def saved_model_graphs_of(message: Any, source: str) -> list[MetaGraph]:
+    """The graphs of an already parsed SavedModel message, sharing one decode budget (the file's)."""
+    decoder = _Decoder()
+    return [_build(meta, source, decoder) for meta in message.meta_graphs]
 
 
 def meta_graph_from_proto(message: Any, source: str = "<MetaGraphDef>") -> MetaGraph:
@@ -271,11 +282,9 @@ def _parse_file(path: Path, cls: Any, what: str) -> Any:
     with path.open("rb") as fh:
         # Read what stat() saw plus one byte (a file that grew since is refused); asking for the 2 GiB limit
         # itself would make Python allocate it up front.
-        data = fh.read(min(info.st_size, MAX_PROTO_BYTES) + 1)
+        data = fh.read(info.st_size + 1)
     if len(data) > info.st_size:
         raise CorruptCheckpointError(f"{path}: the file changed while it was read")
-    if len(data) > MAX_PROTO_BYTES:
-        raise UnsafeInputError(f"{path}: over protobuf's 2 GiB message limit")
     try:
         return cls.FromString(data)
     except Exception as exc:  # protobuf's DecodeError, and RecursionError for over-deep nesting

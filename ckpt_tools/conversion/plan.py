@@ -17,7 +17,6 @@ from ckpt_tools.renames import RenameRules
 from ckpt_tools.verdict import resume_verdict
 
 MAX_LISTED = 8
-MAX_CONFIG_CHARS = 1 << 20
 IGNORED_TARGET = re.compile(r"(^|/)seed_generator(_\d+)?(/|$)")
 
 

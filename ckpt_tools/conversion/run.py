@@ -15,7 +15,6 @@ from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.atomic import AtomicOutput, check_output
 from ckpt_tools.conversion.plan import (
     IGNORED_TARGET,
-    MAX_CONFIG_CHARS,
     MAX_LISTED,
     Pair,
     Plan,
@@ -38,7 +37,6 @@ from ckpt_tools.renames import RenameRules, build_rules
 
 __all__ = [
     "IGNORED_TARGET",
-    "MAX_CONFIG_CHARS",
     "MAX_LISTED",
     "SCHEMA",
     "SOURCE_FORMATS",

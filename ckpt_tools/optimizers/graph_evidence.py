@@ -48,9 +48,6 @@ class GraphEvidence:
         """Display names of the optimizers the ops belong to, in first-use order."""
         return tuple(dict.fromkeys(u.name for u in self.uses))
 
-    def use_of(self, variable: str) -> list[OpUse]:
-        return [u for u in self.uses if u.variable == variable]
-
 
 def saved_names(graph: MetaGraph) -> dict[str, str]:
     """Graph variable name -> the key the Saver stores it under (partitions are saved under the full name)."""

@@ -118,16 +118,6 @@ def guess_family(slots: Iterable[str]) -> Family | None:
     return None
 
 
-def slot_spec(found: Family, name: str) -> Slot | None:
-    """The slot record of a canonical slot name, the family's own or a wrapper's (EMA `average`)."""
-    return found.slot(name) or next((s for w in WRAPPERS for s in w.slots if s.name == name), None)
-
-
-def estimator_slot(optimizer: str, slot: str) -> str:
-    """Estimator names (`training/Adagrad/<var>/accumulator`) keep the optimizer as a prefix."""
-    return f"{optimizer}/{slot}"
-
-
 def keras3_layout_family(class_name: str | None, config: Mapping[str, Any] | None) -> Family | None:
     """The family whose Keras 3 slot layouts to try: a plain `SGD` with no known config may have momentum."""
     if class_name == "SGD" and config is None:

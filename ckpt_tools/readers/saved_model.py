@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import training_evidence
@@ -16,7 +16,6 @@ from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import GraphSource
 
 FORMAT = "saved-model"
-MAX_PB_BYTES = 2**31 - 1  # protobuf's own message size limit
 
 
 def _root(path: Path) -> Path | None:
@@ -33,23 +32,10 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def read_signatures(root: Path) -> dict[str, Any]:
-    """Tags, TF version and signatures from saved_model.pb, without loading the model."""
-    pb = root / "saved_model.pb"
-    if not pb.is_file():
-        return {"saved_model": "pbtxt (text format; signatures not parsed)"}
-    size = pb.stat().st_size
-    if size > MAX_PB_BYTES:
-        raise UnsafeInputError(f"{pb}: {size} bytes is over protobuf's 2 GiB message limit")
-    from ckpt_tools.bundle.protos import DTYPE_NAMES, SavedModel
+def read_signatures(message: Any) -> dict[str, Any]:
+    """Tags, TF version and signatures of a parsed SavedModel message, without loading the model."""
+    from ckpt_tools.bundle.protos import DTYPE_NAMES
 
-    message = SavedModel()
-    try:
-        message.ParseFromString(pb.read_bytes())
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise CorruptCheckpointError(f"{pb}: not a valid SavedModel proto ({type(exc).__name__})") from exc
-    if not message.meta_graphs:
-        raise CorruptCheckpointError(f"{pb}: holds no MetaGraphDef (empty or not a SavedModel)")
     graphs = []
     for meta in message.meta_graphs:
         signatures = {}
@@ -79,7 +65,16 @@ def open(path: Path) -> VariableMap:
     root = _root(path)
     if root is None:
         raise CorruptCheckpointError(f"{path}: not a SavedModel directory")
-    metadata: dict[str, Any] = {"root": str(root), **read_signatures(root)}
+    from ckpt_tools.bundle.graph import read_saved_model
+
+    pb = root / "saved_model.pb"
+    message = read_saved_model(pb) if pb.is_file() else None  # parsed once: signatures and training ops
+    described = (
+        read_signatures(message)
+        if message is not None
+        else {"saved_model": "pbtxt (text format; signatures not parsed)"}
+    )
+    metadata: dict[str, Any] = {"root": str(root), **described}
     prefix = root / "variables" / "variables"
     pb_files = (root / "saved_model.pb",)
     if not Path(str(prefix) + ".index").is_file():
@@ -94,20 +89,18 @@ def open(path: Path) -> VariableMap:
         entries = [
             (e.key, e.shape, e.dtype, bundle.loader(e.key), bundle.chunker(e.key)) for e in bundle.entries.values()
         ]
-        source = _graph_source(root)
+        source = _graph_source(message, pb)
         vmap = tf1.build_map(root, FORMAT, entries, source, files=tuple(bundle.files()), closer=bundle.close, **common)
     return dataclasses.replace(vmap, files=pb_files + vmap.files)
 
 
-def _graph_source(root: Path) -> GraphSource:
+def _graph_source(message: Any, pb: Path) -> GraphSource:
     """The training ops of every graph in saved_model.pb (an export's graphs serve; they rarely train)."""
-    from ckpt_tools.bundle.graph import saved_model_graphs
+    from ckpt_tools.bundle.graph import saved_model_graphs_of
 
-    pb = root / "saved_model.pb"
-    if not pb.is_file():
+    if message is None:
         return GraphSource(None, inference=True, problem="saved_model.pbtxt is not parsed")
-    graphs = saved_model_graphs(pb)
-    evidence = [training_evidence(g, pb.name) for g in graphs]
+    evidence = [training_evidence(g, pb.name) for g in saved_model_graphs_of(message, str(pb))]
     best = max(evidence, key=lambda e: len(e.uses))
     return GraphSource(best, inference=not best.uses)
 

@@ -18,8 +18,8 @@ from ckpt_tools.optimizers.catalogue import (
     TF1_STEP_PATTERN,
 )
 from ckpt_tools.optimizers.coverage import summarize
-from ckpt_tools.optimizers.graph_evidence import GraphEvidence, training_evidence
-from ckpt_tools.optimizers.lookup import keras2_slot, tf1_slot, tf1_suffixes
+from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse, training_evidence
+from ckpt_tools.optimizers.lookup import family, keras2_slot, tf1_slot, tf1_suffixes
 
 Tie = tuple[Role, str | None, str | None]
 STEP_NAMES = re.compile(TF1_STEP_PATTERN)
@@ -77,8 +77,6 @@ def _estimator_tie(name: str, known: set[str]) -> tuple[str | None, str | None]:
     match = ESTIMATOR_SLOT.match(name)
     if match is None or match.group("var") not in known:
         return None, None
-    from ckpt_tools.optimizers.lookup import family
-
     slot = keras2_slot(family(match.group("opt")), match.group("slot")) or match.group("slot")
     return match.group("var"), f"{match.group('opt')}/{slot}"
 
@@ -176,8 +174,6 @@ def _missing_required(variables: Mapping[str, Variable], slots: list[Variable]) 
     """Weights lacking a slot their family always keeps (Adam's velocity beside a stored momentum)."""
     have: dict[str, set[str]] = {}
     family_of: dict[str, Any] = {}
-    from ckpt_tools.optimizers.lookup import family
-
     for var in slots:
         assert var.slot_of is not None
         prefix, _, slot = (var.slot or "").rpartition("/")  # Estimator slots keep their optimizer: Adam/momentum
@@ -200,13 +196,12 @@ def _from_ops(variables: Mapping[str, Variable], evidence: GraphEvidence) -> Opt
     missing: dict[str, list[str]] = {}
     needed = stored = 0
     for use in evidence.uses:
-        state = {**use.slots, **{key.rpartition("/")[2]: key for key in use.extra_inputs}}
-        for slot, key in state.items():  # slots, and non-slot state such as Adam's beta powers
-            needed += 1
-            if key in variables:
-                stored += 1
-            else:
-                missing.setdefault(use.variable, []).append(slot)
+        state = _state_of(use)
+        needed += len(state)
+        absent = _absent(use, variables)
+        stored += len(state) - len(absent)
+        if absent:
+            missing[use.variable] = absent
     families = evidence.families
     name = "+".join(families)
     found = tuple(_found(evidence, fam, variables) for fam in families)
@@ -249,9 +244,18 @@ def _from_ops(variables: Mapping[str, Variable], evidence: GraphEvidence) -> Opt
     )
 
 
+def _state_of(use: OpUse) -> dict[str, str]:
+    """What one training op needs restored: its slots and its non-slot state (Adam's beta powers)."""
+    return {**use.slots, **{key.rpartition("/")[2]: key for key in use.extra_inputs}}
+
+
+def _absent(use: OpUse, variables: Mapping[str, Variable]) -> list[str]:
+    return [name for name, key in _state_of(use).items() if key not in variables]
+
+
 def _found(evidence: GraphEvidence, name: str, variables: Mapping[str, Variable]) -> FoundOptimizer:
     uses = [u for u in evidence.uses if u.name == name]
     weights = tuple(dict.fromkeys(u.variable for u in uses))
-    uncovered = tuple(dict.fromkeys(u.variable for u in uses if any(k not in variables for k in u.slots.values())))
+    uncovered = tuple(dict.fromkeys(u.variable for u in uses if _absent(u, variables)))
     slots = tuple(dict.fromkeys(s for u in uses for s in u.slots))
     return FoundOptimizer(f"training ops ({uses[0].op})", name, None, slots, weights, uncovered)

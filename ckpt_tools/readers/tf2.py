@@ -102,11 +102,14 @@ class Graph:
         return min(paths, key=lambda p: (self.through_optimizer(p), p.count("/"), len(p), p))
 
 
+def _value_attr(node: Any) -> Any | None:
+    """The node's VARIABLE_VALUE attribute (checkpoint key and recorded full name), if it holds a value."""
+    return next((attr for attr in node.attributes if attr.name == "VARIABLE_VALUE"), None)
+
+
 def _value_key(node: Any) -> str | None:
-    for attr in node.attributes:
-        if attr.name == "VARIABLE_VALUE":
-            return str(attr.checkpoint_key)
-    return None
+    attr = _value_attr(node)
+    return None if attr is None else str(attr.checkpoint_key)
 
 
 def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> VariableMap:
@@ -257,9 +260,14 @@ def _looks_like_optimizer(graph: Graph, bundle: Bundle, node_id: int) -> bool:
 
 
 def _integer_scalar(graph: Graph, bundle: Bundle, node_id: int) -> bool:
-    key = _value_key(graph.nodes[node_id]) if 0 <= node_id < len(graph.nodes) else None
-    entry = bundle.entries.get(key) if key else None
+    entry = _entry_of(graph, bundle, node_id)
     return entry is not None and entry.shape in ((), (1,)) and entry.dtype.startswith(("int", "uint"))
+
+
+def _entry_of(graph: Graph, bundle: Bundle, node_id: int) -> Any | None:
+    """The bundle entry holding a node's value, if the node is in range and stores one."""
+    key = _value_key(graph.nodes[node_id]) if 0 <= node_id < len(graph.nodes) else None
+    return bundle.entries.get(key) if key else None
 
 
 def _children(graph: Graph, node_id: int) -> dict[str, int]:
@@ -293,7 +301,8 @@ def _positional_slots(graph: Graph, optimizer_roots: list[int], bundle: Bundle) 
 def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
     found = RootFinding(root)
     kids = _children(graph, root)
-    found.iterations = next((kids[c] for c in COUNTERS if c in kids and _value_key(graph.nodes[kids[c]])), None)
+    # the same counter test that made this node an optimizer (an integer scalar), so both agree on the step
+    found.iterations = next((kids[c] for c in COUNTERS if c in kids and _integer_scalar(graph, bundle, kids[c])), None)
     refs = graph.nodes[root].slot_variables
     if len(refs):
         for ref in refs:
@@ -365,10 +374,8 @@ def _slot_name_of(graph: Graph, node_id: int) -> str | None:
 
 
 def _full_name(node: Any) -> str:
-    for attr in node.attributes:
-        if attr.name == "VARIABLE_VALUE":
-            return str(attr.full_name)
-    return ""
+    attr = _value_attr(node)
+    return "" if attr is None else str(attr.full_name)
 
 
 def _ordered(graph: Graph, list_node: int) -> list[int]:
@@ -387,8 +394,7 @@ def _match_by_shape(graph: Graph, bundle: Bundle, slot_node: int, weights: list[
 
 
 def _shape_of(graph: Graph, bundle: Bundle, node_id: int) -> tuple[int, ...] | None:
-    key = _value_key(graph.nodes[node_id])
-    entry = bundle.entries.get(key) if key else None
+    entry = _entry_of(graph, bundle, node_id)
     return entry.shape if entry is not None else None
 
 

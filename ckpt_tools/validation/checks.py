@@ -13,8 +13,8 @@ import numpy as np
 from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import Variable, VariableMap
-from ckpt_tools.validation.integrity import MAX_LISTED, Status, check_files, check_state
-from ckpt_tools.verdict import resume_verdict
+from ckpt_tools.validation.integrity import MAX_LISTED, check_files, check_state
+from ckpt_tools.verdict import Status, resume_finding
 
 if TYPE_CHECKING:
     from ckpt_tools.validation.run import ValidationRun
@@ -210,7 +210,7 @@ def check_step(vmap: VariableMap) -> tuple[Status, str]:
 
 def _training_check(vmap: VariableMap, name: str) -> tuple[Status, str]:
     """The shared verdict (ckpt_tools.verdict), the same one inspect and convert report."""
-    found = resume_verdict(vmap).finding(name)
+    found = resume_finding(vmap, name)
     return found.status, found.reason
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers.registry import reader_of
+from ckpt_tools.verdict import Status
 
-Status = Literal["pass", "fail", "skip"]
 MAX_LISTED = 5
 _SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 
