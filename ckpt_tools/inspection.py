@@ -51,7 +51,7 @@ def tensor_stats(value: np.ndarray) -> TensorStats:
     return TensorStats(float(finite.min()), float(finite.max()), float(finite.astype(np.float64).mean()), nan, inf)
 
 
-JSON_SCHEMA = "ckpt-tools/inspect/2"
+JSON_SCHEMA = "ckpt-tools/inspect/3"
 
 
 @dataclass

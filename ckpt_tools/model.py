@@ -75,6 +75,13 @@ class Variable:
     slot: str | None = None
     loader: Loader | None = field(default=None, repr=False, compare=False)
     chunker: Chunker | None = field(default=None, repr=False, compare=False)
+    # Other keys that store this same variable (a Keras 3 export's `_all_variables/N`); set on the primary key.
+    aliases: tuple[str, ...] = ()
+    # The primary key when this key is an alias of another variable (counted once, paired once).
+    alias_of: str | None = None
+    # Why only this format holds the variable (a save counter, TF1 beta powers, a learning-rate variable), or
+    # None: a diff does not fail on a format-specific variable the other side has no counterpart for.
+    format_specific: str | None = None
 
     @property
     def size(self) -> int:
@@ -120,6 +127,12 @@ class Variable:
         if self.slot_of is not None:
             out["slot_of"] = self.slot_of
             out["slot"] = self.slot
+        if self.aliases:
+            out["aliases"] = list(self.aliases)
+        if self.alias_of is not None:
+            out["alias_of"] = self.alias_of
+        if self.format_specific is not None:
+            out["format_specific"] = self.format_specific
         return out
 
 
@@ -262,15 +275,21 @@ class VariableMap(Mapping[str, Variable]):
             self.closer()
 
     def by_name(self) -> dict[str, Variable]:
-        return {v.name: v for v in self.variables.values()}
+        """Canonical name -> variable (aliases left out: they share their primary's name)."""
+        return {v.name: v for v in self.variables.values() if v.alias_of is None}
 
     def with_role(self, role: str) -> list[Variable]:
         return [v for v in self.variables.values() if v.role == role]
 
+    def primaries(self) -> list[Variable]:
+        """Every variable once: the aliases of another key left out."""
+        return [v for v in self.variables.values() if v.alias_of is None]
+
     @property
     def parameters(self) -> int:
-        return sum(v.size for v in self.variables.values() if v.role == "weight")
+        """Elements of the model weights, each variable counted once (aliases are not counted again)."""
+        return sum(v.size for v in self.primaries() if v.role == "weight")
 
     @property
     def nbytes(self) -> int:
-        return sum(v.nbytes or 0 for v in self.variables.values())
+        return sum(v.nbytes or 0 for v in self.primaries())

@@ -107,9 +107,12 @@ def _slots(vmap: VariableMap) -> Finding:
     missing = list(info.uncovered)
     owned = {w for o in info.optimizers for w in o.trainable}
     orphans: dict[str, int] = {}
+    by_name = vmap.by_name()
     for weight in missing:
         if owned and weight not in owned:
-            orphans[weight.split("/")[0]] = orphans.get(weight.split("/")[0], 0) + 1
+            # the top-level object the weight hangs under (its key's first step: `discriminator/...`)
+            model = (by_name[weight].key if weight in by_name else weight).split("/")[0]
+            orphans[model] = orphans.get(model, 0) + 1
     models = "; ".join(
         f"{model!r} ({counted(n, 'trainable weight')}) has no saved optimizer" for model, n in orphans.items()
     )

@@ -205,7 +205,7 @@ def test_nonfinite_values_with_valid_checksums(tmp_path: Path) -> None:
     assert nan.check("files").status == "pass"  # TF wrote the NaN, so the checksums hold
     assert failed(nan) == {"finite": "non-finite values in 1 tensor: w (1 NaN)"}
     inf = validate(tmp_path / "inf")
-    assert set(failed(inf)) == {"finite"} and "w/Adam (1 Inf)" in failed(inf)["finite"]
+    assert set(failed(inf)) == {"finite"} and "optimizer/w/momentum (1 Inf)" in failed(inf)["finite"]
     result = run_cli(["validate", tmp_path / "nan", tmp_path / "inf"], expect=1)
     assert "finite: non-finite values" in result.stdout
 

@@ -21,7 +21,8 @@ def render_text(result: InspectResult) -> str:
         headers += ["min", "max", "mean", "nan", "inf"]
     rows = []
     for var in result.variables:
-        row = [var.name, shape_text(var.shape), var.dtype, var.role, var.key if var.key != var.name else ""]
+        role = "alias" if var.alias_of is not None else var.role
+        row = [var.name, shape_text(var.shape), var.dtype, role, var.key if var.key != var.name else ""]
         if result.stats:
             st = result.stats[var.key]
             row += [_fmt(st.min), _fmt(st.max), _fmt(st.mean), str(st.nan), str(st.inf)]
@@ -42,7 +43,12 @@ def render_text(result: InspectResult) -> str:
         f"path:       {vmap.path}",
         f"format:     {vmap.format}",
         f"tensors:    {len(vmap)}"
-        + (f" ({len(result.variables)} listed)" if len(result.variables) != len(vmap) else ""),
+        + (f" ({len(result.variables)} listed)" if len(result.variables) != len(vmap) else "")
+        + (
+            f"; {aliases} are aliases of another key, counted once"
+            if (aliases := len(vmap) - len(vmap.primaries()))
+            else ""
+        ),
         f"parameters: {vmap.parameters:,}",
         f"bytes:      {human_bytes(vmap.nbytes)}",
         f"optimizer:  {opt_text}",

@@ -477,6 +477,13 @@ ESTIMATOR_OPTIMIZER_PATTERN = r"^training/[A-Z][A-Za-z]*/"
 ESTIMATOR_SLOT_PATTERN = r"^training/(?P<opt>[A-Za-z]+)/(?P<var>.+)/(?P<slot>[a-z_]+)$"
 # TF1 non-slot optimizer variables (Adam keeps beta powers beside its slots).
 TF1_NON_SLOT: tuple[str, ...] = ("beta1_power", "beta2_power")
+# Optimizer variables only some formats hold, and why (a diff lists them as format-specific, not as lost state).
+FORMAT_SPECIFIC: Mapping[str, str] = MappingProxyType(
+    {
+        "beta_power": "TF1 AdamOptimizer bias-correction accumulator (beta^(t+1)); Keras derives it from the step",
+        "learning_rate": "optimizer learning-rate variable (a hyper-parameter, not per-weight state)",
+    }
+)
 
 # Constructor defaults per framework (tf.compat.v1.train.*Optimizer, tf_keras.optimizers.*); Keras 3's are on
 # each record (`keras3_hyper`). None: a required argument.

@@ -12,7 +12,7 @@ import h5py
 
 from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.model import OptimizerInfo, Variable, VariableMap
-from ckpt_tools.optimizers.catalogue import KERAS3_TRAILING, KERAS3_UNKNOWN_LAYOUTS
+from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC, KERAS3_TRAILING, KERAS3_UNKNOWN_LAYOUTS
 from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
 from ckpt_tools.optimizers.lookup import (
     factored_slots,
@@ -297,7 +297,8 @@ def read_keras3(opener: h5c.Opener, label: str, limit: int, config: dict[str, An
     if step_info is not None:
         variables[step_info.key] = src.variable(step_info, "optimizer/iteration", "step")
     if lr_info is not None:
-        variables[lr_info.key] = src.variable(lr_info, "optimizer/learning_rate", "optimizer")
+        lr = src.variable(lr_info, "optimizer/learning_rate", "optimizer")
+        variables[lr_info.key] = dataclasses.replace(lr, format_specific=FORMAT_SPECIFIC["learning_rate"])
     unmapped = _add_slots(src, variables, slots, fit, weights)
     _add_other_optimizer_variables(src, variables, found)
     tied = [weights[w].name for w, _ in sorted(fit.ties.values())] if fit and fit.ties else []

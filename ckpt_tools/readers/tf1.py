@@ -12,6 +12,7 @@ import numpy as np
 from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.messages import flat
 from ckpt_tools.model import Chunker, Loader, Variable, VariableMap
+from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC
 from ckpt_tools.readers.bundles import (
     checkpoint_state_directory,
     open_bundle,
@@ -20,9 +21,10 @@ from ckpt_tools.readers.bundles import (
     table_magic_at_end,
     verify_bundle,
 )
+from ckpt_tools.readers.naming import keep_unique, slot_name
 from ckpt_tools.readers.paths import artifact_root, bundle_prefix, is_state_file, read_state, resolve_state_entry
 from ckpt_tools.readers.registry import Reader
-from ckpt_tools.readers.tf1_state import GraphSource, apply_graph, classify, decide, meta_graph_source
+from ckpt_tools.readers.tf1_state import NON_SLOT, GraphSource, apply_graph, classify, decide, meta_graph_source
 from ckpt_tools.tfimport import import_tensorflow
 
 FORMAT = "tf1-checkpoint"
@@ -78,9 +80,22 @@ def build_map(path: Path, fmt: str, entries: Sequence[Entry], source: GraphSourc
         role, slot_of, slot = roles[key]
         variables[key] = Variable(key, key, shape, dtype, role, slot_of, slot, loader, chunker)
     info = dataclasses.replace(decide(variables, source), dialect="tf1")
+    variables = canonical_names(variables)
     step_var = next((v for v in variables.values() if v.role == "step"), None)
     step = read_scalar(step_var) if step_var is not None else None
     return VariableMap(path, fmt, variables, info, step, step_var.key if step_var else None, **extra)
+
+
+def canonical_names(variables: dict[str, Variable]) -> dict[str, Variable]:
+    """Slots named `optimizer/<weight>/<slot>` (the key keeps `<weight>/Adam`); beta powers marked format-specific."""
+    out = {}
+    for key, var in variables.items():
+        if var.slot_of is not None and var.slot is not None:
+            var = dataclasses.replace(var, name=slot_name(var.slot_of, var.slot))
+        elif var.role == "optimizer" and NON_SLOT.search(key):
+            var = dataclasses.replace(var, format_specific=FORMAT_SPECIFIC["beta_power"])
+        out[key] = var
+    return keep_unique(out, {})
 
 
 def open(path: Path) -> VariableMap:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.model import FoundOptimizer, OptimizerInfo, Role, Variable, VariableMap
-from ckpt_tools.optimizers.catalogue import STEP_COUNTERS
+from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC, STEP_COUNTERS
 from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
 from ckpt_tools.optimizers.lookup import family_of_group, guess_family, keras2_slot, slot_lists
 from ckpt_tools.readers.bundles import (
@@ -23,6 +23,14 @@ from ckpt_tools.readers.bundles import (
     read_scalar,
     sniff_bundle,
     verify_bundle,
+)
+from ckpt_tools.readers.naming import (
+    METRIC_STATE,
+    SAVE_COUNTER,
+    keep_unique,
+    mark_aliases,
+    slot_name,
+    strip_model_scope,
 )
 from ckpt_tools.readers.paths import bundle_prefix
 from ckpt_tools.readers.registry import Reader
@@ -138,6 +146,7 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
     if step_var is not None and step_var.role != "step":
         variables[step_var.key] = dataclasses.replace(step_var, role="step")
     info = _optimizer_info(graph, findings, variables, bundle)
+    variables, info = _canonical(graph, bundle, key_node, variables, info, {f.root for f in findings})
     step = read_scalar(step_var) if step_var is not None else None
     if "epoch" not in extra:
         extra.update(_epoch(variables))
@@ -155,6 +164,89 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
         closer=bundle.close,
         **extra,
     )
+
+
+def _canonical(
+    graph: Graph,
+    bundle: Bundle,
+    key_node: dict[str, int],
+    variables: dict[str, Variable],
+    info: OptimizerInfo,
+    optimizer_roots: set[int],
+) -> tuple[dict[str, Variable], OptimizerInfo]:
+    """Weights renamed to their recorded Keras paths (model scope stripped), slots to `optimizer/<weight>/<slot>`,
+    format-specific variables marked, and keys storing one variable twice folded into aliases."""
+    aliases = _alias_groups(graph, bundle, key_node, variables)
+    secondary = {key for keys in aliases for key in keys[1:]}
+    full = {
+        v.name: _full_name(graph.nodes[key_node[v.key]])
+        for v in variables.values()
+        if v.role == "weight" and v.slot_of is None and v.key in key_node and v.key not in secondary
+    }
+    recorded = {path: name for path, name in full.items() if name}
+    renamed = strip_model_scope(recorded) if _usable(recorded, full) else {}
+    lr_keys = {
+        _value_key(graph.nodes[kid]): graph.name(root) or "optimizer"
+        for root in optimizer_roots
+        for attr, kid in _children(graph, root).items()
+        if attr in ("_learning_rate", "learning_rate")
+    }
+    out = {}
+    for key, var in variables.items():
+        if var.slot_of is not None and var.slot is not None:
+            weight = renamed.get(var.slot_of, var.slot_of)
+            var = dataclasses.replace(var, slot_of=weight, name=slot_name(weight, var.slot))
+        elif var.name in renamed:
+            var = dataclasses.replace(var, name=renamed[var.name])
+        elif key in lr_keys:
+            var = dataclasses.replace(
+                var, name=f"{lr_keys[key]}/learning_rate", format_specific=FORMAT_SPECIFIC["learning_rate"]
+            )
+        elif var.name == "save_counter":
+            var = dataclasses.replace(var, format_specific=SAVE_COUNTER)
+        elif METRIC_PATH.search(var.name):
+            var = dataclasses.replace(var, format_specific=METRIC_STATE)
+        out[key] = var
+    fallback = {key: variables[key].name for key in variables}
+    unique = keep_unique({k: v for k, v in out.items() if k not in secondary}, fallback)
+    out = mark_aliases({key: unique.get(key, out[key]) for key in variables}, aliases)
+    return out, _renamed_info(info, renamed)
+
+
+def _usable(recorded: dict[str, str], full: dict[str, str]) -> bool:
+    """Recorded full names name the weights when every weight has one and no two weights share one (plain
+    `tf.Variable`s all default to `Variable`; object paths are better names then)."""
+    return bool(recorded) and len(recorded) == len(full) and len(set(recorded.values())) == len(recorded)
+
+
+def _alias_groups(
+    graph: Graph, bundle: Bundle, key_node: dict[str, int], variables: dict[str, Variable]
+) -> list[list[str]]:
+    """Keys holding the same variable: same recorded scoped name, shape, dtype and stored bytes (size and CRC32C
+    as the index records them). The primary is the key with the fewest private (`_`) path components."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for key, var in variables.items():
+        entry = bundle.entries.get(key)
+        if key not in key_node or entry is None or entry.partitioned:
+            continue
+        full = _full_name(graph.nodes[key_node[key]])
+        if "/" not in full:
+            continue
+        groups.setdefault((full, var.shape, var.dtype, entry.size, entry.crc32c), []).append(key)
+    return [sorted(keys, key=lambda k: (sum(p.startswith("_") for p in k.split("/")), k)) for keys in groups.values()]
+
+
+def _renamed_info(info: OptimizerInfo, renamed: dict[str, str]) -> OptimizerInfo:
+    if not renamed:
+        return info
+
+    def names(items: Iterable[str]) -> tuple[str, ...]:
+        return tuple(renamed.get(n, n) for n in items)
+
+    optimizers = tuple(
+        dataclasses.replace(o, trainable=names(o.trainable), uncovered=names(o.uncovered)) for o in info.optimizers
+    )
+    return dataclasses.replace(info, uncovered=names(info.uncovered), optimizers=optimizers)
 
 
 def _parse_graph(bundle: Bundle, path: Path) -> Graph:
@@ -283,6 +375,7 @@ class RootFinding:
     trainable: list[int] = field(default_factory=list)
     slots: dict[int, tuple[int, str]] = field(default_factory=dict)
     stateless: bool = False
+    dialect: str = ""  # whose layout: "keras3" (a `_trainable_variables` list), "keras2", "keras2-legacy"
     untied: int = 0  # optimizer state variables that could not be tied to the weights
 
 
@@ -312,7 +405,9 @@ def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
             slot = keras2_slot(None, str(ref.slot_name)) or str(ref.slot_name)
             found.slots[ref.slot_variable_node_id] = (ref.original_variable_node_id, slot)
         found.trainable = list(dict.fromkeys(owner for owner, _ in found.slots.values()))
+        found.dialect = "keras2-legacy"
         return found
+    found.dialect = "keras3" if "_trainable_variables" in kids else "keras2"
     trainable = _ordered(graph, kids["_trainable_variables"]) if "_trainable_variables" in kids else None
     lists = {slot_lists()[k]: _ordered(graph, v) for k, v in kids.items() if k in slot_lists()}
     lists = {k: v for k, v in lists.items() if v}
@@ -479,6 +574,7 @@ def _optimizer_info(
         reason=reason,
         evidence="object graph",
         optimizers=tuple(found),
+        dialect=next(iter(dialects)) if len(dialects := {f.dialect for f in findings}) == 1 else "",
     )
 
 

@@ -1,0 +1,85 @@
+"""Canonical names shared by every reader: Keras layer paths for weights, `optimizer/<weight>/<slot>` for slots."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from ckpt_tools.model import Variable
+
+SLOT_PREFIX = "optimizer/"
+
+# Variables only some formats hold, with the reason a report gives (optimizer ones live in the catalogue).
+SAVE_COUNTER = "tf.train.Checkpoint save counter (number of saves, not training steps)"
+METRIC_STATE = "Keras metric accumulator (evaluation state, not training state)"
+
+
+def slot_name(weight: str, slot: str) -> str:
+    """The canonical name of optimizer slot `slot` of weight `weight` (same in every format)."""
+    return f"{SLOT_PREFIX}{weight}/{slot}"
+
+
+def strip_model_scope(full_names: Mapping[str, str]) -> dict[str, str]:
+    """Recorded Keras paths (object path -> full name) with the model's own scope removed where evidence shows it.
+
+    Keras builds a model's layers inside the model's name scope when the model is built by its first call
+    (`net/enc/kernel`), and outside it when each layer is built as it is added (`enc/kernel`). The object graph
+    does not record the model's name, so a leading component counts as a model's scope only when every weight
+    of the artifact (else: of one top-level object, such as a GAN's `generator`) carries it and it encloses at
+    least two different layers (a layer cannot hold its siblings: Keras 3 forbids `/` in layer names). Other
+    full names are kept whole; see docs/diff.md for the limits of this rule.
+    """
+    split = {path: full.split("/") for path, full in full_names.items()}
+    if _scoped(list(split.values())):
+        return {path: "/".join(parts[1:]) for path, parts in split.items()}
+    groups: dict[str, dict[str, list[str]]] = {}
+    for path, parts in split.items():
+        groups.setdefault(path.split("/", 1)[0], {})[path] = parts
+    out: dict[str, str] = {}
+    for members in groups.values():
+        scoped = _scoped(list(members.values()))
+        out.update({path: "/".join(parts[1:] if scoped else parts) for path, parts in members.items()})
+    return out
+
+
+def _scoped(parts: list[list[str]]) -> bool:
+    """All names share a first component that encloses two or more different layers."""
+    return (
+        bool(parts)
+        and len({p[0] for p in parts}) == 1
+        and all(len(p) >= 3 for p in parts)
+        and len({p[1] for p in parts}) >= 2
+    )
+
+
+def keep_unique(variables: dict[str, Variable], fallback: Mapping[str, str]) -> dict[str, Variable]:
+    """Variables whose canonical names collide fall back to `fallback[key]` (else the key), so names stay unique.
+
+    Aliases share their primary's name and are not counted as collisions.
+    """
+    counts = Counter(v.name for v in variables.values() if v.alias_of is None)
+    clashing = {name for name, n in counts.items() if n > 1}
+    if not clashing:
+        return variables
+    out = dict(variables)
+    for key, var in variables.items():
+        if var.name in clashing and var.alias_of is None:
+            out[key] = dataclasses.replace(var, name=fallback.get(key, key))
+    return out
+
+
+def mark_aliases(variables: dict[str, Variable], groups: Iterable[list[str]]) -> dict[str, Variable]:
+    """Each group of keys storing one variable: the first key is the primary, the rest its aliases."""
+    out = dict(variables)
+    for keys in groups:
+        if len(keys) < 2:
+            continue
+        primary, *rest = keys
+        out[primary] = dataclasses.replace(out[primary], aliases=tuple(rest))
+        for key in rest:
+            p = out[primary]
+            out[key] = dataclasses.replace(
+                out[key], name=p.name, role=p.role, slot_of=p.slot_of, slot=p.slot, alias_of=primary
+            )
+    return out
