@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -14,9 +15,11 @@ import numpy as np
 
 from ckpt_tools.errors import CorruptCheckpointError, UsageError
 from ckpt_tools.model import Variable, VariableMap, numpy_dtype
+from ckpt_tools.pairing import BY_ROLE, BY_STRUCTURE, Pair, Selection, excluded_count, pair_maps
 from ckpt_tools.renames import RenameRules
+from ckpt_tools.slot_meaning import Outcome, Translation, Translator, translator
 
-JSON_SCHEMA = "ckpt-tools/diff/1"
+JSON_SCHEMA = "ckpt-tools/diff/2"
 
 # Report categories, in the order summaries list them.
 ONLY_IN_A = "only_in_a"
@@ -26,6 +29,7 @@ DTYPE_CHANGED = "dtype_changed"
 VALUES_CHANGED = "values_changed"
 IDENTICAL = "identical"
 NOT_COMPARED = "not_compared"
+FORMAT_SPECIFIC = "format_specific"
 CATEGORIES: tuple[str, ...] = (
     ONLY_IN_A,
     ONLY_IN_B,
@@ -34,6 +38,7 @@ CATEGORIES: tuple[str, ...] = (
     VALUES_CHANGED,
     IDENTICAL,
     NOT_COMPARED,
+    FORMAT_SPECIFIC,
 )
 DIFFERENT: frozenset[str] = frozenset({ONLY_IN_A, ONLY_IN_B, SHAPE_CHANGED, DTYPE_CHANGED, VALUES_CHANGED})
 
@@ -78,6 +83,9 @@ class DiffEntry:
     a: Variable | None
     b: Variable | None
     values: ValueStats | None = None
+    paired_by: str = ""
+    translation: Translation | None = None
+    note: str | None = None
 
     @property
     def different(self) -> bool:
@@ -87,9 +95,12 @@ class DiffEntry:
         return {
             "name": self.name,
             "category": self.category,
+            "paired_by": self.paired_by or None,
             "a": None if self.a is None else self.a.to_json(),
             "b": None if self.b is None else self.b.to_json(),
             "values": None if self.values is None else self.values.to_json(),
+            "translation": None if self.translation is None else self.translation.to_json(),
+            "note": self.note,
         }
 
 
@@ -100,9 +111,28 @@ class Side:
     path: str
     format: str
     variables: int
+    aliases: int = 0
+    excluded: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "format": self.format, "variables": self.variables}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "variables": self.variables,
+            "aliases": self.aliases,
+            "excluded": self.excluded,
+        }
+
+    @classmethod
+    def of(cls, vmap: VariableMap, selection: Selection) -> Side:
+        primaries = vmap.primaries()
+        return cls(
+            os.fspath(vmap.path),
+            vmap.format,
+            len(primaries),
+            len(vmap) - len(primaries),
+            excluded_count(vmap, selection),
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +146,7 @@ class DiffResult:
     atol: float = 0.0
     names_only: bool = False
     rules: RenameRules = field(default_factory=RenameRules)
+    selection: Selection = field(default_factory=Selection)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -147,6 +178,11 @@ class DiffResult:
             parts.append(f"{counts[NOT_COMPARED]} matched (values not compared)")
         else:
             parts += [f"{counts[VALUES_CHANGED]} values changed", f"{counts[IDENTICAL]} identical"]
+        if counts[FORMAT_SPECIFIC]:
+            parts.append(f"{counts[FORMAT_SPECIFIC]} format-specific")
+        structural = sum(1 for e in self.entries if e.paired_by == BY_STRUCTURE)
+        if structural:
+            parts.append(f"{structural} paired by structure")
         tolerance = "" if self.names_only else f" (rtol={self.rtol:g}, atol={self.atol:g})"
         verdict = "IDENTICAL" if self.identical else "DIFFERENT"
         return f"{verdict}: {', '.join(parts)}{tolerance}"
@@ -160,6 +196,8 @@ class DiffResult:
                 "rtol": self.rtol,
                 "atol": self.atol,
                 "names_only": self.names_only,
+                "weights_only": self.selection.weights_only,
+                "exclude": list(self.selection.exclude),
                 "rules": self.rules.to_json(),
             },
             "identical": self.identical,
@@ -179,24 +217,49 @@ def _open(source: PathOrMap, opened: contextlib.ExitStack) -> VariableMap:
 
 
 def _compare_all(
-    rules: RenameRules,
-    map_a: VariableMap,
-    map_b: VariableMap,
-    rtol: float,
-    atol: float,
+    pairs: list[Pair],
+    translate: Translator,
+    tolerance: tuple[float, float],
     names_only: bool,
     progress: Callable[[int], None] | None,
 ) -> list[DiffEntry]:
-    """One entry per canonical name of either side, in name order."""
-    side_a = rules.canonical(map_a.values(), "a")
-    side_b = rules.canonical(map_b.values(), "b")
+    """One entry per pair, in canonical-name order; slots of two dialects compared in Keras 3's meaning."""
+    rtol, atol = tolerance
     entries: list[DiffEntry] = []
-    for name in sorted(set(side_a) | set(side_b)):
-        var_a, var_b = side_a.get(name), side_b.get(name)
-        entries.append(_compare_pair(name, var_a, var_b, rtol, atol, names_only))
+    for pair in pairs:
+        entry = _compare_pair(pair.name, pair.a, pair.b, rtol, atol, names_only)
+        if pair.paired_by == BY_ROLE and entry.category == DTYPE_CHANGED and not names_only:
+            entry = _compare_counters(pair.name, pair.a, pair.b)
+        elif entry.category in (VALUES_CHANGED, IDENTICAL) and pair.a and pair.b and pair.a.slot_of:
+            entry = _in_one_meaning(entry, translate(pair.a, pair.b), rtol, atol)
+        entries.append(dataclasses.replace(entry, paired_by=pair.paired_by))
         if progress is not None:
-            progress(_pair_bytes(var_a, var_b))
+            progress(_pair_bytes(pair.a, pair.b))
     return entries
+
+
+def _in_one_meaning(entry: DiffEntry, outcome: Outcome, rtol: float, atol: float) -> DiffEntry:
+    """The slot pair compared after translating one side (as `ckpt convert` does), or noted as untranslatable."""
+    if outcome is None:
+        return entry
+    if isinstance(outcome, str):
+        return dataclasses.replace(entry, note=outcome)
+    translation, value = outcome
+    assert entry.a is not None and entry.b is not None
+    value_a = value if translation.side == "a" else entry.a.read()
+    value_b = value if translation.side == "b" else entry.b.read()
+    stats = compare_arrays(value_a, value_b, rtol=rtol, atol=atol)
+    category = VALUES_CHANGED if stats.differing else IDENTICAL
+    return dataclasses.replace(entry, category=category, values=stats, translation=translation)
+
+
+def _compare_counters(name: str, a: Variable | None, b: Variable | None) -> DiffEntry:
+    """Two step counters of different dtypes (int64 `global_step`, int32 `iterations`): equal when their values
+    are (a step is a count, whatever integer type holds it)."""
+    assert a is not None and b is not None
+    value_a, value_b = a.read().astype(np.float64), b.read().astype(np.float64)
+    stats = compare_arrays(value_a, value_b)
+    return DiffEntry(name, VALUES_CHANGED if stats.differing else IDENTICAL, a, b, stats)
 
 
 def _pair_bytes(a: Variable | None, b: Variable | None) -> int:
@@ -212,11 +275,16 @@ def diff(
     names_only: bool = False,
     rules: RenameRules | None = None,
     strip_prefix: Sequence[str] = (),
+    weights_only: bool = False,
+    exclude: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
 ) -> DiffResult:
     """Compare artifacts `a` and `b` (paths or opened VariableMaps) variable by variable.
 
-    Variables pair by canonical name: `Variable.name` after `strip_prefix` and `rules`. Values are compared
+    Variables pair by canonical name (`Variable.name` after `strip_prefix` and `rules`), the step counters by
+    role, and layers left over by structure (docs/diff.md). `weights_only` compares the model weights alone;
+    `exclude` globs (on canonical name or key) leave variables out. Unpaired format-specific variables are
+    reported, not counted as differences. Values are compared
     one pair at a time (read a, read b, compare, drop); `progress` is called with the bytes of each pair
     done. With rtol=atol=0 values must be equal (NaN equals NaN at the same position; -0.0 equals 0.0);
     otherwise |a-b| <= atol + rtol*|b| elementwise. Raises CkptToolsError when an input cannot be read.
@@ -226,18 +294,21 @@ def diff(
             detail = f"must be a finite number >= 0 (got {value})"
             raise UsageError(f"{label}={value!r}: {detail}", argument=label, detail=detail)
     rules = (rules or RenameRules()).with_strip_prefixes(strip_prefix)
+    selection = Selection(weights_only, tuple(g for g in exclude if g))
     with contextlib.ExitStack() as opened:
         map_a = _open(a, opened)
         map_b = _open(b, opened)
-        entries = _compare_all(rules, map_a, map_b, rtol, atol, names_only, progress)
+        pairs = pair_maps(map_a, map_b, rules, selection)
+        entries = _compare_all(pairs, translator(map_a, map_b), (rtol, atol), names_only, progress)
     return DiffResult(
-        a=Side(os.fspath(map_a.path), map_a.format, len(map_a)),
-        b=Side(os.fspath(map_b.path), map_b.format, len(map_b)),
+        a=Side.of(map_a, selection),
+        b=Side.of(map_b, selection),
         entries=tuple(entries),
         rtol=float(rtol),
         atol=float(atol),
         names_only=names_only,
         rules=rules,
+        selection=selection,
     )
 
 
@@ -245,9 +316,10 @@ def _compare_pair(
     name: str, a: Variable | None, b: Variable | None, rtol: float, atol: float, names_only: bool
 ) -> DiffEntry:
     if b is None:
-        return DiffEntry(name, ONLY_IN_A, a, None)
+        assert a is not None
+        return DiffEntry(name, FORMAT_SPECIFIC if a.format_specific else ONLY_IN_A, a, None)
     if a is None:
-        return DiffEntry(name, ONLY_IN_B, None, b)
+        return DiffEntry(name, FORMAT_SPECIFIC if b.format_specific else ONLY_IN_B, None, b)
     if tuple(a.shape) != tuple(b.shape):
         return DiffEntry(name, SHAPE_CHANGED, a, b)
     if a.dtype != b.dtype:

@@ -112,9 +112,16 @@ def test_artifact_against_itself_is_identical(truth: dict) -> None:
     path = fixture_path(truth)
     result = diff(path, path)
     assert result.exit_code == 0 and result.identical
-    assert len(result.entries) == len(open_checkpoint(path))
+    with open_checkpoint(path) as vmap:
+        assert len(result.entries) == len(vmap.primaries())  # aliases are one variable
     assert {e.category for e in result.entries} <= {IDENTICAL}
     run_cli(["diff", path, path], expect=0)
+
+
+def _key(entry: Any) -> str:
+    var = entry.a or entry.b
+    assert var is not None
+    return str(var.key)
 
 
 def test_tf1_checkpoints_of_one_run_report_exactly_what_changed(tf_made: tuple[Path, dict[str, Any]]) -> None:
@@ -123,12 +130,12 @@ def test_tf1_checkpoints_of_one_run_report_exactly_what_changed(tf_made: tuple[P
     result = diff(a, b)
     assert result.exit_code == 1
     assert not result.by_category(ONLY_IN_A) and not result.by_category(ONLY_IN_B)
-    assert sorted(e.name for e in result.by_category(VALUES_CHANGED)) == truth["changed"]
-    assert sorted(e.name for e in result.by_category(IDENTICAL)) == sorted(set(truth["a"]) - set(truth["changed"]))
+    assert sorted(_key(e) for e in result.by_category(VALUES_CHANGED)) == truth["changed"]
+    assert sorted(_key(e) for e in result.by_category(IDENTICAL)) == sorted(set(truth["a"]) - set(truth["changed"]))
     assert truth["changed"], "training for 3 more steps must change something"
     for entry in result.by_category(VALUES_CHANGED):
         assert entry.values is not None and entry.values.differing > 0
-        assert entry.values.max_abs_diff == pytest.approx(truth["max_abs"][entry.name], rel=1e-12)
+        assert entry.values.max_abs_diff == pytest.approx(truth["max_abs"][_key(entry)], rel=1e-12)
 
 
 def test_keras_archive_and_weights_twin_are_identical() -> None:
@@ -274,20 +281,16 @@ def write_rules(tmp_path: Path, data: Any, name: str = "rules.json") -> Path:
 def test_map_rules_pair_renamed_variables(tmp_path: Path) -> None:
     ckpt = TF1_ADAM / "model.ckpt-6"
     one_side = write_rules(tmp_path, {"rules": [{"from": "^dense_1/", "to": "head/", "side": "a"}]})
-    out = run_json(["diff", ckpt, ckpt, "--map", one_side], expect=1)
-    only_a = sorted(v["name"] for v in out["variables"] if v["category"] == ONLY_IN_A)
-    assert only_a == [
-        "head/bias",
-        "head/bias/Adam",
-        "head/bias/Adam_1",
-        "head/kernel",
-        "head/kernel/Adam",
-        "head/kernel/Adam_1",
-    ]
-    assert out["summary"][ONLY_IN_B] == 6 and out["summary"][IDENTICAL] == 15 - 6
-    assert {v["a"]["key"] for v in out["variables"] if v["category"] == ONLY_IN_A} == {
-        n.replace("head/", "dense_1/") for n in only_a
-    }
+    # the renamed layer still pairs: by structure (same leaves, shapes and dtypes), and the report says so
+    out = run_json(["diff", ckpt, ckpt, "--map", one_side], expect=0)
+    by_structure = {v["name"]: v["b"]["name"] for v in out["variables"] if v["paired_by"] == "structure"}
+    assert by_structure == {"head/bias": "dense_1/bias", "head/kernel": "dense_1/kernel"}
+    assert out["summary"][IDENTICAL] == 15
+    leaf = write_rules(tmp_path, {"rules": [{"from": "^dense_1/kernel$", "to": "head/w", "side": "a"}]}, "leaf.json")
+    out = run_json(["diff", ckpt, ckpt, "--map", leaf], expect=1)
+    only_a = [v["a"]["key"] for v in out["variables"] if v["category"] == ONLY_IN_A]
+    only_b = [v["b"]["key"] for v in out["variables"] if v["category"] == ONLY_IN_B]
+    assert only_a == only_b == ["dense_1/kernel"]  # half a layer renamed: no structure to pair it by
     both = write_rules(tmp_path, {"side": "both", "rules": [{"from": "^dense_1/", "to": "head/"}]}, "both.json")
     assert run_json(["diff", ckpt, ckpt, "--map", both], expect=0)["summary"][IDENTICAL] == 15
 
@@ -295,16 +298,17 @@ def test_map_rules_pair_renamed_variables(tmp_path: Path) -> None:
 def test_strip_prefix_and_drop_rules(tmp_path: Path) -> None:
     ckpt = TF1_ADAM / "model.ckpt-6"
     stripped = run_json(["diff", ckpt, ckpt, "--strip-prefix", "dense_1/"], expect=0)
-    assert stripped["summary"][IDENTICAL] == 15 and "kernel/Adam" in {v["name"] for v in stripped["variables"]}
+    names = {v["name"] for v in stripped["variables"]}
+    assert stripped["summary"][IDENTICAL] == 15 and {"kernel", "optimizer/dense_1/kernel/momentum"} <= names
     merged = run_cli(["diff", ckpt, ckpt, "--strip-prefix", "dense_1/", "--strip-prefix", "dense/"], expect=2)
     assert "both map to 'bias'" in merged.stderr
     rules = RenameRules.from_data({"side": "a", "strip_prefix": "dense_1/"})
     result = diff(ckpt, ckpt, rules=rules)
-    assert sorted(e.name for e in result.by_category(ONLY_IN_A))[:2] == ["bias", "bias/Adam"]
-    drop = write_rules(tmp_path, [{"from": r"/Adam(_1)?$", "to": None}])
+    assert result.identical and {(e.name, e.paired_by) for e in result.entries} >= {("bias", "structure")}
+    drop = write_rules(tmp_path, [{"from": r"^optimizer/", "to": None}])
     out = run_json(["diff", ckpt, ckpt, "--map", drop], expect=0)
     assert len(out["variables"]) == 15 - 8
-    assert not any(v["name"].endswith(("/Adam", "/Adam_1")) for v in out["variables"])
+    assert not any(v["a"]["key"].endswith(("/Adam", "/Adam_1")) for v in out["variables"])
 
 
 def test_rule_semantics() -> None:
@@ -372,15 +376,18 @@ def test_json_schema(pair: tuple[Path, Path]) -> None:
     out = run_cli(["diff", *pair, "--json"], expect=1).stdout
     obj = json.loads(out)  # strict JSON: no NaN/Infinity literals
     assert set(obj) == {"schema", "a", "b", "options", "identical", "exit_code", "summary", "variables"}
-    assert obj["schema"] == "ckpt-tools/diff/1" and obj["exit_code"] == 1 and obj["identical"] is False
-    assert set(obj["a"]) == {"path", "format", "variables"} and obj["a"]["format"] == "tf2-checkpoint"
+    assert obj["schema"] == "ckpt-tools/diff/2" and obj["exit_code"] == 1 and obj["identical"] is False
+    assert set(obj["a"]) == {"path", "format", "variables", "aliases", "excluded"}
+    assert obj["a"]["format"] == "tf2-checkpoint"
+    entry = obj["variables"][0]
+    assert set(entry) == {"name", "category", "paired_by", "a", "b", "values", "translation", "note"}
     assert obj["options"]["rtol"] == 0.0 and obj["options"]["names_only"] is False
     assert list(obj["summary"]) == list(CATEGORIES)
     assert sum(obj["summary"].values()) == len(obj["variables"])
     names = [v["name"] for v in obj["variables"]]
     assert names == sorted(names)
     for var in obj["variables"]:
-        assert set(var) == {"name", "category", "a", "b", "values"}
+        assert set(var) == {"name", "category", "paired_by", "a", "b", "values", "translation", "note"}
         if var["values"] is not None:
             assert set(var["values"]) == {"size", "differing", "max_abs_diff", "max_rel_diff", "nonfinite_mismatches"}
         for side in ("a", "b"):
@@ -412,35 +419,29 @@ def test_missing_input_is_exit_2(tmp_path: Path) -> None:
     assert result.stderr.startswith("ckpt: error: ") and "absent" in result.stderr
 
 
-def test_cross_format_tf1_against_tf2_with_rules(tmp_path: Path) -> None:
-    """A TF1 checkpoint against a tf_keras TF2 one: nothing pairs until the rules map the names."""
+def test_cross_format_tf1_against_tf2_pairs_without_rules() -> None:
+    """A TF1 checkpoint against a tf_keras TF2 one: canonical names pair weights, slots and the step by meaning."""
     tf2 = FIXTURES / "tf2_tfkeras_adam"
-    plain = diff(TF1_ADAM, tf2, names_only=True)
-    assert plain.exit_code == 1 and not plain.by_category(NOT_COMPARED)
-    rules = write_rules(
-        tmp_path,
-        {
-            "rules": [
-                {"from": r"^model/layer(_with_weights)?-(\d+)/", "to": r"layer\2/", "side": "b"},
-                {"from": r"^layer0/", "to": "dense/", "side": "b"},
-                {"from": r"^layer1/", "to": "dense_1/", "side": "b"},
-                {"from": r"^optimizer/_iterations$", "to": "step", "side": "b"},
-                {"from": r"^(optimizer/_learning_rate|save_counter)$", "to": None, "side": "b"},
-                {"from": r"/Adam$", "to": "/momentum", "side": "a"},
-                {"from": r"/Adam_1$", "to": "/velocity", "side": "a"},
-                {"from": r"^global_step$", "to": "step", "side": "a"},
-                {"from": r"_power$", "to": None, "side": "a"},
-            ]
-        },
-    )
-    out = run_json(["diff", TF1_ADAM, tf2, "--names-only", "--map", rules], expect=0)
+    out = run_json(["diff", TF1_ADAM, tf2, "--names-only"], expect=0)
     weights = ["dense/bias", "dense/kernel", "dense_1/bias", "dense_1/kernel"]
-    slots = [f"{w}/{s}" for w in weights for s in ("momentum", "velocity")]
-    assert [v["name"] for v in out["variables"]] == sorted([*weights, *slots, "step"])
-    assert out["summary"][NOT_COMPARED] == 13
-    pairs = {v["name"]: (v["a"]["key"], v["b"]["key"]) for v in out["variables"]}
-    assert pairs["dense_1/kernel/velocity"][0] == "dense_1/kernel/Adam_1"
-    assert run_cli(["diff", TF1_ADAM, tf2, "--map", rules], expect=1).stdout.count("values changed") >= 13
+    slots = [f"optimizer/{w}/{s}" for w in weights for s in ("momentum", "velocity")]
+    matched = [v["name"] for v in out["variables"] if v["category"] == NOT_COMPARED]
+    assert matched == sorted([*weights, *slots, "step"])
+    specific = sorted((v["a"] or v["b"])["key"] for v in out["variables"] if v["category"] == "format_specific")
+    assert specific == [
+        "beta1_power",
+        "beta2_power",
+        "optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE",
+        "save_counter/.ATTRIBUTES/VARIABLE_VALUE",
+    ]
+    pairs = {v["name"]: (v["a"]["key"], v["b"]["key"]) for v in out["variables"] if v["a"] and v["b"]}
+    assert pairs["optimizer/dense_1/kernel/velocity"] == (
+        "dense_1/kernel/Adam_1",
+        "optimizer/_variables/6/.ATTRIBUTES/VARIABLE_VALUE",
+    )
+    assert pairs["step"] == ("global_step", "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    # two different training runs: every paired value differs
+    assert run_cli(["diff", TF1_ADAM, tf2], expect=1).stdout.count("values changed") >= 12
 
 
 def test_diff_does_not_import_tensorflow() -> None:

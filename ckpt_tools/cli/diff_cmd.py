@@ -9,8 +9,9 @@ from contextlib import contextmanager
 import click
 
 from ckpt_tools.cli.render import echo_json, json_option, shape_text, table
-from ckpt_tools.diffing import IDENTICAL, NOT_COMPARED, DiffEntry, DiffResult, diff
+from ckpt_tools.diffing import FORMAT_SPECIFIC, IDENTICAL, NOT_COMPARED, DiffEntry, DiffResult, Side, diff
 from ckpt_tools.model import Variable, VariableMap
+from ckpt_tools.pairing import BY_STRUCTURE
 from ckpt_tools.readers.registry import open_checkpoint
 from ckpt_tools.renames import build_rules
 
@@ -24,6 +25,7 @@ LABELS = {
     "values_changed": "values changed",
     "identical": "identical",
     "not_compared": "matched",
+    "format_specific": "format-specific",
 }
 
 
@@ -36,6 +38,15 @@ def _num(value: float | None) -> str:
 
 
 def _detail(entry: DiffEntry) -> str:
+    text = _stats_text(entry)
+    if entry.translation is not None:
+        text += f" ({entry.translation.side.upper()} in Keras 3 meaning: {entry.translation.how})"
+    if entry.note:
+        text += f" ({entry.note})"
+    return text.strip()
+
+
+def _stats_text(entry: DiffEntry) -> str:
     stats = entry.values
     if stats is None:
         return ""
@@ -48,18 +59,38 @@ def _detail(entry: DiffEntry) -> str:
     return text
 
 
+def _name(entry: DiffEntry) -> str:
+    """The canonical name, with each side's own name where they differ (the step, structural pairs)."""
+    a, b = entry.a, entry.b
+    if a is None or b is None or a.name == b.name == entry.name:
+        return entry.name
+    if entry.paired_by == BY_STRUCTURE:
+        return f"{a.name} = B {b.name} (by structure)"
+    return f"{entry.name} (A {a.name}, B {b.name})"
+
+
+def _change(entry: DiffEntry) -> str:
+    var = entry.a or entry.b
+    if entry.category == FORMAT_SPECIFIC and var is not None:
+        return f"format-specific ({'A' if entry.a else 'B'})"
+    return LABELS[entry.category]
+
+
+def _side_line(label: str, side: Side) -> str:
+    extra = f", {side.aliases} aliases" if side.aliases else ""
+    extra += f", {side.excluded} excluded" if side.excluded else ""
+    return f"{label}: {side.path} ({side.format}, {side.variables} variables{extra})"
+
+
 def render_text(result: DiffResult, show_all: bool = False) -> str:
     """The table of differing variables (all with `show_all`) and the summary line."""
-    hidden = {IDENTICAL, NOT_COMPARED} if not show_all else set()
+    hidden = {IDENTICAL, NOT_COMPARED, FORMAT_SPECIFIC} if not show_all else set()
     rows = [
-        [entry.name, LABELS[entry.category], _describe(entry.a), _describe(entry.b), _detail(entry)]
+        [_name(entry), _change(entry), _describe(entry.a), _describe(entry.b), _detail(entry)]
         for entry in result.entries
         if entry.category not in hidden
     ]
-    lines = [
-        f"A: {result.a.path} ({result.a.format}, {result.a.variables} tensors)",
-        f"B: {result.b.path} ({result.b.format}, {result.b.variables} tensors)",
-    ]
+    lines = [_side_line("A", result.a), _side_line("B", result.b)]
     if rows:
         lines += ["", table(rows, ["name", "change", "A", "B", "values"])]
     lines += ["", result.summary_line()]
@@ -109,7 +140,18 @@ def _progress(a: VariableMap, b: VariableMap, names_only: bool) -> Iterator[Call
     help="Absolute tolerance. With rtol=atol=0 values must be equal (NaN matches NaN).",
 )
 @click.option("--names-only", is_flag=True, help="Compare names, shapes and dtypes only; read no values.")
-@click.option("--all", "show_all", is_flag=True, help="List identical variables in the table too.")
+@click.option(
+    "--weights-only",
+    is_flag=True,
+    help="Compare the model weights only (role weight): no optimizer slots, step or other variables.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out variables whose canonical name or key matches GLOB (repeatable).",
+)
+@click.option("--all", "show_all", is_flag=True, help="List identical and format-specific variables in the table too.")
 @json_option
 @click.pass_context
 def command(
@@ -121,6 +163,8 @@ def command(
     rtol: float,
     atol: float,
     names_only: bool,
+    weights_only: bool,
+    exclude: tuple[str, ...],
     show_all: bool,
     as_json: bool,
 ) -> None:
@@ -132,7 +176,17 @@ def command(
     map_a = open_checkpoint(a)
     map_b = open_checkpoint(b)
     with _progress(map_a, map_b, names_only) as progress:
-        result = diff(map_a, map_b, rtol=rtol, atol=atol, names_only=names_only, rules=rules, progress=progress)
+        result = diff(
+            map_a,
+            map_b,
+            rtol=rtol,
+            atol=atol,
+            names_only=names_only,
+            rules=rules,
+            weights_only=weights_only,
+            exclude=exclude,
+            progress=progress,
+        )
     if as_json:
         echo_json(result.to_json())
     else:

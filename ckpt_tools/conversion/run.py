@@ -89,12 +89,12 @@ class ConvertReport:
         return 2 if self.problems else 0
 
     def diff_rules(self) -> dict[str, Any]:
-        """Rename rules for `ckpt diff SOURCE OUT --map FILE`: the output's names back to the source's."""
+        """Rename rules for `ckpt diff SOURCE OUT --map FILE`: the output's names back to the source's where they
+        differ (only when `--map` renamed weights: canonical names pair the rest, the step pairs by role)."""
         names: list[tuple[str | None, str | None]] = []
         for pair in self.plan.pairs:
             names.append((pair.output, pair.source_name))
             names += [(pair.slot_outputs.get(slot), self.plan.slot_names.get(key)) for slot, key in pair.slots.items()]
-        names.append((self.plan.step_output, self.plan.source_step))
         rules = [
             {"from": f"^{re.escape(out)}$", "to": src, "side": "b"}
             for out, src in names

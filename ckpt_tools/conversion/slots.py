@@ -16,6 +16,7 @@ import numpy as np
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.catalogue import TF1_NON_SLOT, Family, SlotTranslation
 from ckpt_tools.optimizers.lookup import family, keras_family
+from ckpt_tools.optimizers.translation import keras3_value
 
 Transform = Literal["copy", "neg_lr", "minus_eps", "drop"]
 Exactness = Literal["exact", "rounding", "approximate", "lossless-drop"]
@@ -246,17 +247,9 @@ def _brief(config: Mapping[str, Any]) -> str:
 
 def translate(rule: SlotRule, value: np.ndarray, *, learning_rate: float, epsilon: float) -> np.ndarray:
     """The Keras 3 value of one slot (same dtype as the source)."""
-    dtype = value.dtype
-    out: np.ndarray
-    if rule.transform == "copy":
-        return value
-    if rule.transform == "neg_lr":
-        out = np.negative(np.multiply(value, dtype.type(learning_rate), dtype=dtype), dtype=dtype)
-        return out
-    if rule.transform == "minus_eps":
-        out = np.subtract(value, dtype.type(epsilon), dtype=dtype)
-        return out
-    raise ValueError(f"no value for a dropped slot ({rule.source})")
+    if rule.transform == "drop":
+        raise ValueError(f"no value for a dropped slot ({rule.source})")
+    return keras3_value(rule.transform, value, learning_rate=learning_rate, epsilon=epsilon)
 
 
 # ---------------------------------------------------------------------------------------------- hyper-parameters
