@@ -31,3 +31,33 @@ def tf1_momentum() -> Any:
     import keras
 
     return mlp(keras.optimizers.SGD(0.05, momentum=0.9))
+
+
+def ident(optimizer: Any) -> Any:
+    """fixtures/ident's model in Keras 3: Sequential 'net' of Dense(8, relu) 'enc', BatchNormalization 'norm',
+    Dense(3) 'dec' on 4 inputs."""
+    import keras
+
+    layers = [
+        keras.Input((4,)),
+        keras.layers.Dense(8, activation="relu", name="enc"),
+        keras.layers.BatchNormalization(name="norm"),
+        keras.layers.Dense(3, name="dec"),
+    ]
+    model = keras.Sequential(layers, name="net")
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def ident_tf1() -> Any:
+    """Matches fixtures/ident/tf1 (tf.compat.v1.train.AdamOptimizer(0.01), epsilon 1e-8)."""
+    import keras
+
+    return ident(keras.optimizers.Adam(0.01, epsilon=1e-8))
+
+
+def ident_keras2() -> Any:
+    """Matches fixtures/ident/model.h5 (tf_keras Adam(0.01), epsilon 1e-7)."""
+    import keras
+
+    return ident(keras.optimizers.Adam(0.01))

@@ -72,6 +72,12 @@ def run_jobs(jobs: list[dict[str, Any]], results: Path) -> None:
 
     from ckpt_tools.cli import main
 
+    if any(job["args"][0] == "convert" for job in jobs):
+        # Importing TensorFlow and Keras takes seconds, more under strace on a busy machine: done before any
+        # job's clock starts, so the per-job alarm detects hangs rather than slow imports.
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
     signal.signal(signal.SIGALRM, _alarm)
     saved = os.dup(1), os.dup(2)
     with results.open("a", encoding="utf-8") as out:
