@@ -6,18 +6,18 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ckpt_tools.errors import CorruptCheckpointError, UsageError
-from ckpt_tools.model import Variable, VariableMap, numpy_dtype
-from ckpt_tools.pairing import BY_ROLE, BY_STRUCTURE, Pair, Selection, excluded_count, pair_maps
+from ckpt_tools.elementwise import ValueStats, compare_arrays, compare_streams
+from ckpt_tools.errors import UsageError
+from ckpt_tools.model import Variable, VariableMap
+from ckpt_tools.pairing import BY_ROLE, BY_STRUCTURE, STEP, Pair, Selection, excluded_count, pair_maps
+from ckpt_tools.readers.bundles import read_scalar
 from ckpt_tools.renames import RenameRules
-from ckpt_tools.slot_meaning import Outcome, Translation, Translator, translator
+from ckpt_tools.slot_meaning import Outcome, Translation, Translator, implied_step, is_beta1_power, translator
 
 JSON_SCHEMA = "ckpt-tools/diff/2"
 
@@ -42,36 +42,8 @@ CATEGORIES: tuple[str, ...] = (
 )
 DIFFERENT: frozenset[str] = frozenset({ONLY_IN_A, ONLY_IN_B, SHAPE_CHANGED, DTYPE_CHANGED, VALUES_CHANGED})
 
-# Elements compared per step: bounds the temporaries next to the two tensors themselves.
-CHUNK_ELEMENTS = 1 << 16
-STREAM_ELEMENTS = 1 << 20  # elements read per side per step when streaming (4 MiB of float32)
 
 PathOrMap = str | os.PathLike[str] | VariableMap
-
-
-@dataclass(frozen=True)
-class ValueStats:
-    """How the values of one same-shape, same-dtype pair differ.
-
-    `max_abs_diff` is max |a-b| over positions where both are finite; `max_rel_diff` is max |a-b|/|b| over
-    those positions with b != 0 (both None for strings). `nonfinite_mismatches` counts differing positions
-    where either side is NaN or Inf.
-    """
-
-    size: int
-    differing: int
-    max_abs_diff: float | None
-    max_rel_diff: float | None
-    nonfinite_mismatches: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "differing": self.differing,
-            "max_abs_diff": self.max_abs_diff,
-            "max_rel_diff": self.max_rel_diff,
-            "nonfinite_mismatches": self.nonfinite_mismatches,
-        }
 
 
 @dataclass(frozen=True)
@@ -178,6 +150,8 @@ class DiffResult:
             parts.append(f"{counts[NOT_COMPARED]} matched (values not compared)")
         else:
             parts += [f"{counts[VALUES_CHANGED]} values changed", f"{counts[IDENTICAL]} identical"]
+            if counts[NOT_COMPARED]:
+                parts.append(f"{counts[NOT_COMPARED]} not compared (see their notes)")
         if counts[FORMAT_SPECIFIC]:
             parts.append(f"{counts[FORMAT_SPECIFIC]} format-specific")
         structural = sum(1 for e in self.entries if e.paired_by == BY_STRUCTURE)
@@ -238,28 +212,79 @@ def _compare_all(
     return entries
 
 
-def _in_one_meaning(entry: DiffEntry, outcome: Outcome, rtol: float, atol: float) -> DiffEntry:
-    """The slot pair compared after translating one side (as `ckpt convert` does), or noted as untranslatable."""
+def _in_one_meaning(entry: DiffEntry, outcome: Outcome | None, rtol: float, atol: float) -> DiffEntry:
+    """The slot pair compared after translating one side (as `ckpt convert` does), or not compared when the
+    translation cannot be made (the note says why)."""
     if outcome is None:
         return entry
-    if isinstance(outcome, str):
-        return dataclasses.replace(entry, note=outcome)
-    translation, value = outcome
+    if not outcome.comparable or outcome.value is None or outcome.translation is None:
+        return dataclasses.replace(entry, category=NOT_COMPARED, values=None, note=outcome.note)
+    translation, value = outcome.translation, outcome.value
     assert entry.a is not None and entry.b is not None
     value_a = value if translation.side == "a" else entry.a.read()
     value_b = value if translation.side == "b" else entry.b.read()
     stats = compare_arrays(value_a, value_b, rtol=rtol, atol=atol)
     category = VALUES_CHANGED if stats.differing else IDENTICAL
-    return dataclasses.replace(entry, category=category, values=stats, translation=translation)
+    return dataclasses.replace(entry, category=category, values=stats, translation=translation, note=outcome.note)
+
+
+def _with_implied_steps(entries: list[DiffEntry], map_a: VariableMap, map_b: VariableMap) -> list[DiffEntry]:
+    """TF1 Adam's `beta1_power` implies the step its bias correction is at: checked against the step (a skewed
+    one would resume with a different correction), and standing in for a step counter the source lacks."""
+    step = next((e for e in entries if e.name == STEP and e.paired_by in (BY_ROLE, "")), None)
+    out = []
+    for entry in entries:
+        var = entry.a or entry.b
+        if entry.category == FORMAT_SPECIFIC and var is not None and is_beta1_power(var):
+            entry = _check_power(entry, var, map_a if entry.a else map_b, step)
+        out.append(entry)
+    if step is not None and (step.a is None) != (step.b is None):
+        lacking, power = ("a", _power_of(entries, "a")) if step.a is None else ("b", _power_of(entries, "b"))
+        if power is not None:
+            out[out.index(step)] = _implied_step_entry(step, power, map_a if lacking == "a" else map_b, lacking)
+    return out
+
+
+def _power_of(entries: list[DiffEntry], side: str) -> Variable | None:
+    found = [e.a if side == "a" else e.b for e in entries if e.category == FORMAT_SPECIFIC]
+    powers = [v for v in found if v is not None and is_beta1_power(v)]
+    return powers[0] if len(powers) == 1 else None
+
+
+def _check_power(entry: DiffEntry, var: Variable, vmap: VariableMap, step: DiffEntry | None) -> DiffEntry:
+    implied, why = implied_step(var, vmap)
+    counter = None if step is None else (step.b if entry.a is not None else step.a) or (step.a or step.b)
+    value = read_scalar(counter) if counter is not None else None
+    if implied is None or value is None:
+        return dataclasses.replace(entry, note=why or "beta1_power not checked: no step counter to check it against")
+    if implied != value:
+        note = f"beta1_power implies {implied} Adam steps, the step is {value}: a resumed run's bias correction differs"
+        return dataclasses.replace(entry, category=VALUES_CHANGED, note=note)
+    return dataclasses.replace(entry, note=f"beta1_power consistent with step {value}")
+
+
+def _implied_step_entry(step: DiffEntry, power: Variable, vmap: VariableMap, lacking: str) -> DiffEntry:
+    implied, why = implied_step(power, vmap)
+    counter = step.b if lacking == "a" else step.a
+    value = read_scalar(counter) if counter is not None else None
+    if implied is None or value is None:
+        return dataclasses.replace(step, note=why)
+    a, b = (power, step.b) if lacking == "a" else (step.a, power)
+    differing = int(implied != value)
+    note = f"{lacking.upper()} stores no step counter; its beta1_power implies step {implied}"
+    stats = ValueStats(1, differing, float(abs(implied - value)), None)
+    return DiffEntry(STEP, VALUES_CHANGED if differing else IDENTICAL, a, b, stats, BY_ROLE, None, note)
 
 
 def _compare_counters(name: str, a: Variable | None, b: Variable | None) -> DiffEntry:
     """Two step counters of different dtypes (int64 `global_step`, int32 `iterations`): equal when their values
-    are (a step is a count, whatever integer type holds it)."""
+    are (a step is a count, whatever integer type holds it), compared as exact integers."""
     assert a is not None and b is not None
-    value_a, value_b = a.read().astype(np.float64), b.read().astype(np.float64)
-    stats = compare_arrays(value_a, value_b)
-    return DiffEntry(name, VALUES_CHANGED if stats.differing else IDENTICAL, a, b, stats)
+    value_a, value_b = read_scalar(a), read_scalar(b)
+    differing = int(value_a is None or value_b is None or value_a != value_b)
+    gap = None if value_a is None or value_b is None else float(abs(value_a - value_b))
+    stats = ValueStats(1, differing, gap, None if gap is None or not value_b else gap / abs(value_b))
+    return DiffEntry(name, VALUES_CHANGED if differing else IDENTICAL, a, b, stats)
 
 
 def _pair_bytes(a: Variable | None, b: Variable | None) -> int:
@@ -300,6 +325,8 @@ def diff(
         map_b = _open(b, opened)
         pairs = pair_maps(map_a, map_b, rules, selection)
         entries = _compare_all(pairs, translator(map_a, map_b), (rtol, atol), names_only, progress)
+        if not names_only:
+            entries = _with_implied_steps(entries, map_a, map_b)
     return DiffResult(
         a=Side.of(map_a, selection),
         b=Side.of(map_b, selection),
@@ -337,154 +364,3 @@ def _compare_pair(
     stats = compare_arrays(array_a, array_b, rtol=rtol, atol=atol)
     del array_a, array_b
     return DiffEntry(name, VALUES_CHANGED if stats.differing else IDENTICAL, a, b, stats)
-
-
-def _compute_dtype(array: np.ndarray) -> np.dtype[Any]:
-    if array.dtype.kind == "c":
-        return np.dtype(np.complex128)
-    return np.dtype(np.float64)
-
-
-def compare_arrays(a: np.ndarray, b: np.ndarray, *, rtol: float = 0.0, atol: float = 0.0) -> ValueStats:
-    """Elementwise comparison of two same-shape arrays, chunk by chunk (see ValueStats for the fields)."""
-    flat_a = a.reshape(-1)
-    flat_b = b.reshape(-1)
-    acc = _Accumulator(a.dtype, b.dtype, rtol, atol)
-    for start in range(0, int(flat_a.size), CHUNK_ELEMENTS):
-        acc.add(flat_a[start : start + CHUNK_ELEMENTS], flat_b[start : start + CHUNK_ELEMENTS])
-    return acc.result()
-
-
-def compare_streams(a: Variable, b: Variable, *, rtol: float = 0.0, atol: float = 0.0) -> ValueStats:
-    """Compare two same-shape numeric variables block by block, never holding either tensor whole.
-
-    Blocks of STREAM_ELEMENTS are read from each side; bit-identical blocks (the common case between two
-    checkpoints of one run) are counted without arithmetic, the rest compared in CHUNK_ELEMENTS pieces.
-    """
-    acc = _Accumulator(numpy_dtype(a.dtype), numpy_dtype(b.dtype), rtol, atol)
-    same_dtype = a.dtype == b.dtype
-    for block_a, block_b in _aligned(a.iter_chunks(STREAM_ELEMENTS), b.iter_chunks(STREAM_ELEMENTS)):
-        if same_dtype and _same_bits(block_a, block_b):
-            acc.size += int(block_a.size)
-            continue
-        for start in range(0, int(block_a.size), CHUNK_ELEMENTS):
-            acc.add(block_a[start : start + CHUNK_ELEMENTS], block_b[start : start + CHUNK_ELEMENTS])
-    return acc.result()
-
-
-def _same_bits(x: np.ndarray, y: np.ndarray) -> bool:
-    """Bit-for-bit equality of two same-dtype blocks (equal bits are equal values, NaN payloads included)."""
-    unit = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(x.dtype.itemsize, np.uint8)
-    return bool(np.array_equal(x.view(unit), y.view(unit)))
-
-
-def _aligned(left: Iterator[np.ndarray], right: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Re-cut two streams of 1-D blocks so that paired blocks cover the same element positions."""
-    buf_a = buf_b = None
-    while True:
-        if buf_a is None or not buf_a.size:
-            buf_a = next(left, None)
-        if buf_b is None or not buf_b.size:
-            buf_b = next(right, None)
-        if buf_a is None or buf_b is None:
-            if (buf_a is not None and buf_a.size) or (buf_b is not None and buf_b.size):
-                raise CorruptCheckpointError("stored tensors hold different numbers of elements")
-            return
-        n = min(buf_a.size, buf_b.size)
-        yield buf_a[:n], buf_b[:n]
-        buf_a, buf_b = buf_a[n:], buf_b[n:]
-
-
-class _Accumulator:
-    """Running totals of an elementwise comparison, fed block by block."""
-
-    def __init__(self, dtype_a: np.dtype[Any], dtype_b: np.dtype[Any], rtol: float, atol: float) -> None:
-        self.strings = dtype_a.kind in ("O", "S", "U") or dtype_b.kind in ("O", "S", "U")
-        self.exact = rtol == 0 and atol == 0
-        self.same_dtype = dtype_a == dtype_b
-        self.floating = dtype_a.kind not in ("b", "i", "u") and not self.strings
-        self.integer_same = self.same_dtype and dtype_a.kind in ("b", "i", "u")
-        self.rtol, self.atol = rtol, atol
-        self.size = self.differing = self.nonfinite = 0
-        self.max_abs = self.max_rel = 0.0
-
-    def add(self, chunk_a: np.ndarray, chunk_b: np.ndarray) -> None:
-        self.size += int(chunk_a.size)
-        if self.strings:
-            ne = np.fromiter(map(_bytes_ne, chunk_a, chunk_b), bool, len(chunk_a))
-            self.differing += int(np.count_nonzero(ne))
-            return
-        rtol, atol, exact = self.rtol, self.atol, self.exact
-        equal: np.ndarray | None = None
-        if self.same_dtype:
-            equal = chunk_a == chunk_b
-            if bool(equal.all()):  # the common case: one pass, no NaN masks, no float64 copies
-                return
-        if self.integer_same:
-            self._add_integers(chunk_a, chunk_b)
-            return
-        dtype = _compute_dtype(chunk_a)
-        native = chunk_a.dtype.kind == "f" and chunk_b.dtype.kind == "f"  # numpy's own real float types
-        # ufuncs widen native floats on the fly (no float64 copies); complex and ml_dtypes (bfloat16, float8) are
-        # widened first
-        wide_a = chunk_a if native else chunk_a.astype(dtype)
-        wide_b = chunk_b if native else chunk_b.astype(dtype)
-        finite = np.isfinite(wide_a)
-        finite &= np.isfinite(wide_b)
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            close = wide_a == wide_b if equal is None else equal
-            close |= np.isnan(wide_a) & np.isnan(wide_b)
-            if native:
-                abs_diff = np.subtract(wide_a, wide_b, dtype=np.float64)
-                np.abs(abs_diff, out=abs_diff)
-                ref = np.abs(wide_b, dtype=np.float64)
-            else:
-                abs_diff = np.abs(np.subtract(wide_a, wide_b))
-                ref = np.abs(wide_b)
-            if not exact:
-                close |= finite & (abs_diff <= atol + rtol * ref)
-            differs = ~close
-            self.differing += int(np.count_nonzero(differs))
-            differs &= ~finite
-            self.nonfinite += int(np.count_nonzero(differs))
-            if abs_diff.size:
-                self.max_abs = max(self.max_abs, float(np.max(abs_diff, where=finite, initial=0.0)))
-                finite &= ref != 0
-                np.divide(abs_diff, ref, out=abs_diff, where=finite)
-                self.max_rel = max(self.max_rel, float(np.max(abs_diff, where=finite, initial=0.0)))
-
-    def _add_integers(self, chunk_a: np.ndarray, chunk_b: np.ndarray) -> None:
-        rtol, atol, exact = self.rtol, self.atol, self.exact
-        wide_b = chunk_b.astype(np.float64)
-        abs_diff = _int_abs_diff(chunk_a, chunk_b)
-        differs = chunk_a != chunk_b if exact else abs_diff > atol + rtol * np.abs(wide_b)
-        self.differing += int(np.count_nonzero(differs))
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            if abs_diff.size:
-                self.max_abs = max(self.max_abs, float(abs_diff.max()))
-                ref = np.abs(wide_b)
-                rel = np.where(ref != 0, abs_diff / np.where(ref != 0, ref, 1.0), 0.0)
-                self.max_rel = max(self.max_rel, float(rel.max()))
-
-    def result(self) -> ValueStats:
-        if self.strings:
-            return ValueStats(self.size, self.differing, None, None)
-        return ValueStats(
-            self.size, self.differing, _finite_or_none(self.max_abs), _finite_or_none(self.max_rel), self.nonfinite
-        )
-
-
-def _int_abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|a-b| for same-dtype integer/bool arrays, exact (no overflow): the difference modulo 2**64, as float64."""
-    ua = a.astype(np.uint64)
-    ub = b.astype(np.uint64)
-    larger = a >= b
-    return np.where(larger, ua - ub, ub - ua).astype(np.float64)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _bytes_ne(x: Any, y: Any) -> bool:
-    return bool(x != y)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from ckpt_tools.errors import UsageError
+from ckpt_tools.messages import natural_key
 from ckpt_tools.model import Variable, VariableMap
 from ckpt_tools.renames import RenameRules, Side
 
@@ -32,12 +34,14 @@ class Selection:
     weights_only: bool = False
     exclude: tuple[str, ...] = ()
 
-    def keeps(self, var: Variable) -> bool:
+    def keeps(self, var: Variable, *also: str) -> bool:
+        """Whether `var` takes part; `also` are other names it answers to (the step's `step`)."""
         if var.alias_of is not None:
             return False
         if self.weights_only and (var.role != "weight" or var.slot_of is not None):
             return False
-        return not any(fnmatch.fnmatchcase(var.name, g) or fnmatch.fnmatchcase(var.key, g) for g in self.exclude)
+        names = (var.name, var.key, *also)
+        return not any(fnmatch.fnmatchcase(n, g) for g in self.exclude for n in names)
 
 
 def pair_maps(map_a: VariableMap, map_b: VariableMap, rules: RenameRules, selection: Selection) -> list[Pair]:
@@ -45,23 +49,61 @@ def pair_maps(map_a: VariableMap, map_b: VariableMap, rules: RenameRules, select
     side_a, step_a = _side(map_a, rules, selection, "a")
     side_b, step_b = _side(map_b, rules, selection, "b")
     whole = (_layer_sizes(side_a), _layer_sizes(side_b))
-    pairs = [Pair(name, side_a.pop(name), side_b.pop(name), BY_NAME) for name in sorted(set(side_a) & set(side_b))]
-    if step_a is not None or step_b is not None:
+    pairs = [Pair(name, side_a.pop(name), side_b.pop(name), BY_NAME) for name in _named_pairs(side_a, side_b)]
+    if step_a is not None and step_b is None and step_a.name in side_b:  # B keeps several counters: by name
+        pairs.append(Pair(step_a.name, step_a, side_b.pop(step_a.name), BY_NAME))
+    elif step_b is not None and step_a is None and step_b.name in side_a:
+        pairs.append(Pair(step_b.name, side_a.pop(step_b.name), step_b, BY_NAME))
+    elif step_a is not None or step_b is not None:
         pairs.append(Pair(STEP, step_a, step_b, BY_ROLE if step_a and step_b else ""))
     pairs += _by_structure(side_a, side_b, whole)
     pairs += [Pair(name, var, None) for name, var in side_a.items()]
     pairs += [Pair(name, None, var) for name, var in side_b.items()]
-    return sorted(pairs, key=lambda p: p.name)
+    return sorted(pairs, key=lambda p: natural_key(p.name))
 
 
 def _side(
     vmap: VariableMap, rules: RenameRules, selection: Selection, side: Side
 ) -> tuple[dict[str, Variable], Variable | None]:
-    """Canonical name -> variable of one side, and its step variable (paired by role, whatever its name)."""
-    chosen = [v for v in vmap.values() if selection.keeps(v)]
-    step = next((v for v in chosen if v.key == vmap.step_key), None)
-    named = rules.canonical((v for v in chosen if v is not step), side)
+    """Canonical name -> variable of one side, and its step variable (paired by role, whatever its name).
+
+    Only a side with one step counter pairs it by role: several (a GAN's two optimizers) pair by name. The
+    step answers to `step` for `--exclude` and rules (a rule with `"to": null` matching its name drops it).
+    """
+    counters = [v for v in vmap.primaries() if v.role == "step"]
+    step = counters[0] if len(counters) == 1 and counters[0].key == vmap.step_key else None
+    if step is not None and (not selection.keeps(step, STEP) or rules.apply(step.name, side) is None):
+        step = None
+        counters = []
+    chosen = [v for v in vmap.values() if selection.keeps(v) and v is not step and (v.role != "step" or counters)]
+    named = rules.canonical(chosen, side)
+    if step is not None and STEP in named:
+        raise UsageError(
+            f"{rules.source or 'rename rules'}: side {side} {named[STEP].name!r} maps to 'step', "
+            f"the name of the step counter {step.name!r}"
+        )
     return named, step
+
+
+def _named_pairs(side_a: dict[str, Variable], side_b: dict[str, Variable]) -> list[str]:
+    """Names on both sides; a slot pairs only when its weight keeps the same slots on both sides (Adam's
+    `momentum` is not SGD's `momentum`: an optimizer's slots are one state and pair as a whole)."""
+    sets_a, sets_b = _slot_sets(side_a), _slot_sets(side_b)
+    names = []
+    for name in sorted(set(side_a) & set(side_b)):
+        var_a, var_b = side_a[name], side_b[name]
+        if var_a.slot_of is not None and sets_a.get(var_a.slot_of) != sets_b.get(var_b.slot_of or ""):
+            continue
+        names.append(name)
+    return names
+
+
+def _slot_sets(side: dict[str, Variable]) -> dict[str, frozenset[str]]:
+    sets: dict[str, set[str]] = {}
+    for var in side.values():
+        if var.slot_of is not None and not var.format_specific:
+            sets.setdefault(var.slot_of, set()).add(var.slot or "")
+    return {weight: frozenset(slots) for weight, slots in sets.items()}
 
 
 def _is_weight(var: Variable) -> bool:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ckpt_tools.facts import facts, short_number
 from ckpt_tools.model import Variable, VariableMap
-from ckpt_tools.optimizers.translation import NEEDS, keras3_value, slot_translation
+from ckpt_tools.optimizers.translation import NEEDS, adam_steps_from_power, keras3_value, slot_translation
 
 
 @dataclass(frozen=True)
@@ -26,49 +29,108 @@ class Translation:
         return {"side": self.side, "dialect": self.dialect, "how": self.how, "hyper": self.hyper, "note": self.note}
 
 
-# (translation, translated array of that side) or a reason the slot could not be translated, or None: no need.
-Outcome = tuple[Translation, np.ndarray] | str | None
-Translator = Callable[[Variable, Variable], Outcome]
+@dataclass(frozen=True)
+class Outcome:
+    """How to compare one slot pair: `value` (the translated side's values) with `translation`, or not at all
+    (`comparable` False: the Keras 3 side does not record what the rule needs); `note` says why."""
+
+    translation: Translation | None = None
+    value: np.ndarray | None = None
+    note: str | None = None
+    comparable: bool = True
+
+
+Translator = Callable[[Variable, Variable], Outcome | None]
 
 
 def translator(map_a: VariableMap, map_b: VariableMap) -> Translator:
-    """How to put slot pairs of these two maps in one meaning (a no-op unless exactly one side is Keras 3)."""
+    """How to put slot pairs of these two maps in one meaning (a no-op unless exactly one side is Keras 3).
+
+    The rule is the catalogue's, as `ckpt convert` applies it. Its learning rate is the source's own (TF1
+    training ops, a Keras 2 config), so a conversion onto a different rate shows as changed values; the
+    epsilon is the Keras 3 side's recorded one (TF1 Adagrad has none)."""
     dialects = (map_a.optimizer.dialect, map_b.optimizer.dialect)
     if dialects.count("keras3") != 1 or "" in dialects:
         return _none
     side = "a" if dialects[1] == "keras3" else "b"
     source, target = (map_a, map_b) if side == "a" else (map_b, map_a)
+    hyper = _translation_hyper(source, target)
 
-    def translate(var_a: Variable, var_b: Variable) -> Outcome:
+    def translate(var_a: Variable, var_b: Variable) -> Outcome | None:
         var = var_a if side == "a" else var_b
         spec = slot_translation(source.optimizer.name, source.optimizer.dialect, var.slot or "")
         if spec is None:
             return None
-        hyper = _target_hyper(target)
-        missing = [name for name in NEEDS.get(spec.how, ()) if name not in hyper]
+        missing = [name for name in NEEDS.get(spec.how, ()) if name not in hyper.values]
         if missing:
-            return f"{source.optimizer.dialect} slot not translated: the Keras 3 side records no {missing[0]}"
+            where = "the source" if missing[0] == "learning_rate" else "the Keras 3 side"
+            note = f"{source.optimizer.dialect} slot not compared: {where} records no {missing[0]} to translate it"
+            return Outcome(note=note, comparable=False)
+        used = {k: hyper.values[k] for k in NEEDS.get(spec.how, ())}
         value = keras3_value(
-            spec.how, var.read(), learning_rate=hyper.get("learning_rate", 0.0), epsilon=hyper.get("epsilon", 0.0)
+            spec.how, var.read(), learning_rate=used.get("learning_rate", 0.0), epsilon=used.get("epsilon", 0.0)
         )
-        used = {k: hyper[k] for k in NEEDS.get(spec.how, ())}
-        return Translation(side, source.optimizer.dialect, spec.how, used, spec.note), value
+        notes = [n for k, n in hyper.notes.items() if k in used]
+        translation = Translation(side, source.optimizer.dialect, spec.how, used, spec.note)
+        return Outcome(translation, value, "; ".join(notes) or None)
 
     return translate
 
 
-def _none(var_a: Variable, var_b: Variable) -> Outcome:
+def _none(var_a: Variable, var_b: Variable) -> Outcome | None:
     return None
 
 
-def _target_hyper(vmap: VariableMap) -> dict[str, float]:
-    """The Keras 3 side's rate (its stored learning-rate variable) and epsilon (its recorded config)."""
-    out: dict[str, float] = {}
+@dataclass(frozen=True)
+class _Hyper:
+    values: dict[str, float]
+    notes: dict[str, str]
+
+
+def _translation_hyper(source: VariableMap, target: VariableMap) -> _Hyper:
+    """The source's learning rate and the Keras 3 side's epsilon, with a note where the two sides disagree."""
+    values: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    own = _number(facts(source).hyperparameters.get("learning_rate"))
+    stored = _stored_rate(target)
+    if own is not None:
+        values["learning_rate"] = own
+        if stored is not None and np.float32(stored) != np.float32(own):
+            notes["learning_rate"] = (
+                f"learning rates differ: the source trains at {short_number(own)}, the Keras 3 side at "
+                f"{short_number(stored)}"
+            )
+    epsilon = _number(facts(target).hyperparameters.get("epsilon"))
+    if epsilon is not None:
+        values["epsilon"] = epsilon
+    return _Hyper(values, notes)
+
+
+def _stored_rate(vmap: VariableMap) -> float | None:
     rates = [v for v in vmap.primaries() if v.format_specific and v.name.rpartition("/")[2] == "learning_rate"]
     if len(rates) == 1 and rates[0].size == 1:
-        out["learning_rate"] = float(np.asarray(rates[0].read()).reshape(-1)[0])
-    config = (vmap.optimizer.recorded_config or {}).get("config") or {}
-    epsilon = config.get("epsilon", vmap.optimizer.hyper.get("epsilon"))
-    if isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool):
-        out["epsilon"] = float(epsilon)
-    return out
+        return float(np.asarray(rates[0].read()).reshape(-1)[0])
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def implied_step(var: Variable, vmap: VariableMap) -> tuple[int | None, str]:
+    """The Adam steps a TF1 `beta1_power` implies (it holds beta1^(t+1) after t steps), from the source's own
+    recorded beta_1; None with the reason when that cannot be decided."""
+    beta = _number(facts(vmap).hyperparameters.get("beta_1"))
+    if beta is None:
+        return None, "beta1_power not checked against the step: the source records no beta_1"
+    power = float(np.asarray(var.read(), dtype=np.float64).reshape(-1)[0])
+    steps = adam_steps_from_power(power, beta)
+    if steps is None:
+        return None, f"beta1_power {power:.7g} is no power of beta_1={short_number(beta)}: no step implied"
+    return steps, ""
+
+
+def is_beta1_power(var: Variable) -> bool:
+    return bool(var.format_specific) and re.search(r"(^|/)beta1_power(_\d+)?$", var.key) is not None

@@ -61,3 +61,17 @@ def ident_keras2() -> Any:
     import keras
 
     return ident(keras.optimizers.Adam(0.01))
+
+
+def tf1_adagrad() -> Any:
+    """Matches fixtures/tf1_adagrad (AdagradOptimizer(0.1)); the accumulator offset makes any epsilon exact."""
+    import keras
+
+    return mlp(keras.optimizers.Adagrad(0.1, initial_accumulator_value=0.1, epsilon=1e-7))
+
+
+def tf1_rmsprop() -> Any:
+    """Matches fixtures/tf1_rmsprop (RMSPropOptimizer(0.01), decay 0.9, momentum 0, epsilon 1e-10)."""
+    import keras
+
+    return mlp(keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.0, epsilon=1e-10))

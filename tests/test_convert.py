@@ -494,7 +494,8 @@ def test_match_names_by_suffix() -> None:
 
 
 def test_slot_transforms() -> None:
-    from ckpt_tools.conversion.slots import SlotRule, adam_steps_from_power, translate
+    from ckpt_tools.conversion.slots import SlotRule, translate
+    from ckpt_tools.optimizers.translation import adam_steps_from_power
 
     accum = np.array([1.0, -2.0, 0.25], dtype=np.float32)
     neg = translate(SlotRule("momentum", "momentum", "neg_lr", "rounding"), accum, learning_rate=0.05, epsilon=0)

@@ -33,6 +33,7 @@ from ckpt_tools.diffing import (
     diff,
 )
 from ckpt_tools.errors import UsageError
+from ckpt_tools.messages import natural_key
 from ckpt_tools.model import Variable
 from ckpt_tools.readers.registry import open_checkpoint
 from ckpt_tools.renames import RenameRules, load_rules
@@ -385,7 +386,7 @@ def test_json_schema(pair: tuple[Path, Path]) -> None:
     assert list(obj["summary"]) == list(CATEGORIES)
     assert sum(obj["summary"].values()) == len(obj["variables"])
     names = [v["name"] for v in obj["variables"]]
-    assert names == sorted(names)
+    assert names == sorted(names, key=natural_key)
     for var in obj["variables"]:
         assert set(var) == {"name", "category", "paired_by", "a", "b", "values", "translation", "note"}
         if var["values"] is not None:

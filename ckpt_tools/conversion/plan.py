@@ -11,8 +11,10 @@ import numpy as np
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.errors import ConversionError
+from ckpt_tools.facts import short_number
 from ckpt_tools.messages import listed, printable
 from ckpt_tools.model import VariableMap
+from ckpt_tools.optimizers.translation import adam_steps_from_power
 from ckpt_tools.renames import RenameRules
 from ckpt_tools.verdict import resume_verdict
 
@@ -307,13 +309,14 @@ def plan_warnings(plan: Plan) -> list[str]:
     for check in plan.hyper:
         if check.match is False:
             out.append(
-                f"hyper-parameter {check.name}: source {check.source} vs factory {check.target}; the "
+                f"hyper-parameter {check.name}: source {short_number(check.source)} vs factory "
+                f"{short_number(check.target)}; the "
                 "converted run continues with the factory's value"
             )
         elif check.match is None and check.name == "learning_rate":
             out.append(
                 f"learning_rate: the source does not record a constant ({plan.source_opt.hyper_origin}); "
-                f"the factory's {check.target:g} is used"
+                f"the factory's {short_number(check.target)} is used"
             )
     for rule in plan.rules:
         if rule.exactness == "approximate":
@@ -336,7 +339,7 @@ def step_of(vmap: VariableMap, plan: Plan) -> tuple[int, str, list[str]]:
         beta1 = plan.source_opt.hyper.get("beta_1")
         if not isinstance(beta1, float):
             beta1 = float(plan.target_config.get("beta_1", 0.9))
-        derived = sl.adam_steps_from_power(float(np.asarray(vmap[key].read()).reshape(-1)[0]), beta1)
+        derived = adam_steps_from_power(float(np.asarray(vmap[key].read()).reshape(-1)[0]), beta1)
     if vmap.step is not None:
         if derived is not None and derived != vmap.step:
             notes.append(

@@ -304,12 +304,3 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- step
-def adam_steps_from_power(beta1_power: float, beta1: float) -> int | None:
-    """Applied Adam steps t from TF1's beta1_power, which holds beta1^(t+1) after t steps."""
-    if not (0.0 < beta1 < 1.0) or not (0.0 < beta1_power <= beta1):
-        return None
-    exponent = math.log(beta1_power) / math.log(beta1)
-    t = round(exponent) - 1
-    if abs(exponent - round(exponent)) > 1e-3 * max(1.0, exponent):
-        return None
-    return t

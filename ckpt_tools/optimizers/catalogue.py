@@ -482,6 +482,10 @@ FORMAT_SPECIFIC: Mapping[str, str] = MappingProxyType(
     {
         "beta_power": "TF1 AdamOptimizer bias-correction accumulator (beta^(t+1)); Keras derives it from the step",
         "learning_rate": "optimizer learning-rate variable (a hyper-parameter, not per-weight state)",
+        "hyperparameter": "optimizer hyper-parameter variable (tf_keras legacy optimizers store beta_1, decay, ...; "
+        "Keras 3 keeps them in its config)",
+        "rmsprop_momentum_zero": "TF1 RMSProp momentum slot at momentum 0: it holds only the last update, which "
+        "the next step overwrites; Keras RMSprop(momentum=0) keeps none",
     }
 )
 

@@ -168,3 +168,13 @@ def family_of_group(group_name: str) -> Family | None:
     """The family a Keras 3 optimizer group is named after (`adam`, `rm_sprop_1`)."""
     base = re.sub(r"_\d+$", "", group_name)
     return next((f for f in FAMILIES if f.keras3 is not None and snake_case(f.keras3) == base), None)
+
+
+@cache
+def hyperparameter_names() -> frozenset[str]:
+    """Every hyper-parameter a catalogued optimizer takes (Keras 3 names and each framework's), plus `decay`."""
+    from ckpt_tools.optimizers.catalogue import FRAMEWORK_DEFAULTS
+
+    names = {name for fam in FAMILIES for name in fam.keras3_hyper}
+    names |= {name for frameworks in FRAMEWORK_DEFAULTS.values() for d in frameworks.values() for name in d}
+    return frozenset(names | {"decay"})

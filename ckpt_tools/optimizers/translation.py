@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ckpt_tools.optimizers.catalogue import SlotTranslation
@@ -34,3 +36,14 @@ def slot_translation(family_name: str | None, dialect: str, slot: str) -> SlotTr
     table = fam.translations.get(dialect) or fam.translations.get(dialect.split("-")[0]) or {}
     spec = table.get(slot)
     return None if spec is None or spec.how in ("copy", "refuse") else spec
+
+
+def adam_steps_from_power(beta1_power: float, beta1: float) -> int | None:
+    """Applied Adam steps t from TF1's beta1_power, which holds beta1^(t+1) after t steps."""
+    if not (0.0 < beta1 < 1.0) or not (0.0 < beta1_power <= beta1):
+        return None
+    exponent = math.log(beta1_power) / math.log(beta1)
+    t = round(exponent) - 1
+    if abs(exponent - round(exponent)) > 1e-3 * max(1.0, exponent):
+        return None
+    return t

@@ -11,7 +11,7 @@ import numpy as np
 
 from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.messages import flat
-from ckpt_tools.model import Chunker, Loader, Variable, VariableMap
+from ckpt_tools.model import Chunker, Loader, OptimizerInfo, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC
 from ckpt_tools.readers.bundles import (
     checkpoint_state_directory,
@@ -80,18 +80,25 @@ def build_map(path: Path, fmt: str, entries: Sequence[Entry], source: GraphSourc
         role, slot_of, slot = roles[key]
         variables[key] = Variable(key, key, shape, dtype, role, slot_of, slot, loader, chunker)
     info = dataclasses.replace(decide(variables, source), dialect="tf1")
-    variables = canonical_names(variables)
+    variables = canonical_names(variables, info)
     step_var = next((v for v in variables.values() if v.role == "step"), None)
     step = read_scalar(step_var) if step_var is not None else None
     return VariableMap(path, fmt, variables, info, step, step_var.key if step_var else None, **extra)
 
 
-def canonical_names(variables: dict[str, Variable]) -> dict[str, Variable]:
-    """Slots named `optimizer/<weight>/<slot>` (the key keeps `<weight>/Adam`); beta powers marked format-specific."""
+def canonical_names(variables: dict[str, Variable], info: OptimizerInfo) -> dict[str, Variable]:
+    """Slots named `optimizer/<weight>/<slot>` (the key keeps `<weight>/Adam`); beta powers, and an RMSProp
+    momentum slot the training ops run at momentum 0, marked format-specific."""
+    idle_momentum = info.name == "RMSprop" and info.hyper.get("momentum") == 0.0
     out = {}
     for key, var in variables.items():
         if var.slot_of is not None and var.slot is not None:
-            var = dataclasses.replace(var, name=slot_name(var.slot_of, var.slot))
+            idle = idle_momentum and var.slot == "momentum"
+            var = dataclasses.replace(
+                var,
+                name=slot_name(var.slot_of, var.slot),
+                format_specific=FORMAT_SPECIFIC["rmsprop_momentum_zero"] if idle else None,
+            )
         elif var.role == "optimizer" and NON_SLOT.search(key):
             var = dataclasses.replace(var, format_specific=FORMAT_SPECIFIC["beta_power"])
         out[key] = var

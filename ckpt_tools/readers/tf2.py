@@ -14,7 +14,7 @@ from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.model import FoundOptimizer, OptimizerInfo, Role, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC, STEP_COUNTERS
 from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
-from ckpt_tools.optimizers.lookup import family_of_group, guess_family, keras2_slot, slot_lists
+from ckpt_tools.optimizers.lookup import family_of_group, guess_family, hyperparameter_names, keras2_slot, slot_lists
 from ckpt_tools.readers.bundles import (
     OBJECT_GRAPH_KEY,
     Bundle,
@@ -27,6 +27,7 @@ from ckpt_tools.readers.bundles import (
 from ckpt_tools.readers.naming import (
     METRIC_STATE,
     SAVE_COUNTER,
+    common_owner,
     keep_unique,
     mark_aliases,
     slot_name,
@@ -184,13 +185,18 @@ def _canonical(
         if v.role == "weight" and v.slot_of is None and v.key in key_node and v.key not in secondary
     }
     recorded = {path: name for path, name in full.items() if name}
-    renamed = strip_model_scope(recorded) if _usable(recorded, full) else {}
+    renamed = (
+        strip_model_scope(recorded, lambda paths: _is_layer(graph, common_owner(paths)))
+        if _usable(recorded, full)
+        else {}
+    )
     lr_keys = {
         _value_key(graph.nodes[kid]): graph.name(root) or "optimizer"
         for root in optimizer_roots
         for attr, kid in _children(graph, root).items()
         if attr in ("_learning_rate", "learning_rate")
     }
+    optimizer_paths = {graph.name(root) or "" for root in optimizer_roots}
     out = {}
     for key, var in variables.items():
         if var.slot_of is not None and var.slot is not None:
@@ -202,6 +208,8 @@ def _canonical(
             var = dataclasses.replace(
                 var, name=f"{lr_keys[key]}/learning_rate", format_specific=FORMAT_SPECIFIC["learning_rate"]
             )
+        elif var.role == "optimizer" and var.size == 1 and _hyper_attribute(var.name, optimizer_paths):
+            var = dataclasses.replace(var, format_specific=FORMAT_SPECIFIC["hyperparameter"])
         elif var.name == "save_counter":
             var = dataclasses.replace(var, format_specific=SAVE_COUNTER)
         elif METRIC_PATH.search(var.name):
@@ -213,6 +221,25 @@ def _canonical(
     return out, _renamed_info(info, renamed)
 
 
+def _hyper_attribute(name: str, optimizer_paths: set[str]) -> bool:
+    """A scalar hanging directly under an optimizer object by a hyper-parameter's name (`optimizer/beta_1`)."""
+    parent, _, attr = name.rpartition("/")
+    return parent in optimizer_paths and attr.lstrip("_") in hyperparameter_names()
+
+
+def _is_layer(graph: Graph, path: str) -> bool:
+    """Whether the object at `path` is a layer rather than the model or a list of layers: it has a parent, and
+    children named like attributes (a layer list's children are `0`, `1`, ...; the top-level object is the
+    model or a `tf.train.Checkpoint` attribute holding it)."""
+    if "/" not in path:
+        return False
+    node = next((n for n, paths in graph.paths.items() if path in paths), None)
+    if node is None:
+        return False
+    names = [str(c.local_name) for c in graph.nodes[node].children]
+    return any(not (name.isascii() and name.isdigit()) for name in names) and not path.endswith("/_functional")
+
+
 def _usable(recorded: dict[str, str], full: dict[str, str]) -> bool:
     """Recorded full names name the weights when every weight has one and no two weights share one (plain
     `tf.Variable`s all default to `Variable`; object paths are better names then)."""
@@ -222,8 +249,10 @@ def _usable(recorded: dict[str, str], full: dict[str, str]) -> bool:
 def _alias_groups(
     graph: Graph, bundle: Bundle, key_node: dict[str, int], variables: dict[str, Variable]
 ) -> list[list[str]]:
-    """Keys holding the same variable: same recorded scoped name, shape, dtype and stored bytes (size and CRC32C
-    as the index records them). The primary is the key with the fewest private (`_`) path components."""
+    """Keys holding the same variable, as a Keras 3 export writes them: a key under the export's
+    `_all_variables` list with the same recorded scoped name, shape, dtype and stored bytes (size and CRC32C as
+    the index records them) as exactly one key elsewhere, the primary. Equal values alone prove nothing (two
+    zero-initialized biases of one name in two models are two variables), so nothing else is folded."""
     groups: dict[tuple[Any, ...], list[str]] = {}
     for key, var in variables.items():
         entry = bundle.entries.get(key)
@@ -233,7 +262,16 @@ def _alias_groups(
         if "/" not in full:
             continue
         groups.setdefault((full, var.shape, var.dtype, entry.size, entry.crc32c), []).append(key)
-    return [sorted(keys, key=lambda k: (sum(p.startswith("_") for p in k.split("/")), k)) for keys in groups.values()]
+    out = []
+    for keys in groups.values():
+        primary = [k for k in keys if not k.startswith(EXPORT_ALIASES)]
+        if len(primary) == 1 and len(keys) > 1:
+            out.append([primary[0], *sorted(k for k in keys if k != primary[0])])
+    return out
+
+
+# keras.export.ExportArchive tracks every variable a second time in this list (its own SavedVariable nodes).
+EXPORT_ALIASES = "_all_variables/"
 
 
 def _renamed_info(info: OptimizerInfo, renamed: dict[str, str]) -> OptimizerInfo:
