@@ -10,8 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from ckpt_tools.facts import Facts, facts
 from ckpt_tools.model import ROLES, Variable, VariableMap
 from ckpt_tools.readers.registry import open_checkpoint
+from ckpt_tools.tree import Tree, build_tree, natural_key
+from ckpt_tools.values import MAX_VALUE_BYTES, read_for_print
+from ckpt_tools.values import to_json as values_json
 from ckpt_tools.verdict import resume_verdict
 
 
@@ -56,14 +60,25 @@ JSON_SCHEMA = "ckpt-tools/inspect/3"
 
 @dataclass
 class InspectResult:
-    """An artifact's variables (`variables`: all, or those `filter` matched), its VariableMap (`vmap`) and, with
-    `stats=True`, value statistics by key (`stats`). `exit_code` is always 0: errors are raised, not reported."""
+    """An artifact's variables (`variables`: all in natural name order, or those `filter` matched), its
+    VariableMap (`vmap`), value statistics by key with `stats=True` (`stats`), tensor values by key with
+    `values=GLOB` (`values`), the layer tree with `tree=True` (`tree`) and what the artifact records about
+    itself (`facts`). `exit_code` is always 0: errors are raised, not reported."""
 
     vmap: VariableMap
     variables: list[Variable]
     stats: dict[str, TensorStats] = field(default_factory=dict)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    tree: Tree | None = None
+    facts: Facts = field(default_factory=Facts)
+    pattern: str | None = None
 
     exit_code: int = 0
+
+    @property
+    def empty_match(self) -> bool:
+        """A filter or --values pattern was given and matched nothing."""
+        return self.pattern is not None and not self.variables
 
     def to_json(self) -> dict[str, Any]:
         vmap = self.vmap
@@ -74,7 +89,13 @@ class InspectResult:
             row["nbytes"] = var.nbytes
             if var.key in self.stats:
                 row["stats"] = self.stats[var.key].to_json()
+            if var.key in self.values:
+                row["values"] = values_json(self.values[var.key])
             rows.append(row)
+        optimizer = vmap.optimizer.to_json()
+        if not optimizer["hyperparameters"] and self.facts.hyperparameters:
+            optimizer["hyperparameters"] = dict(self.facts.hyperparameters)
+            optimizer["hyperparameters_from"] = self.facts.hyperparameters_from
         return {
             "schema": JSON_SCHEMA,
             "path": str(vmap.path),
@@ -87,33 +108,57 @@ class InspectResult:
                 "bytes": vmap.nbytes,
                 "roles": {role: len(vmap.with_role(role)) for role in ROLES},
             },
-            "optimizer": vmap.optimizer.to_json(),
+            "optimizer": optimizer,
             "step": vmap.step,
             "step_key": vmap.step_key,
             "epoch": vmap.epoch,
             "epoch_key": vmap.epoch_key,
             "layout": vmap.layout,
             "resume": resume_verdict(vmap).to_json(),
+            "writer": dict(self.facts.writer),
+            "tags": list(self.facts.tags),
+            "signatures": [sig.to_json() for sig in self.facts.signatures],
+            **({"tree": self.tree.to_json()} if self.tree is not None else {}),
             "metadata": vmap.metadata,
         }
 
 
 def inspect(
-    path: str | os.PathLike[str], *, filter: str | None = None, stats: bool = False, format: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    filter: str | None = None,
+    stats: bool = False,
+    format: str | None = None,
+    values: str | None = None,
+    tree: bool = False,
+    max_value_bytes: int = MAX_VALUE_BYTES,
 ) -> InspectResult:
-    """Read an artifact's variable map: every variable, or those whose key or name matches the glob `filter`.
+    """Read an artifact's variable map: every variable, or those `filter` matches.
 
-    `stats` reads every listed tensor (one at a time) for min/max/mean and NaN/Inf counts; `format` skips
-    detection. The result keeps the VariableMap (`result.vmap`) for further reads.
+    `filter` and `values` match a variable's canonical name as a glob, or its stored key exactly (so
+    `dense/*` selects the weights of `dense`, not the TF1 slot keys `dense/kernel/Adam`; their canonical
+    names are `optimizer/dense/...`). `stats` reads every listed tensor (one at a time) for min/max/mean and
+    NaN/Inf counts; `values` lists the matching variables with their values (each refused past
+    `max_value_bytes`); `tree` builds the layer tree; `format` skips detection. The result keeps the
+    VariableMap (`result.vmap`) for further reads.
     """
     vmap = open_checkpoint(Path(path), format)
-    chosen = [
-        v
-        for v in vmap.values()
-        if filter is None or fnmatch.fnmatchcase(v.key, filter) or fnmatch.fnmatchcase(v.name, filter)
-    ]
-    result = InspectResult(vmap, chosen)
+    pattern = values if values is not None else filter
+    chosen = sorted(
+        (v for v in vmap.values() if pattern is None or matches(v, pattern)), key=lambda v: natural_key(v.name)
+    )
+    result = InspectResult(vmap, chosen, facts=facts(vmap), pattern=pattern)
+    if tree:
+        result.tree = build_tree(vmap)
     if stats:
         for var in chosen:
             result.stats[var.key] = tensor_stats(var.read())
+    if values is not None:
+        for var in chosen:
+            result.values[var.key] = read_for_print(var, max_value_bytes)
     return result
+
+
+def matches(var: Variable, pattern: str) -> bool:
+    """The canonical name matches the glob, or the stored key is the pattern itself."""
+    return fnmatch.fnmatchcase(var.name, pattern) or var.key == pattern

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def listed(items: Sequence[str], limit: int, show: Callable[[str], str] | None = None) -> str:
@@ -25,3 +28,8 @@ def flat(exc: BaseException) -> str:
 def printable(text: str) -> str:
     """Names from damaged files may hold undecodable bytes (surrogate escapes): show them as \\x escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders `v2` before `v10` (digit runs compare as numbers)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)

@@ -14,7 +14,7 @@ from ckpt_tools import __version__
 from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import flat, printable
 
-COMMANDS = ("inspect", "diff", "validate", "convert")
+COMMANDS = ("inspect", "diff", "validate", "convert", "ls")
 
 
 class CkptGroup(click.Group):
@@ -91,12 +91,17 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 
-@click.group(cls=CkptGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CkptGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="ckpt")
 def main() -> None:
     """Inspect, diff, validate and convert TensorFlow/Keras checkpoints.
 
     Exit codes: 0 ok / identical / valid, 1 differences or validation failures, 2 errors.
+
+    \b
+    Examples:
+      ckpt inspect fixtures/tf1_adam
+      ckpt validate fixtures/tf1_adam fixtures/keras3_adam/model.keras
     """
 
 

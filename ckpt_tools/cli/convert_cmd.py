@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ckpt_tools.cli.render import dump_json, json_option, shape_text, table
+from ckpt_tools.cli.render import dump_json, json_option, shape_text, shown_path, table
 from ckpt_tools.conversion.plan import Plan
 from ckpt_tools.conversion.run import ConvertReport, convert
 from ckpt_tools.messages import printable
@@ -69,10 +69,10 @@ def _outcome_lines(report: ConvertReport) -> list[str]:
     """One line per converted checkpoint, the warnings and problems, then the verdict."""
     lines = []
     for result in report.checkpoints:
-        line = f"step {result.step} (from {result.step_from}): {result.source}"
+        line = f"step {result.step} (from {result.step_from}): {shown_path(result.source)}"
         if result.output:
             line += (
-                f" -> {result.output}; verified {result.weights_identical} weights bit-identical, "
+                f" -> {shown_path(result.output)}; verified {result.weights_identical} weights bit-identical, "
                 f"{result.slots_equal} slots as expected, step {'ok' if result.step_ok else 'WRONG'}"
             )
         lines.append(line)
@@ -81,7 +81,9 @@ def _outcome_lines(report: ConvertReport) -> list[str]:
     if report.dry_run:
         verdict = "dry run: nothing written" + ("; the conversion would fail" if report.problems else "")
     else:
-        verdict = f"wrote {report.out} ({'resumable' if report.resumable else 'weights only: NOT resumable'})"
+        verdict = (
+            f"wrote {shown_path(report.out)} ({'resumable' if report.resumable else 'weights only: NOT resumable'})"
+        )
     return [*lines, "", verdict]
 
 
@@ -89,7 +91,18 @@ def render_text(report: ConvertReport) -> str:
     return "\n".join([*_mapping_lines(report.plan), *_optimizer_lines(report.plan), *_outcome_lines(report)])
 
 
-@click.command("convert")
+EPILOG = """\b
+Exit codes: 0 converted (or a clean --dry-run plan), 2 refused or error (one line on stderr).
+Needs TensorFlow and Keras 3: pip install 'ckpt-tools[tensorflow]'.
+
+\b
+Examples:
+  ckpt convert fixtures/tf1_adam --model examples/fixture_models.py:tf1_adam --out converted/
+  ckpt convert fixtures/ident/model.h5 --model examples/fixture_models.py:ident_keras2 --out m.keras --to keras
+"""
+
+
+@click.command("convert", epilog=EPILOG, short_help="TF1 / Keras-2 artifact -> resumable TF2 checkpoint or .keras.")
 @click.argument("source", type=click.Path(path_type=str))
 @click.option(
     "--model",
@@ -129,7 +142,8 @@ def command(
     allow_weights_only: bool,
     as_json: bool,
 ) -> None:
-    """Convert a TF1 checkpoint or Keras-2 .h5 into a resumable TF2 checkpoint or .keras file."""
+    """Convert a TF1 checkpoint or Keras-2 .h5 into a resumable TF2 checkpoint or .keras file: weights by name,
+    optimizer state translated by the optimizer catalogue, the step kept, the output re-read and verified."""
     report = convert(
         source,
         model=model,

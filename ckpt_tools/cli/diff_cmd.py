@@ -10,6 +10,7 @@ import click
 
 from ckpt_tools.cli.render import echo_json, json_option, shape_text, table
 from ckpt_tools.diffing import FORMAT_SPECIFIC, IDENTICAL, NOT_COMPARED, DiffEntry, DiffResult, Side, diff
+from ckpt_tools.errors import UsageError
 from ckpt_tools.model import Variable, VariableMap
 from ckpt_tools.pairing import BY_STRUCTURE
 from ckpt_tools.readers.registry import open_checkpoint
@@ -73,6 +74,8 @@ def _change(entry: DiffEntry) -> str:
     var = entry.a or entry.b
     if entry.category == FORMAT_SPECIFIC and var is not None:
         return f"format-specific ({'A' if entry.a else 'B'})"
+    if entry.category == NOT_COMPARED and entry.note:
+        return "not compared"
     return LABELS[entry.category]
 
 
@@ -84,7 +87,9 @@ def _side_line(label: str, side: Side) -> str:
 
 def render_text(result: DiffResult, show_all: bool = False) -> str:
     """The table of differing variables (all with `show_all`) and the summary line."""
-    hidden = {IDENTICAL, NOT_COMPARED, FORMAT_SPECIFIC} if not show_all else set()
+    hidden = {IDENTICAL, FORMAT_SPECIFIC} if not show_all else set()
+    if result.names_only and not show_all:
+        hidden.add(NOT_COMPARED)
     rows = [
         [_name(entry), _change(entry), _describe(entry.a), _describe(entry.b), _detail(entry)]
         for entry in result.entries
@@ -108,7 +113,30 @@ def _progress(a: VariableMap, b: VariableMap, names_only: bool) -> Iterator[Call
         yield bar.update
 
 
-@click.command("diff")
+def _check_plot(plot: str | None, names_only: bool) -> None:
+    """Fail before comparing, not after: a `--plot` file of another kind, no matplotlib, no values to draw."""
+    if plot is None:
+        return
+    from ckpt_tools.plotting import plot_format, require_matplotlib
+
+    plot_format(plot)
+    if names_only:
+        raise UsageError("--plot draws how values changed; it cannot be combined with --names-only")
+    require_matplotlib()
+
+
+EPILOG = """\b
+Exit codes: 0 identical within tolerance, 1 different, 2 error (one line on stderr).
+Needs no TensorFlow, except for V1-format (pre-2017) checkpoints; --plot needs the [plot] extra.
+
+\b
+Examples:
+  ckpt diff fixtures/ident/tf1 fixtures/ident_altered/model.keras
+  ckpt diff fixtures/tf1_adam/model.ckpt-3 fixtures/tf1_adam --weights-only --rtol 1e-3
+"""
+
+
+@click.command("diff", epilog=EPILOG, short_help="Compare two artifacts of any formats, paired by layer name.")
 @click.argument("a", type=click.Path(path_type=str))
 @click.argument("b", type=click.Path(path_type=str))
 @click.option(
@@ -152,6 +180,13 @@ def _progress(a: VariableMap, b: VariableMap, names_only: bool) -> Iterator[Call
     help="Leave out variables whose canonical name or key matches GLOB (repeatable).",
 )
 @click.option("--all", "show_all", is_flag=True, help="List identical and format-specific variables in the table too.")
+@click.option(
+    "--plot",
+    "plot",
+    type=click.Path(dir_okay=False, path_type=str),
+    metavar="FILE",
+    help="Also draw the relative change ||A-B||/||B|| of each weight and slot to FILE (.png or .svg).",
+)
 @json_option
 @click.pass_context
 def command(
@@ -166,12 +201,12 @@ def command(
     weights_only: bool,
     exclude: tuple[str, ...],
     show_all: bool,
+    plot: str | None,
     as_json: bool,
 ) -> None:
-    """Compare two checkpoints or model files variable by variable (any formats).
-
-    Exit codes: 0 identical within tolerance, 1 different, 2 error.
-    """
+    """Compare two checkpoints or model files variable by variable, whatever their formats: weights pair by
+    canonical (layer) name, slots by weight and slot, the step by role, renamed layers by structure."""
+    _check_plot(plot, names_only)
     rules = build_rules(map_file, strip_prefix)
     map_a = open_checkpoint(a)
     map_b = open_checkpoint(b)
@@ -191,4 +226,8 @@ def command(
         echo_json(result.to_json())
     else:
         click.echo(render_text(result, show_all))
+    if plot is not None:
+        from ckpt_tools.plotting import plot_diff
+
+        plot_diff(result, plot)
     ctx.exit(result.exit_code)

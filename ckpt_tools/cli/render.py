@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -71,3 +73,13 @@ def human_bytes(n: int | None) -> str:
 
 def shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path for text output: relative to the working directory when it lies inside it, else absolute, so
+    that one report never mixes the two."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)

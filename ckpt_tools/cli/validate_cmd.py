@@ -63,7 +63,18 @@ def _annotate(run: ValidationRun) -> None:
                 click.echo(line)
 
 
-@click.command("validate")
+EPILOG = """\b
+Exit codes: 0 all valid, 1 any invalid, 2 any unreadable (2 wins over 1) or a usage error.
+Needs no TensorFlow, except for V1-format (pre-2017) checkpoints.
+
+\b
+Examples:
+  ckpt validate fixtures/tf1_adam fixtures/keras3_adam/model.keras
+  ckpt validate 'fixtures/keras2_*/model.h5' --junit report.xml
+"""
+
+
+@click.command("validate", epilog=EPILOG, short_help="Can training resume from each artifact? (the CI gate)")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
     "--require",
@@ -92,10 +103,7 @@ def command(
     as_json: bool,
 ) -> None:
     """Check that checkpoints can resume training: files intact, weights, optimizer state, slots, step,
-    finite values, consistent state file. PATHS may be quoted glob patterns.
-
-    Exit codes: 0 all valid, 1 any invalid, 2 any unreadable (2 wins over 1) or a usage error.
-    """
+    finite values, consistent state file. PATHS may be quoted glob patterns."""
     run = validate_paths(paths, _required(require, allow_weights_only), expand_globs=True)
     if junit_file is not None:
         write_junit(junit_file, run.reports, run.durations)

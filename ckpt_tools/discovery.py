@@ -1,0 +1,368 @@
+"""Finding every checkpoint and model artifact under directories: one read-only row each, in natural order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageError
+from ckpt_tools.messages import flat, printable
+from ckpt_tools.model import VariableMap
+from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
+from ckpt_tools.tree import natural_key as name_key
+
+JSON_SCHEMA = "ckpt-tools/ls/1"
+MAX_ENTRIES = 100_000
+STATE_FILE = "checkpoint"
+INDEX = ".index"
+META = ".meta"
+FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+BUNDLE_FORMATS = frozenset({"tf1-checkpoint", "tf2-checkpoint"})
+# Directories that are one artifact as a whole, internals included: a SavedModel, a Keras 3 BackupAndRestore
+# folder, an unzipped `.keras` archive (a tf_keras BackupAndRestore folder is recognized by its `chief/`).
+SEALED_MARKERS: tuple[tuple[str, ...], ...] = (
+    ("saved_model.pb",),
+    ("saved_model.pbtxt",),
+    ("latest.weights.h5", "training_metadata.json"),
+    ("model.weights.h5", "config.json"),
+)
+TF_KERAS_BACKUP = "chief"
+
+
+def natural_key(path: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+    """Sort key comparing paths component by component, digit runs as numbers (`ckpt-2` before `ckpt-10`)."""
+    return tuple(name_key(part.casefold()) for part in path.split(os.sep))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One listed artifact: where it is (`path`, as the root was given), what it is, and whether it resumes.
+
+    `optimizer` is `present`, `absent` or `unknown` (the reader's evidence could not decide); `prefix` is the
+    tensor bundle (or V1 file) the variables come from, when the format has one.
+    """
+
+    path: str
+    root: str
+    format: str
+    tensors: int
+    parameters: int
+    step: int | None
+    epoch: int | None
+    optimizer: str
+    resumable: bool
+    prefix: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "root": self.root,
+            "format": self.format,
+            "tensors": self.tensors,
+            "parameters": self.parameters,
+            "step": self.step,
+            "epoch": self.epoch,
+            "optimizer": self.optimizer,
+            "resumable": self.resumable,
+            "prefix": self.prefix,
+        }
+
+
+@dataclass(frozen=True)
+class ListingError:
+    """A candidate artifact (or a directory) that could not be read, and why, on one line."""
+
+    path: str
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a listing has got: directory entries seen, candidates read (listed or failed), the one read now."""
+
+    entries: int
+    artifacts: int
+    path: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class LsResult:
+    """Every artifact found under `roots` and every candidate that could not be read, both in natural order.
+
+    `exit_code` is 0 when every candidate was read (also when none was found), 1 when any could not be.
+    `empty_roots` are the roots under which nothing at all was found.
+    """
+
+    roots: tuple[str, ...]
+    artifacts: tuple[Artifact, ...]
+    errors: tuple[ListingError, ...]
+    entries: int = 0
+    symlinks_skipped: int = 0
+    empty_roots: tuple[str, ...] = ()
+    truncated: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        formats: dict[str, int] = {}
+        for artifact in self.artifacts:
+            formats[artifact.format] = formats.get(artifact.format, 0) + 1
+        return {
+            "artifacts": len(self.artifacts),
+            "resumable": sum(1 for a in self.artifacts if a.resumable),
+            "errors": len(self.errors),
+            "formats": dict(sorted(formats.items())),
+            "entries_scanned": self.entries,
+            "symlinks_skipped": self.symlinks_skipped,
+            "empty_roots": list(self.empty_roots),
+            "truncated": self.truncated,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": JSON_SCHEMA,
+            "roots": list(self.roots),
+            "artifacts": [a.to_json() for a in self.artifacts],
+            "errors": [e.to_json() for e in self.errors],
+            "summary": self.summary,
+            "exit_code": self.exit_code,
+        }
+
+
+class _Truncated(Exception):
+    """The directory-entry budget ran out."""
+
+
+def _optimizer_word(vmap: VariableMap) -> str:
+    present = vmap.optimizer.present
+    return "unknown" if present is None else "present" if present else "absent"
+
+
+def _shown(root: str, path: Path | None) -> str | None:
+    """`path` spelled under the root as the user gave it when it lies inside the root, else as it is."""
+    if path is None:
+        return None
+    try:
+        inside = path.resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError):
+        return printable(str(path))
+    return printable(os.path.join(root, str(inside)) if str(inside) != "." else root)
+
+
+def _row(root: str, shown: str, vmap: VariableMap) -> Artifact:
+    from ckpt_tools.verdict import resume_verdict
+
+    return Artifact(
+        path=printable(shown),
+        root=printable(root),
+        format=vmap.format,
+        tensors=len(vmap),
+        parameters=vmap.parameters,
+        step=vmap.step,
+        epoch=vmap.epoch,
+        optimizer=_optimizer_word(vmap),
+        resumable=resume_verdict(vmap).resumable,
+        prefix=_shown(root, vmap.prefix),
+    )
+
+
+def _state_latest(directory: Path) -> Path | None:
+    """The checkpoint the directory's state file names as latest, resolved; None when it names none."""
+    try:
+        state = read_state(directory)
+        if state is None or state.latest is None:
+            return None
+        return resolve_state_entry(directory, state.latest)
+    except (CkptToolsError, OSError):
+        return None
+
+
+def _file_candidates(files: set[str]) -> list[tuple[str, bool]]:
+    """(name to open, a guess) per file that may be an artifact: `.keras` / `.h5` / `.hdf5` files, bundle
+    prefixes (`X` of each `X.index`), and, as guesses, V1 single files (`X` with an `X.meta` and no `X.index`)."""
+    out: list[tuple[str, bool]] = []
+    for name in sorted(files):
+        if name.lower().endswith(FILE_SUFFIXES):
+            out.append((name, False))
+        elif name.endswith(INDEX) and len(name) > len(INDEX):
+            out.append((name[: -len(INDEX)], False))
+        elif name + META in files and name + INDEX not in files and not name.endswith(META):
+            out.append((name, True))
+    return out
+
+
+def _is_sealed(directory: Path, files: set[str], dirs: set[str]) -> bool:
+    """Whether the directory is an artifact as a whole, to be read as one and never descended into."""
+    if any(all(name in files for name in marker) for marker in SEALED_MARKERS):
+        return True
+    return TF_KERAS_BACKUP in dirs and is_state_file(directory / TF_KERAS_BACKUP / STATE_FILE)
+
+
+class _Walker:
+    """The mutable state of one listing: what was read (never twice), what was listed, the entry budget."""
+
+    def __init__(self, max_entries: int, progress: ProgressCallback | None) -> None:
+        self.max_entries = max_entries
+        self.progress = progress
+        self.rows: list[Artifact] = []
+        self.errors: list[ListingError] = []
+        self.seen: set[Path] = set()  # artifacts (paths, bundle prefixes) already read, resolved
+        self.visited: set[Path] = set()  # directories already listed, resolved
+        self.entries = 0
+        self.symlinks = 0
+        self.duplicates = 0  # candidates skipped because an earlier row or root already read them
+
+    @property
+    def outcomes(self) -> int:
+        """Candidates dealt with so far: listed, failed, or skipped as already read."""
+        return len(self.rows) + len(self.errors) + self.duplicates
+
+    def fail(self, path: str, exc: BaseException | str) -> None:
+        """Record an error; a message that starts by naming the path says it once, in `path`."""
+        text = exc if isinstance(exc, str) else flat(exc) or type(exc).__name__
+        for spelling in (path, str(Path(path))):
+            if text.startswith(spelling + ": "):
+                text = text[len(spelling) + 2 :]
+                break
+        self.errors.append(ListingError(printable(path), printable(text)))
+
+    def walk(self, root: str) -> None:
+        """List `root` and everything below it, depth first, without recursion."""
+        stack = [root]
+        while stack:
+            stack.extend(reversed(self.directory(root, stack.pop())))
+
+    def scan(self, shown: str) -> tuple[set[str], set[str]] | None:
+        """The files and real subdirectories of a directory; symlinks are counted, never followed."""
+        files: set[str] = set()
+        dirs: set[str] = set()
+        try:
+            with os.scandir(shown) as it:
+                for entry in it:
+                    self.entries += 1
+                    if self.entries > self.max_entries:
+                        raise _Truncated(shown)
+                    if entry.is_symlink():
+                        self.symlinks += 1
+                    elif entry.is_dir(follow_symlinks=False):
+                        dirs.add(entry.name)
+                    else:  # regular files, and FIFOs / sockets / devices: an artifact's name makes them an error
+                        files.add(entry.name)
+        except OSError as exc:
+            self.fail(shown, f"cannot list this directory: {exc.strerror or flat(exc)}")
+            return None
+        return files, dirs
+
+    def directory(self, root: str, shown: str) -> list[str]:
+        """Read the artifacts of one directory; return the subdirectories to descend into."""
+        here = Path(shown).resolve()
+        if here in self.visited:
+            return []
+        self.visited.add(here)
+        listing = self.scan(shown)
+        if listing is None:
+            return []
+        files, dirs = listing
+        if _is_sealed(Path(shown), files, dirs):
+            self.read(root, shown, here)
+            return []
+        if STATE_FILE in files and is_state_file(Path(shown) / STATE_FILE):
+            latest = _state_latest(Path(shown))
+            if latest is not None:
+                self.seen.add(latest)  # the directory's row stands for its latest checkpoint
+            self.read(root, shown, here)
+        for name, guess in _file_candidates(files):
+            path = os.path.join(shown, name)
+            self.read(root, path, Path(path).resolve(), guess=guess)
+        return [os.path.join(shown, name) for name in sorted(dirs, key=natural_key)]
+
+    def read(self, root: str, shown: str, key: Path, *, guess: bool = False) -> None:
+        """One row for the artifact at `shown`, or one error; a guess that no reader accepts is no artifact."""
+        from ckpt_tools.readers.registry import open_checkpoint
+
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
+        if self.progress is not None:
+            self.progress(Progress(self.entries, len(self.rows) + len(self.errors), printable(shown)))
+        try:
+            with open_checkpoint(shown) as vmap:
+                if vmap.prefix is not None:
+                    self.seen.add(vmap.prefix.resolve())
+                self.rows.append(_row(root, shown, vmap))
+        except FormatNotRecognizedError as exc:
+            if not guess:
+                self.fail(shown, exc)
+        except (CkptToolsError, OSError) as exc:
+            self.fail(shown, exc)
+
+
+def _check_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
+    """The roots as given (trailing separators dropped); a usage error unless each is a directory."""
+    names = tuple(os.fspath(r) for r in roots)
+    if not names:
+        raise UsageError("name at least one directory to list")
+    out = []
+    for name in names:
+        if not os.path.exists(name):
+            raise UsageError(f"{name}: no such directory")
+        if not os.path.isdir(name):
+            raise UsageError(f"{name}: not a directory (list the directory that holds it)")
+        out.append(name.rstrip(os.sep) or os.sep)
+    return tuple(out)
+
+
+def list_artifacts(
+    roots: Iterable[str | os.PathLike[str]],
+    *,
+    progress: ProgressCallback | None = None,
+    max_entries: int = MAX_ENTRIES,
+) -> LsResult:
+    """Every checkpoint and model artifact under `roots`, each read once for its metadata (never its tensor
+    values): one Artifact per artifact, one ListingError per candidate that could not be read. Symlinks are
+    never followed; at most `max_entries` directory entries are looked at (then the listing stops with an
+    error). `progress` is called before each artifact is read. Raises UsageError unless every root is a
+    directory."""
+    names = _check_roots(roots)
+    if max_entries < 1:
+        raise UsageError(
+            f"max_entries={max_entries}: must be at least 1", argument="max_entries", detail="must be at least 1"
+        )
+    walker = _Walker(max_entries, progress)
+    empty: list[str] = []
+    truncated = False
+    for root in names:
+        covered = Path(root).resolve() in walker.visited
+        before = walker.outcomes
+        try:
+            walker.walk(root)
+        except _Truncated as exc:
+            limit = f"stopped after {max_entries:,} directory entries (the limit): the listing is incomplete"
+            walker.fail(str(exc), f"{limit}; list a narrower directory")
+            truncated = True
+        if not covered and walker.outcomes == before:
+            empty.append(printable(root))
+        if truncated:
+            break
+    return LsResult(
+        roots=tuple(printable(r) for r in names),
+        artifacts=tuple(sorted(walker.rows, key=lambda a: natural_key(a.path))),
+        errors=tuple(sorted(walker.errors, key=lambda e: natural_key(e.path))),
+        entries=walker.entries,
+        symlinks_skipped=walker.symlinks,
+        empty_roots=tuple(empty),
+        truncated=truncated,
+    )
