@@ -17,7 +17,16 @@ from ckpt_tools.model import Variable, VariableMap
 from ckpt_tools.pairing import BY_ROLE, BY_STRUCTURE, STEP, Pair, Selection, excluded_count, pair_maps
 from ckpt_tools.readers.bundles import read_scalar
 from ckpt_tools.renames import RenameRules
-from ckpt_tools.slot_meaning import Outcome, Translation, Translator, implied_step, is_beta1_power, translator
+from ckpt_tools.slot_meaning import (
+    Outcome,
+    Translation,
+    Translator,
+    beta_power,
+    implied_step,
+    is_beta1_power,
+    power_matches_step,
+    translator,
+)
 
 JSON_SCHEMA = "ckpt-tools/diff/2"
 
@@ -151,7 +160,7 @@ class DiffResult:
         else:
             parts += [f"{counts[VALUES_CHANGED]} values changed", f"{counts[IDENTICAL]} identical"]
             if counts[NOT_COMPARED]:
-                parts.append(f"{counts[NOT_COMPARED]} not compared (see their notes)")
+                parts.append(f"{counts[NOT_COMPARED]} NOT COMPARED (undecidable: see their notes)")
         if counts[FORMAT_SPECIFIC]:
             parts.append(f"{counts[FORMAT_SPECIFIC]} format-specific")
         structural = sum(1 for e in self.entries if e.paired_by == BY_STRUCTURE)
@@ -235,7 +244,7 @@ def _with_implied_steps(entries: list[DiffEntry], map_a: VariableMap, map_b: Var
     out = []
     for entry in entries:
         var = entry.a or entry.b
-        if entry.category == FORMAT_SPECIFIC and var is not None and is_beta1_power(var):
+        if entry.category == FORMAT_SPECIFIC and var is not None and beta_power(var):
             entry = _check_power(entry, var, map_a if entry.a else map_b, step)
         out.append(entry)
     if step is not None and (step.a is None) != (step.b is None):
@@ -252,15 +261,14 @@ def _power_of(entries: list[DiffEntry], side: str) -> Variable | None:
 
 
 def _check_power(entry: DiffEntry, var: Variable, vmap: VariableMap, step: DiffEntry | None) -> DiffEntry:
-    implied, why = implied_step(var, vmap)
     counter = None if step is None else (step.b if entry.a is not None else step.a) or (step.a or step.b)
     value = read_scalar(counter) if counter is not None else None
-    if implied is None or value is None:
-        return dataclasses.replace(entry, note=why or "beta1_power not checked: no step counter to check it against")
-    if implied != value:
-        note = f"beta1_power implies {implied} Adam steps, the step is {value}: a resumed run's bias correction differs"
-        return dataclasses.replace(entry, category=VALUES_CHANGED, note=note)
-    return dataclasses.replace(entry, note=f"beta1_power consistent with step {value}")
+    if value is None:
+        return dataclasses.replace(entry, note=f"{beta_power(var)}_power not checked: no step counter to check it by")
+    matches, note = power_matches_step(var, vmap, value)
+    if matches is None:  # a step to check against, but no way to check it: undecided, and said so
+        return dataclasses.replace(entry, category=NOT_COMPARED, note=note)
+    return dataclasses.replace(entry, category=FORMAT_SPECIFIC if matches else VALUES_CHANGED, note=note)
 
 
 def _implied_step_entry(step: DiffEntry, power: Variable, vmap: VariableMap, lacking: str) -> DiffEntry:

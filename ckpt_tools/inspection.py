@@ -14,7 +14,7 @@ from ckpt_tools.facts import Facts, facts
 from ckpt_tools.model import ROLES, Variable, VariableMap
 from ckpt_tools.readers.registry import open_checkpoint
 from ckpt_tools.tree import Tree, build_tree, natural_key
-from ckpt_tools.values import MAX_VALUE_BYTES, read_for_print
+from ckpt_tools.values import MAX_VALUE_BYTES, check_budget, read_for_print
 from ckpt_tools.values import to_json as values_json
 from ckpt_tools.verdict import resume_verdict
 
@@ -132,14 +132,16 @@ def inspect(
     values: str | None = None,
     tree: bool = False,
     max_value_bytes: int = MAX_VALUE_BYTES,
+    full_values: bool = False,
 ) -> InspectResult:
     """Read an artifact's variable map: every variable, or those `filter` matches.
 
     `filter` and `values` match a variable's canonical name as a glob, or its stored key exactly (so
     `dense/*` selects the weights of `dense`, not the TF1 slot keys `dense/kernel/Adam`; their canonical
     names are `optimizer/dense/...`). `stats` reads every listed tensor (one at a time) for min/max/mean and
-    NaN/Inf counts; `values` lists the matching variables with their values (each refused past
-    `max_value_bytes`); `tree` builds the layer tree; `format` skips detection. The result keeps the
+    NaN/Inf counts; `values` lists the matching variables with their values (refused, before anything is read,
+    past `max_value_bytes` in all, or past values.MAX_LISTED_ELEMENTS per tensor when `full_values` — JSON or
+    `--all` — prints every element); `tree` builds the layer tree; `format` skips detection. The result keeps the
     VariableMap (`result.vmap`) for further reads.
     """
     vmap = open_checkpoint(Path(path), format)
@@ -154,6 +156,7 @@ def inspect(
         for var in chosen:
             result.stats[var.key] = tensor_stats(var.read())
     if values is not None:
+        check_budget(chosen, limit=max_value_bytes, full=full_values)
         for var in chosen:
             result.values[var.key] = read_for_print(var, max_value_bytes)
     return result

@@ -49,7 +49,9 @@ def pair_maps(map_a: VariableMap, map_b: VariableMap, rules: RenameRules, select
     side_a, step_a = _side(map_a, rules, selection, "a")
     side_b, step_b = _side(map_b, rules, selection, "b")
     whole = (_layer_sizes(side_a), _layer_sizes(side_b))
-    pairs = [Pair(name, side_a.pop(name), side_b.pop(name), BY_NAME) for name in _named_pairs(side_a, side_b)]
+    same_optimizer = map_a.optimizer.name is not None and map_a.optimizer.name == map_b.optimizer.name
+    names = _named_pairs(side_a, side_b, same_optimizer)
+    pairs = [Pair(name, side_a.pop(name), side_b.pop(name), BY_NAME) for name in names]
     if step_a is not None and step_b is None and step_a.name in side_b:  # B keeps several counters: by name
         pairs.append(Pair(step_a.name, step_a, side_b.pop(step_a.name), BY_NAME))
     elif step_b is not None and step_a is None and step_b.name in side_a:
@@ -85,14 +87,15 @@ def _side(
     return named, step
 
 
-def _named_pairs(side_a: dict[str, Variable], side_b: dict[str, Variable]) -> list[str]:
-    """Names on both sides; a slot pairs only when its weight keeps the same slots on both sides (Adam's
-    `momentum` is not SGD's `momentum`: an optimizer's slots are one state and pair as a whole)."""
+def _named_pairs(side_a: dict[str, Variable], side_b: dict[str, Variable], same_optimizer: bool) -> list[str]:
+    """Names on both sides. Unless both sides report one and the same optimizer family, a slot pairs only when
+    its weight keeps the same slots on both sides (Adam's `momentum` is not SGD's `momentum`)."""
     sets_a, sets_b = _slot_sets(side_a), _slot_sets(side_b)
     names = []
     for name in sorted(set(side_a) & set(side_b)):
         var_a, var_b = side_a[name], side_b[name]
-        if var_a.slot_of is not None and sets_a.get(var_a.slot_of) != sets_b.get(var_b.slot_of or ""):
+        slot_sets_differ = sets_a.get(var_a.slot_of or "") != sets_b.get(var_b.slot_of or "")
+        if var_a.slot_of is not None and not same_optimizer and slot_sets_differ:
             continue
         names.append(name)
     return names

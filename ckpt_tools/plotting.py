@@ -36,6 +36,16 @@ def plot_format(out: str | os.PathLike[str]) -> str:
     return FORMATS[suffix]
 
 
+def check_destination(out: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a plot path whose format is unknown or whose directory does not exist."""
+    plot_format(out)
+    parent = Path(os.path.abspath(out)).parent
+    if not parent.is_dir():
+        detail = f"directory {str(parent)!r} does not exist"
+        raise UsageError(f"plot file {os.fspath(out)!r}: {detail}", argument="plot", detail=detail)
+    require_matplotlib()
+
+
 def require_matplotlib() -> None:
     """Raise MissingDependencyError, naming the extra to install, when matplotlib cannot be imported."""
     try:

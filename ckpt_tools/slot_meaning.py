@@ -120,17 +120,44 @@ def _number(value: Any) -> float | None:
 
 
 def implied_step(var: Variable, vmap: VariableMap) -> tuple[int | None, str]:
-    """The Adam steps a TF1 `beta1_power` implies (it holds beta1^(t+1) after t steps), from the source's own
-    recorded beta_1; None with the reason when that cannot be decided."""
-    beta = _number(facts(vmap).hyperparameters.get("beta_1"))
+    """The Adam steps a TF1 beta power implies (`beta1_power` holds beta1^(t+1) after t steps, `beta2_power`
+    beta2^(t+1)), from the source's own recorded beta; None with the reason when that cannot be decided."""
+    which = beta_power(var) or "beta1"
+    name = "beta_1" if which == "beta1" else "beta_2"
+    beta = _number(facts(vmap).hyperparameters.get(name))
     if beta is None:
-        return None, "beta1_power not checked against the step: the source records no beta_1"
+        return None, f"{which}_power not checked against the step: the source records no {name} (no training ops)"
     power = float(np.asarray(var.read(), dtype=np.float64).reshape(-1)[0])
     steps = adam_steps_from_power(power, beta)
     if steps is None:
-        return None, f"beta1_power {power:.7g} is no power of beta_1={short_number(beta)}: no step implied"
+        return None, f"{which}_power {power:.7g} is no power of {name}={short_number(beta)}: no step implied"
     return steps, ""
 
 
+def power_matches_step(var: Variable, vmap: VariableMap, step: int) -> tuple[bool | None, str]:
+    """Whether a TF1 beta power equals beta^(step+1), as Adam at `step` holds it (float32 products: relative
+    tolerance 1e-6 per step); None when undecidable (no recorded beta, or a power that underflowed)."""
+    which = beta_power(var) or "beta1"
+    name = "beta_1" if which == "beta1" else "beta_2"
+    beta = _number(facts(vmap).hyperparameters.get(name))
+    if beta is None:
+        return None, f"{which}_power not checked against the step: the source records no {name} (no training ops)"
+    expected = beta ** (step + 1)
+    if not 0.0 < beta < 1.0 or expected < 1e-30:
+        return None, f"{which}_power not checked: beta^(step+1) underflows float32 at step {step}"
+    power = float(np.asarray(var.read(), dtype=np.float64).reshape(-1)[0])
+    if abs(power - expected) <= 1e-6 * (step + 2) * expected:
+        return True, f"{which}_power consistent with step {step}"
+    implied = adam_steps_from_power(power, beta)
+    said = f"implies {implied} Adam steps" if implied is not None else f"= {power:.7g} is no power of {name}"
+    return False, f"{which}_power {said}, the step is {step}: a resumed run's bias correction differs"
+
+
+def beta_power(var: Variable) -> str | None:
+    """`beta1` or `beta2` for a TF1 Adam beta-power variable (marked format-specific by its reader), else None."""
+    match = re.search(r"(?:^|/)(beta[12])_power(?:_\d+)?$", var.key)
+    return match.group(1) if match and var.format_specific else None
+
+
 def is_beta1_power(var: Variable) -> bool:
-    return bool(var.format_specific) and re.search(r"(^|/)beta1_power(_\d+)?$", var.key) is not None
+    return beta_power(var) == "beta1"

@@ -10,20 +10,42 @@ import numpy as np
 from ckpt_tools.errors import UsageError
 from ckpt_tools.model import Variable
 
-# A tensor larger than this is refused (it would be read whole to print it); --stats summarizes any size.
+# What --values reads is bounded: each tensor and all of them together by bytes (they are read whole), and
+# the elements written out in full (JSON, --all) by count, since text is many times the binary size. --stats
+# summarizes any size.
 MAX_VALUE_BYTES = 256 << 20
+MAX_LISTED_ELEMENTS = 1 << 20
+MAX_STRING_ELEMENTS = 1 << 16
+
+
+def check_budget(variables: list[Variable], *, limit: int = MAX_VALUE_BYTES, full: bool = False) -> None:
+    """Refuse, before reading anything, values that would not fit the limits above (one line, exit 2)."""
+    total = 0
+    for var in variables:
+        if var.dtype == "string" and var.size > MAX_STRING_ELEMENTS:
+            _refuse(var, f"{var.size:,} strings, over the {MAX_STRING_ELEMENTS:,}-element limit for strings")
+        if full and var.size > MAX_LISTED_ELEMENTS:
+            _refuse(var, f"{var.size:,} elements, over the {MAX_LISTED_ELEMENTS:,} printed in full (JSON, --all)")
+        size = var.nbytes or 0
+        if size > limit:
+            _refuse(var, f"{size:,} bytes, over the {limit:,}-byte limit")
+        total += size
+    if total > limit:
+        detail = f"the {len(variables)} matching tensors hold {total:,} bytes, over the {limit:,}-byte limit"
+        raise UsageError(f"--values: {detail}; match fewer, or use --stats", argument="values", detail=detail)
+
+
+def _refuse(var: Variable, why: str) -> None:
+    detail = f"{var.name}: {why}; use --stats for a summary"
+    raise UsageError(f"--values {detail}", argument="values", detail=detail)
 
 
 def read_for_print(var: Variable, limit: int = MAX_VALUE_BYTES) -> np.ndarray:
-    """The tensor's values, refused with one line when it is larger than `limit` bytes."""
-    size = var.nbytes
-    if size is not None and size > limit:
-        raise UsageError(
-            f"{var.name}: {size:,} bytes is more than --values prints ({limit:,} bytes); use --stats for a summary",
-            argument="values",
-            detail=f"{var.name} is {size:,} bytes, over the {limit:,}-byte limit; use --stats for a summary",
-        )
+    """The tensor's values (checked against `limit` again: a string tensor's size is known only once read)."""
+    check_budget([var], limit=limit)
     value = var.read()
+    if value.dtype == object and sum(len(x) for x in value.reshape(-1) if isinstance(x, (bytes, str))) > limit:
+        _refuse(var, f"its strings hold more than {limit:,} bytes")
     if value.dtype.kind not in "biufcSUO" and value.dtype.names is None:
         value = value.astype(np.float32)  # bfloat16 / float8 (ml_dtypes): printed through float32, exactly
     return value

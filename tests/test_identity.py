@@ -360,3 +360,49 @@ def test_diff_catches_one_changed_element_after_convert(converted: dict[tuple[st
     report = run_json(["diff", path_of("tf1", altered=True), out], expect=1)
     changed = [e for e in report["variables"] if e["category"] in ("values_changed", "only_in_a", "only_in_b")]
     assert [(e["name"], e["values"]["differing"]) for e in changed] == [(CHANGED, 1)]
+
+
+def rewritten_tf1(tmp_path: Path, change: dict[str, float], drop: tuple[str, ...] = (), meta: bool = True) -> Path:
+    """fixtures/ident/tf1 re-saved by TensorFlow's own SaveV2 with some scalars changed or keys dropped."""
+    tf = pytest.importorskip("tensorflow")
+    import shutil
+
+    source = FIXTURES / "ident" / "tf1" / "model.ckpt-3"
+    reader = tf.train.load_checkpoint(str(source))
+    keys = sorted(k for k in reader.get_variable_to_shape_map() if k not in drop)
+    tensors = [
+        tf.constant(change[k], reader.get_variable_to_dtype_map()[k]) if k in change else reader.get_tensor(k)
+        for k in keys
+    ]
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    tf.raw_ops.SaveV2(
+        prefix=str(out / "model.ckpt-3"), tensor_names=keys, shape_and_slices=[""] * len(keys), tensors=tensors
+    )
+    if meta:
+        shutil.copyfile(str(source) + ".meta", out / "model.ckpt-3.meta")
+    return out / "model.ckpt-3"
+
+
+@pytest.mark.parametrize("power", ["beta1_power", "beta2_power"])
+def test_a_beta_power_skewed_against_the_step_is_a_difference(tmp_path: Path, power: str) -> None:
+    skewed = rewritten_tf1(tmp_path, {power: 0.5})
+    report = run_json(["diff", skewed, path_of("keras")], expect=1)
+    [entry] = [e for e in report["variables"] if e["category"] == "values_changed"]
+    assert entry["a"]["key"] == power and "the step is 3" in entry["note"]
+
+
+def test_a_beta_power_without_training_ops_is_not_compared(tmp_path: Path) -> None:
+    skewed = rewritten_tf1(tmp_path, {"beta1_power": 0.5}, meta=False)
+    report = run_json(["diff", skewed, path_of("keras")], expect=0)
+    undecided = [e for e in report["variables"] if e["category"] == "not_compared"]
+    assert {e["a"]["key"] for e in undecided} == {"beta1_power", "beta2_power"}
+    assert "NOT COMPARED" in run_cli(["diff", skewed, path_of("keras")]).stdout
+
+
+def test_one_dropped_slot_leaves_its_sibling_compared(tmp_path: Path) -> None:
+    dropped = rewritten_tf1(tmp_path, {}, drop=("dec/kernel/Adam_1",))
+    report = run_json(["diff", dropped, path_of("tf1")], expect=1)
+    assert [e["name"] for e in report["variables"] if e["category"] == "only_in_b"] == ["optimizer/dec/kernel/velocity"]
+    sibling = next(e for e in report["variables"] if e["name"] == "optimizer/dec/kernel/momentum")
+    assert sibling["category"] == "identical"

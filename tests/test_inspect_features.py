@@ -59,7 +59,7 @@ def test_values_of_a_tf1_slot_by_its_stored_key() -> None:
 
 
 def test_values_refuses_a_tensor_over_the_limit() -> None:
-    with pytest.raises(UsageError, match="more than --values prints"):
+    with pytest.raises(UsageError, match="over the 64-byte limit"):
         inspect(FIXTURES / "tf1_adam", values="dense/kernel", max_value_bytes=64)
 
 
@@ -193,3 +193,24 @@ def test_values_of_every_weight_in_every_format_match_the_live_model(form: str) 
             value = np.ascontiguousarray(np.asarray(row["values"], np.float32).reshape(row["shape"]))
             got[row["name"]] = hashlib.sha256(value.tobytes()).hexdigest()
     assert got == truth["values_sha"]
+
+
+def test_values_budget_is_checked_before_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ckpt_tools.values as values
+
+    with pytest.raises(UsageError, match="matching tensors hold"):
+        inspect(FIXTURES / "tf1_adam", values="*", max_value_bytes=200)
+    monkeypatch.setattr(values, "MAX_LISTED_ELEMENTS", 10)
+    with pytest.raises(UsageError, match="printed in full"):
+        inspect(FIXTURES / "tf1_adam", values="dense/kernel", full_values=True)
+    assert inspect(FIXTURES / "tf1_adam", values="dense/kernel").values  # summarized text: allowed
+
+
+def test_option_combinations_that_would_be_ignored_are_refused(tmp_path: Path) -> None:
+    path = FIXTURES / "tf1_adam"
+    for args in (["--values", "*", "--filter", "d*"], ["--values", "*", "--stats"], ["--tree", "--filter", "d*"]):
+        result = run_cli(["inspect", path, *args], expect=2)
+        assert result.stderr.count("\n") == 1 and not result.stdout
+    missing = tmp_path / "no" / "such" / "dir" / "x.png"
+    result = run_cli(["diff", path, path, "--plot", missing], expect=2)
+    assert not result.stdout and "does not exist" in result.stderr  # refused before comparing

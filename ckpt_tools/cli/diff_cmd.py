@@ -117,12 +117,11 @@ def _check_plot(plot: str | None, names_only: bool) -> None:
     """Fail before comparing, not after: a `--plot` file of another kind, no matplotlib, no values to draw."""
     if plot is None:
         return
-    from ckpt_tools.plotting import plot_format, require_matplotlib
+    from ckpt_tools.plotting import check_destination
 
-    plot_format(plot)
+    check_destination(plot)
     if names_only:
         raise UsageError("--plot draws how values changed; it cannot be combined with --names-only")
-    require_matplotlib()
 
 
 EPILOG = """\b

@@ -210,10 +210,19 @@ def command(
     state, hyper-parameters, step and whether training can resume from it."""
     if plot is not None and not history:
         raise UsageError("--plot draws the run history: add --history")
+    if values is not None and (pattern is not None or stats or tree):
+        raise UsageError("--values takes its own NAME|GLOB and prints values only: drop --filter, --stats and --tree")
+    if tree and pattern is not None:
+        raise UsageError("--tree shows every layer: drop --filter")
+    if plot is not None:
+        from ckpt_tools.plotting import check_destination
+
+        check_destination(plot)
     if history:
         _history(path, plot, as_json)
         return
-    result = inspect(path, filter=pattern, stats=stats, format=fmt, values=values, tree=tree)
+    full_values = values is not None and (full or as_json)
+    result = inspect(path, filter=pattern, stats=stats, format=fmt, values=values, tree=tree, full_values=full_values)
     if result.empty_match:
         click.echo(f"ckpt: no variable matches {printable(result.pattern or '')!r}", err=True)
     if as_json:

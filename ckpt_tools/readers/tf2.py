@@ -185,8 +185,9 @@ def _canonical(
         if v.role == "weight" and v.slot_of is None and v.key in key_node and v.key not in secondary
     }
     recorded = {path: name for path, name in full.items() if name}
+    at_root = "save_counter" in _children(graph, 0) if len(graph.nodes) else False  # a tf.train.Checkpoint
     renamed = (
-        strip_model_scope(recorded, lambda paths: _is_layer(graph, common_owner(paths)))
+        strip_model_scope(recorded, lambda paths: _is_layer(graph, common_owner(paths), at_root))
         if _usable(recorded, full)
         else {}
     )
@@ -227,11 +228,11 @@ def _hyper_attribute(name: str, optimizer_paths: set[str]) -> bool:
     return parent in optimizer_paths and attr.lstrip("_") in hyperparameter_names()
 
 
-def _is_layer(graph: Graph, path: str) -> bool:
-    """Whether the object at `path` is a layer rather than the model or a list of layers: it has a parent, and
-    children named like attributes (a layer list's children are `0`, `1`, ...; the top-level object is the
-    model or a `tf.train.Checkpoint` attribute holding it)."""
-    if "/" not in path:
+def _is_layer(graph: Graph, path: str, checkpoint_root: bool) -> bool:
+    """Whether the object at `path` is a layer rather than the model or a list of layers: children named like
+    attributes (a layer list's children are `0`, `1`, ...). The root is the model when it is not a
+    `tf.train.Checkpoint` (which records a `save_counter`); under a Checkpoint its attributes (`model=`) are."""
+    if not path or ("/" not in path and checkpoint_root):
         return False
     node = next((n for n, paths in graph.paths.items() if path in paths), None)
     if node is None:
