@@ -119,9 +119,9 @@ def _check_plot(plot: str | None, names_only: bool) -> None:
         return
     from ckpt_tools.plotting import check_destination
 
-    check_destination(plot)
     if names_only:
         raise UsageError("--plot draws how values changed; it cannot be combined with --names-only")
+    check_destination(plot)
 
 
 EPILOG = """\b
