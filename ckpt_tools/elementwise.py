@@ -175,7 +175,7 @@ class _Accumulator:
         if self.strings:
             return ValueStats(self.size, self.differing, None, None)
         return ValueStats(
-            self.size, self.differing, _finite_or_none(self.max_abs), _finite_or_none(self.max_rel), self.nonfinite
+            self.size, self.differing, finite_or_none(self.max_abs), finite_or_none(self.max_rel), self.nonfinite
         )
 
 
@@ -187,8 +187,9 @@ def _int_abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(larger, ua - ub, ub - ua).astype(np.float64)
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def finite_or_none(value: float | None) -> float | None:
+    """The value when it is a finite number, else None (strict JSON has no NaN/Inf)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _bytes_ne(x: Any, y: Any) -> bool:

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_tools.elementwise import aligned_blocks
+from ckpt_tools.elementwise import aligned_blocks, finite_or_none
 from ckpt_tools.errors import CorruptCheckpointError, FormatNotRecognizedError, MissingFileError, UsageError
 from ckpt_tools.model import Variable, VariableMap, numpy_dtype
-from ckpt_tools.readers.paths import artifact_root, read_state, resolve_state_entry
+from ckpt_tools.readers.paths import artifact_root, read_state, state_prefixes
 
 JSON_SCHEMA = "ckpt-tools/history/1"
 
@@ -97,10 +97,6 @@ def stream_norms(current: Variable, other: Variable | None = None) -> NormAccumu
     return acc
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class LayerStats:
     """One layer in one checkpoint: its weights' L2 norm (over finite elements), the L2 norm of the update
@@ -124,8 +120,8 @@ class LayerStats:
             "layer": self.layer,
             "weights": self.weights,
             "size": self.size,
-            "weight_norm": _finite_or_none(self.weight_norm),
-            "update_norm": _finite_or_none(self.update_norm),
+            "weight_norm": finite_or_none(self.weight_norm),
+            "update_norm": finite_or_none(self.update_norm),
             "nan": self.nan,
             "inf": self.inf,
         }
@@ -250,18 +246,13 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
     state = read_state(directory)
     if state is None:
         return directory, [directory]
-    entries = list(state.all)
-    if state.latest is not None and state.latest not in entries:
-        entries.append(state.latest)
-    if not entries:
+    prefixes = state_prefixes(directory, state)
+    if not prefixes:
         raise CorruptCheckpointError(f"{directory / 'checkpoint'}: the state file lists no checkpoints")
-    prefixes = []
-    for entry in entries:
-        prefix = resolve_state_entry(directory, entry)
+    for prefix in prefixes:
         if not Path(str(prefix) + ".index").is_file() and not prefix.is_file():
-            raise MissingFileError(f"{directory / 'checkpoint'}: listed checkpoint {entry!r} does not exist")
-        prefixes.append(_as_given(directory, prefix))
-    return directory, prefixes
+            raise MissingFileError(f"{directory / 'checkpoint'}: listed checkpoint {prefix.name!r} does not exist")
+    return directory, [_as_given(directory, prefix) for prefix in prefixes]
 
 
 def _open(path: Path, directory: Path) -> VariableMap:

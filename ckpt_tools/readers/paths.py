@@ -83,9 +83,10 @@ def resolve_state_entry(directory: Path, entry: str) -> Path:
     return candidate
 
 
-def state_prefixes(directory: Path) -> list[Path]:
-    """Every checkpoint the state file lists (oldest first), the latest included."""
-    state = read_state(directory)
+def state_prefixes(directory: Path, state: CheckpointState | None = None) -> list[Path]:
+    """Every checkpoint the state file lists (oldest first), the latest included; `state` when the caller has
+    already read it (the file is then not read again)."""
+    state = state if state is not None else read_state(directory)
     if state is None:
         return []
     entries = list(state.all)

@@ -84,7 +84,7 @@ def verify_state(directory: Path, checked: Path | None = None) -> tuple[Status, 
     state = read_state(directory)
     if state is None:
         return "skip", "no checkpoint state file"
-    prefixes = state_prefixes(directory)
+    prefixes = state_prefixes(directory, state)
     if not prefixes:
         return "fail", f"{directory / STATE_FILE}: names no checkpoint"
     missing = [m for m in (_checkpoint_exists(p) for p in prefixes) if m is not None]
