@@ -134,9 +134,27 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
             *_saved_object_messages(),
             *_signature_messages(),
             *_saved_model_messages(),
+            *_keras_messages(),
         ]
     )
     return fdp
+
+
+def _keras_messages() -> list[descriptor_pb2.DescriptorProto]:
+    """tf_keras protobuf/saved_metadata.proto (`keras_metadata.pb` of tf_keras SavedModels), renamed here."""
+    t = ".tensorflow."
+    return [
+        _message("KerasSavedMetadata", [_field("nodes", 1, t + "KerasSavedObject", repeated=True)]),
+        _message(
+            "KerasSavedObject",
+            [
+                _field("node_id", 2, "int32"),
+                _field("node_path", 3, "string"),
+                _field("identifier", 4, "string"),
+                _field("metadata", 5, "string"),
+            ],
+        ),
+    ]
 
 
 def _framework_messages() -> list[descriptor_pb2.DescriptorProto]:
@@ -534,11 +552,14 @@ def _saved_object_messages() -> list[descriptor_pb2.DescriptorProto]:
                 _field("dependencies", 15, ref + "ObjectReference", repeated=True),
                 _field("slot_variables", 3, ref + "SlotVariableReference", repeated=True),
                 *(_field(name, number, t + kind, oneof=0) for name, number, kind in kinds),
+                _field("saveable_objects", 11, t + "SavedObject.SaveableObjectsEntry", repeated=True),
                 _field("registered_name", 13, "string"),
                 _field("registered_saver", 16, "string"),
             ],
+            nested=[_map_entry("SaveableObjectsEntry", t + "SaveableObject")],
             oneofs=("kind",),
         ),
+        _message("SaveableObject", [_field("save_function", 2, "int32"), _field("restore_function", 3, "int32")]),
         _message("SavedUserObject", [_field("identifier", 1, "string"), version, _field("metadata", 3, "string")]),
         _message("SavedAsset", [_field("asset_file_def_index", 1, "int32")]),
         _message("SavedFunction", [_field("concrete_functions", 1, "string", repeated=True)]),
@@ -602,6 +623,7 @@ VariableDef: Any = _cls("VariableDef")
 SaveSliceInfoDef: Any = _cls("SaveSliceInfoDef")
 SavedObjectGraph: Any = _cls("SavedObjectGraph")
 SavedObject: Any = _cls("SavedObject")
+KerasSavedMetadata: Any = _cls("KerasSavedMetadata")
 
 __all__ = [
     "BIG_ENDIAN",
@@ -615,6 +637,7 @@ __all__ = [
     "FunctionDef",
     "FunctionDefLibrary",
     "GraphDef",
+    "KerasSavedMetadata",
     "MetaGraphDef",
     "NameAttrList",
     "NodeDef",

@@ -182,6 +182,18 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+@contextmanager
+def open_member_h5(path: Path, name: str) -> Iterator[h5py.File]:
+    """h5py over one member of the archive at `path`, with the reader's size and ratio checks (for ckpt scan)."""
+    archive_size = path.stat().st_size
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+        _check_sizes(path, info, archive_size)
+        member = _member(path, zf, info, archive_size)
+    with _open_member(member) as f:
+        yield f
+
+
 def _opener(member: _Member) -> h5c.Opener:
     def opener() -> AbstractContextManager[h5py.File]:
         return _open_member(member)

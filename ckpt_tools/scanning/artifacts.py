@@ -1,0 +1,260 @@
+"""One scanner per artifact kind: SavedModel, `.meta` graph, `.keras`, HDF5, Keras config, checkpoint state."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from collections.abc import Callable
+from glob import escape as glob_escape
+from pathlib import Path
+from typing import Any
+
+from ckpt_tools.bundle import graph as g
+from ckpt_tools.bundle import protos
+from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, UnsafeInputError
+from ckpt_tools.readers import h5common as h5c
+from ckpt_tools.readers import keras_archive, magic
+from ckpt_tools.readers.paths import STATE_FILE, is_state_file, read_state
+from ckpt_tools.scanning import containers
+from ckpt_tools.scanning.findings import ArtifactScan, Collector
+from ckpt_tools.scanning.graphs import GraphContext, scan_meta_graph
+from ckpt_tools.scanning.keras_config import parse_config, scan_config
+from ckpt_tools.scanning.rules import Severity
+
+KERAS_METADATA = "keras_metadata.pb"
+H5_CONFIG_ATTRS = ("model_config", "training_config")
+H5_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+Scanner = Callable[[Path, Collector], list[str]]
+
+
+def kind_of(path: Path) -> str | None:
+    """The artifact kind at `path` (never opening a FIFO or device), or None when ckpt scan does not know it."""
+    try:
+        mode = path.lstat().st_mode if not path.is_symlink() else path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        if (path / "saved_model.pb").is_file():
+            return "saved-model"
+        if (path / keras_archive.CONFIG).is_file() and (path / keras_archive.WEIGHTS).is_file():
+            return "keras-directory"
+        return "checkpoint-directory" if is_state_file(path / STATE_FILE) else None
+    if not stat.S_ISREG(mode):
+        return None
+    if path.name == STATE_FILE:
+        return "checkpoint-directory" if is_state_file(path) else None
+    if path.suffix == ".meta":
+        return "meta-graph"
+    if path.name == "saved_model.pb":
+        return "saved-model"
+    if magic.has_zip_magic(path):
+        return "keras-archive" if path.suffix == ".keras" or _looks_keras(path) else None
+    if magic.hdf5_magic_offset(path) is not None:
+        return "hdf5"
+    if path.suffix == ".json" and path.name == keras_archive.CONFIG:
+        return "keras-config"
+    return None
+
+
+def _looks_keras(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return keras_archive.CONFIG in zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
+def scan_artifact(path: Path, kind: str, shown: str, limit: int) -> ArtifactScan:
+    """Scan one artifact; an error that stops the scan is kept in the result (and makes the exit code 2)."""
+    out = Collector(limit)
+    try:
+        scanned = SCANNERS[kind](path, out)
+    except CkptToolsError as exc:
+        return ArtifactScan(shown, kind, out.result(), error=str(exc))
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+        return ArtifactScan(shown, kind, out.result(), error=f"{path}: unreadable ({h5c.first_line(exc)})")
+    except (RecursionError, MemoryError) as exc:
+        return ArtifactScan(
+            shown, kind, out.result(), error=f"{path}: too deeply nested or too large ({type(exc).__name__})"
+        )
+    return ArtifactScan(shown, kind, out.result(), tuple(scanned))
+
+
+# ----------------------------------------------------------------------------------------------- graphs
+def _saved_model(path: Path, out: Collector) -> list[str]:
+    root = path if path.is_dir() else path.parent
+    pb = root / "saved_model.pb"
+    message = g.read_saved_model(pb)
+    graphs = g.saved_model_graphs_of(message, str(pb))
+    for index, (meta, graph) in enumerate(zip(message.meta_graphs, graphs, strict=True)):
+        label = f"meta_graph[{index}] {{{','.join(graph.tags)}}}"
+        assets = _assets(meta, root, pb.name, label, out)
+        entries = _object_graph_functions(meta)
+        scan_meta_graph(graph, GraphContext(pb.name, label, assets, entries), out)
+    scanned = [pb.name]
+    if (root / KERAS_METADATA).is_file():
+        _keras_metadata(root / KERAS_METADATA, out)
+        scanned.append(KERAS_METADATA)
+    containers.scan_symlinks(root, out)
+    return scanned
+
+
+def _assets(meta: Any, root: Path, file: str, label: str, out: Collector) -> frozenset[str]:
+    """The asset tensors of a graph; an asset file name that leaves `assets/` is a path escape."""
+    tensors = set()
+    for asset in meta.asset_file_def:
+        tensors.add(str(g.parse_tensor_name(asset.tensor_info.name)))
+        name = asset.filename
+        if not containers.inside(root / "assets", root / "assets" / name) or Path(name).is_absolute():
+            out.add("path.escape", file, f"{label}: asset {asset.tensor_info.name}", f"asset file name {name!r}")
+    if "asset_filepaths" in meta.collection_def:  # older SavedModels list their asset tensors here
+        for name in meta.collection_def["asset_filepaths"].node_list.value:
+            tensors.add(str(g.parse_tensor_name(name)))
+    return frozenset(tensors)
+
+
+def _object_graph_functions(meta: Any) -> frozenset[str]:
+    """Concrete functions the SavedObjectGraph exposes: what `tf.saved_model.load` makes callable."""
+    names: set[str] = set()
+    for node in meta.object_graph_def.nodes:
+        kind = node.WhichOneof("kind")
+        if kind == "function":
+            names.update(node.function.concrete_functions)
+        elif kind == "bare_concrete_function":
+            names.add(node.bare_concrete_function.concrete_function_name)
+    return frozenset(names)
+
+
+def _keras_metadata(path: Path, out: Collector) -> None:
+    data = _read_limited(path, 1 << 30)
+    try:
+        message = protos.KerasSavedMetadata.FromString(data)
+    except Exception as exc:  # protobuf's DecodeError, RecursionError for over-deep nesting
+        raise CorruptCheckpointError(f"{path}: not a valid keras_metadata.pb ({type(exc).__name__})") from exc
+    for node in message.nodes:
+        label = f"{KERAS_METADATA} node {node.node_id} ({node.node_path})"
+        if node.metadata:
+            scan_config(parse_config(node.metadata, f"{path} node {node.node_id}"), KERAS_METADATA, label, out)
+
+
+def _meta_graph(path: Path, out: Collector) -> list[str]:
+    graph = g.read_meta_graph(path)
+    scan_meta_graph(graph, GraphContext(path.name, "meta_graph"), out)
+    return [path.name]
+
+
+# ---------------------------------------------------------------------------------------- Keras and HDF5
+def _keras_archive(path: Path, out: Collector) -> list[str]:
+    with zipfile.ZipFile(path) as zf:
+        containers.scan_members(path, zf, out)
+        names = set(zf.namelist())
+        scanned = ["members"]
+        if keras_archive.CONFIG in names:
+            info = zf.getinfo(keras_archive.CONFIG)
+            if info.file_size > keras_archive.MAX_JSON_BYTES:
+                raise UnsafeInputError(f"{path}: config.json declares {info.file_size} bytes (refused)")
+            with zf.open(info) as fh:
+                data = fh.read(keras_archive.MAX_JSON_BYTES + 1)
+            scan_config(parse_config(data, f"{path}:config.json"), keras_archive.CONFIG, "config.json", out)
+            scanned.append(keras_archive.CONFIG)
+    if keras_archive.WEIGHTS in names:
+        with keras_archive.open_member_h5(path, keras_archive.WEIGHTS) as f:
+            containers.scan_hdf5(f, keras_archive.WEIGHTS, out)
+        scanned.append(keras_archive.WEIGHTS)
+    return scanned
+
+
+def _keras_directory(path: Path, out: Collector) -> list[str]:
+    config = path / keras_archive.CONFIG
+    data = _read_limited(config, keras_archive.MAX_JSON_BYTES)
+    scan_config(parse_config(data, str(config)), keras_archive.CONFIG, "config.json", out)
+    with h5c.open_h5(path / keras_archive.WEIGHTS, str(path / keras_archive.WEIGHTS)) as f:
+        containers.scan_hdf5(f, keras_archive.WEIGHTS, out)
+    containers.scan_symlinks(path, out)
+    return [keras_archive.CONFIG, keras_archive.WEIGHTS]
+
+
+def _keras_config(path: Path, out: Collector) -> list[str]:
+    data = _read_limited(path, keras_archive.MAX_JSON_BYTES)
+    scan_config(parse_config(data, str(path)), path.name, path.name, out)
+    return [path.name]
+
+
+def _hdf5(path: Path, out: Collector) -> list[str]:
+    h5c.require_file(path)
+    scanned = [path.name]
+    with h5c.open_h5(path, str(path)) as f, h5c.translate_errors(str(path)):
+        containers.scan_hdf5(f, path.name, out)
+        for name in H5_CONFIG_ATTRS:
+            text = h5c.attr_text(f, name)
+            if text:
+                scan_config(parse_config(text, f"{path}:{name}"), path.name, f"attribute {name}", out)
+                scanned.append(name)
+    return scanned
+
+
+# ------------------------------------------------------------------------------------ checkpoint state
+def _checkpoint_directory(path: Path, out: Collector) -> list[str]:
+    directory = path if path.is_dir() else path.parent
+    state = read_state(directory)
+    scanned = [STATE_FILE] if state is not None else []
+    if state is not None:
+        entries = list(state.all) + ([state.latest] if state.latest and state.latest not in state.all else [])
+        for entry in entries:
+            _state_entry(directory, entry, out)
+    for meta in sorted(directory.glob("*.meta")):
+        if meta.is_file() and not meta.is_symlink():
+            scan_meta_graph(g.read_meta_graph(meta), GraphContext(meta.name, "meta_graph"), out)
+            scanned.append(meta.name)
+    containers.scan_symlinks(directory, out)
+    return scanned
+
+
+def _state_entry(directory: Path, entry: str, out: Collector) -> None:
+    """A relative entry leaving the folder is high. An absolute one elsewhere is medium when the folder holds a
+    checkpoint of that base name (TF1 Savers record the training machine's paths; the folder was moved), else
+    high: TensorFlow opens absolute entries as written."""
+    where = f"entry {entry!r}"
+    if "\x00" in entry:
+        out.add("path.escape", STATE_FILE, where, "a NUL byte in the entry")
+        return
+    target = Path(entry) if Path(entry).is_absolute() else directory / entry
+    if containers.inside(directory, target):
+        return
+    if not Path(entry).is_absolute():
+        out.add("path.escape", STATE_FILE, where, "a relative path that leaves the directory")
+    elif _has_local_copy(directory, Path(entry).name):
+        detail = "an absolute path outside the directory, whose checkpoint is also here (a moved folder)"
+        out.add("path.escape", STATE_FILE, where, detail, Severity.MEDIUM)
+    else:
+        out.add("path.escape", STATE_FILE, where, "an absolute path outside the directory, to nothing here")
+
+
+def _has_local_copy(directory: Path, base: str) -> bool:
+    if not base or base in (".", ".."):
+        return False
+    local = directory / base
+    return any(Path(f"{local}{suffix}").is_file() for suffix in ("", ".index", ".meta")) or any(
+        directory.glob(f"{glob_escape(base)}.data-*")
+    )
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    h5c.require_file(path)
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeInputError(f"{path}: larger than {limit} bytes (refused)")
+    return data
+
+
+SCANNERS: dict[str, Scanner] = {
+    "saved-model": _saved_model,
+    "meta-graph": _meta_graph,
+    "keras-archive": _keras_archive,
+    "keras-directory": _keras_directory,
+    "keras-config": _keras_config,
+    "hdf5": _hdf5,
+    "checkpoint-directory": _checkpoint_directory,
+}
