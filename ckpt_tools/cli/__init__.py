@@ -14,7 +14,7 @@ from ckpt_tools import __version__
 from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import flat, printable
 
-COMMANDS = ("inspect", "diff", "validate", "convert", "ls")
+COMMANDS = ("inspect", "diff", "validate", "convert", "ls", "scan")
 
 
 class CkptGroup(click.Group):
