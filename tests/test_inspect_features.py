@@ -138,7 +138,7 @@ def test_natural_order() -> None:
     assert sorted(names, key=natural_key) == ["a/b9", "a/b10", "v1", "v2", "v10"]
 
 
-COMMANDS = ["inspect", "diff", "validate", "convert", "ls"]
+COMMANDS = ["inspect", "diff", "validate", "convert", "ls", "scan"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -39,7 +39,7 @@ HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion.run") is not None
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 BAD_WORDS = ("Traceback", "internal error", "out of memory")
-COMMANDS = ("inspect", "stats", "json", "diff_self", "diff_good", "validate")
+COMMANDS = ("inspect", "stats", "json", "diff_self", "diff_good", "validate", "scan")
 
 
 def load_generator() -> Any:
@@ -209,6 +209,7 @@ def job_args(case: dict[str, Any], command: str, corpus_dir: Path, good: str) ->
         "diff_self": ["diff", path, path],
         "diff_good": ["diff", str(ROOT / "fixtures" / (case["good"] or good)), path],
         "validate": ["validate", path],
+        "scan": ["scan", path],
     }[command]
 
 
@@ -221,6 +222,8 @@ def allowed(case: dict[str, Any], command: str) -> set[int]:
         return set(case["diff"])
     if command == "diff_good":
         return set(case["diff_good"])
+    if command == "scan":
+        return {0, 1, 2}  # scan reads less than the other commands; what it must find is checked below
     return set(case[command])
 
 
@@ -327,6 +330,20 @@ def test_nothing_outside_the_artifact_is_opened(
     assert not violations, "\n".join(violations)
     seen_jobs = set(outcomes["opened"])
     assert any(job.startswith("state_relative|") for job in seen_jobs), "strace markers missing: check is blind"
+
+
+def test_scan_flags_every_hostile_case(
+    corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]], outcomes: dict[str, Any]
+) -> None:
+    """Every case built to reach outside its artifact (state-file escapes, HDF5 links and external storage,
+    zip member names) is a finding at or above high for `ckpt scan`: exit 1, not a refusal or a pass."""
+    _, cases, _ = corpus
+    missed = [
+        f"{c['name']}: exit {outcomes['results'][c['name'] + '|scan']['exit']}"
+        for c in cases
+        if c["hostile"] and outcomes["results"][f"{c['name']}|scan"]["exit"] != 1
+    ]
+    assert not missed, "hostile cases ckpt scan did not flag:\n" + "\n".join(missed)
 
 
 def test_each_job_is_quick(outcomes: dict[str, Any]) -> None:
