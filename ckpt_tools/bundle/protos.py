@@ -463,7 +463,11 @@ def _graph_messages() -> list[descriptor_pb2.DescriptorProto]:
             [
                 _field("function", 1, t + "FunctionDef", repeated=True),
                 _field("gradient", 2, t + "GradientDef", repeated=True),
+                _field("registered_gradients", 3, t + "RegisteredGradient", repeated=True),
             ],
+        ),
+        _message(
+            "RegisteredGradient", [_field("gradient_func", 1, "string"), _field("registered_op_type", 2, "string")]
         ),
         # framework/graph.proto
         _message(
@@ -544,7 +548,15 @@ def _saved_object_messages() -> list[descriptor_pb2.DescriptorProto]:
     ]
     version = _field("version", 2, t + "VersionDef")
     return [
-        _message("SavedObjectGraph", [_field("nodes", 1, t + "SavedObject", repeated=True)]),
+        _message(
+            "SavedObjectGraph",
+            [
+                _field("nodes", 1, t + "SavedObject", repeated=True),
+                _field("concrete_functions", 2, t + "SavedObjectGraph.ConcreteFunctionsEntry", repeated=True),
+            ],
+            nested=[_map_entry("ConcreteFunctionsEntry", t + "SavedConcreteFunction")],
+        ),
+        _message("SavedConcreteFunction", [_field("bound_inputs", 2, "int32", repeated=True)]),
         _message(
             "SavedObject",
             [

@@ -16,8 +16,10 @@ from ckpt_tools.scanning.rules import PICKLE_SUFFIXES, RULES, Rule, Severity
 
 MAX_ARTIFACTS = 100_000
 FINDINGS_PER_ARTIFACT = 10_000
-SEALED = frozenset({"saved-model", "keras-directory"})  # directories scanned as one artifact, never descended
-WALKED_KINDS = frozenset({"meta-graph", "keras-archive", "hdf5", "keras-config"})
+SEALED = frozenset(
+    {"saved-model", "keras-directory", "saved-model+keras-directory"}
+)  # directories scanned as one artifact, never descended
+WALKED_KINDS = frozenset({"meta-graph", "keras-archive", "hdf5", "keras-config", "polyglot"})
 
 
 def natural_key(path: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
@@ -55,8 +57,8 @@ def _expand(given: str) -> list[Path]:
 def _unknown(path: Path) -> str:
     if not os.path.lexists(path):
         return f"{path}: no such file or directory"
-    if path.is_symlink():
-        return f"{path}: a symbolic link (not followed)"
+    if path.is_dir():
+        return f"{path}: no artifact ckpt scan knows under this directory"
     return f"{path}: not an artifact ckpt scan knows (SavedModel, .meta, checkpoint directory, .keras, HDF5)"
 
 
@@ -68,7 +70,12 @@ def _artifacts(path: Path, skipped: list[Skipped]) -> Iterator[tuple[str, Path, 
     if kind is not None or not path.is_dir():
         yield str(path), path, kind
         return
-    yield from _walk(path, skipped)
+    found = 0
+    for item in _walk(path, skipped):
+        found += 1
+        yield item
+    if not found:  # a gate that scanned nothing must not pass: perhaps a format ckpt scan does not know
+        yield str(path), path, None
 
 
 def _walk(root: Path, skipped: list[Skipped]) -> Iterator[tuple[str, Path, str | None]]:

@@ -7,21 +7,23 @@ import zipfile
 from collections.abc import Callable
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
 
-from ckpt_tools.bundle import graph as g
-from ckpt_tools.bundle import protos
-from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, UnsafeInputError
+from ckpt_tools.errors import CkptToolsError, UnsafeInputError
 from ckpt_tools.readers import h5common as h5c
 from ckpt_tools.readers import keras_archive, magic
 from ckpt_tools.readers.paths import STATE_FILE, is_state_file, read_state
 from ckpt_tools.scanning import containers
 from ckpt_tools.scanning.findings import ArtifactScan, Collector
-from ckpt_tools.scanning.graphs import GraphContext, scan_meta_graph
+from ckpt_tools.scanning.graph_artifacts import (
+    SAVED_MODEL_PB,
+    SAVED_MODEL_PBTXT,
+    has_saved_model,
+    scan_meta_file,
+    scan_saved_model,
+)
 from ckpt_tools.scanning.keras_config import parse_config, scan_config
 from ckpt_tools.scanning.rules import Severity
 
-KERAS_METADATA = "keras_metadata.pb"
 H5_CONFIG_ATTRS = ("model_config", "training_config")
 H5_SUFFIXES = (".h5", ".hdf5", ".keras")
 
@@ -31,30 +33,51 @@ Scanner = Callable[[Path, Collector], list[str]]
 def kind_of(path: Path) -> str | None:
     """The artifact kind at `path` (never opening a FIFO or device), or None when ckpt scan does not know it."""
     try:
-        mode = path.lstat().st_mode if not path.is_symlink() else path.stat().st_mode
+        mode = path.stat().st_mode
     except OSError:
         return None
     if stat.S_ISDIR(mode):
-        if (path / "saved_model.pb").is_file():
-            return "saved-model"
-        if (path / keras_archive.CONFIG).is_file() and (path / keras_archive.WEIGHTS).is_file():
-            return "keras-directory"
-        return "checkpoint-directory" if is_state_file(path / STATE_FILE) else None
+        return _directory_kind(path)
     if not stat.S_ISREG(mode):
         return None
     if path.name == STATE_FILE:
         return "checkpoint-directory" if is_state_file(path) else None
     if path.suffix == ".meta":
         return "meta-graph"
-    if path.name == "saved_model.pb":
+    if path.name in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT):
         return "saved-model"
-    if magic.has_zip_magic(path):
+    is_zip, is_h5 = _is_zip(path), magic.hdf5_magic_offset(path) is not None
+    if is_zip and is_h5:
+        return "polyglot"
+    if is_zip:
         return "keras-archive" if path.suffix == ".keras" or _looks_keras(path) else None
-    if magic.hdf5_magic_offset(path) is not None:
+    if is_h5:
         return "hdf5"
-    if path.suffix == ".json" and path.name == keras_archive.CONFIG:
+    if path.name == keras_archive.CONFIG:
         return "keras-config"
     return None
+
+
+def _directory_kind(path: Path) -> str | None:
+    """A SavedModel, an unzipped `.keras` (Keras loads any folder with a config.json), both at once, or a
+    checkpoint folder (a `checkpoint` state file)."""
+    saved_model = has_saved_model(path)
+    keras = (path / keras_archive.CONFIG).is_file()
+    if saved_model and keras:
+        return "saved-model+keras-directory"
+    if saved_model:
+        return "saved-model"
+    if keras:
+        return "keras-directory"
+    return "checkpoint-directory" if is_state_file(path / STATE_FILE) else None
+
+
+def _is_zip(path: Path) -> bool:
+    """What Keras asks (`zipfile.is_zipfile`): an end-of-central-directory record, wherever the file starts."""
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _looks_keras(path: Path) -> bool:
@@ -79,69 +102,6 @@ def scan_artifact(path: Path, kind: str, shown: str, limit: int) -> ArtifactScan
             shown, kind, out.result(), error=f"{path}: too deeply nested or too large ({type(exc).__name__})"
         )
     return ArtifactScan(shown, kind, out.result(), tuple(scanned))
-
-
-# ----------------------------------------------------------------------------------------------- graphs
-def _saved_model(path: Path, out: Collector) -> list[str]:
-    root = path if path.is_dir() else path.parent
-    pb = root / "saved_model.pb"
-    message = g.read_saved_model(pb)
-    graphs = g.saved_model_graphs_of(message, str(pb))
-    for index, (meta, graph) in enumerate(zip(message.meta_graphs, graphs, strict=True)):
-        label = f"meta_graph[{index}] {{{','.join(graph.tags)}}}"
-        assets = _assets(meta, root, pb.name, label, out)
-        entries = _object_graph_functions(meta)
-        scan_meta_graph(graph, GraphContext(pb.name, label, assets, entries), out)
-    scanned = [pb.name]
-    if (root / KERAS_METADATA).is_file():
-        _keras_metadata(root / KERAS_METADATA, out)
-        scanned.append(KERAS_METADATA)
-    containers.scan_symlinks(root, out)
-    return scanned
-
-
-def _assets(meta: Any, root: Path, file: str, label: str, out: Collector) -> frozenset[str]:
-    """The asset tensors of a graph; an asset file name that leaves `assets/` is a path escape."""
-    tensors = set()
-    for asset in meta.asset_file_def:
-        tensors.add(str(g.parse_tensor_name(asset.tensor_info.name)))
-        name = asset.filename
-        if not containers.inside(root / "assets", root / "assets" / name) or Path(name).is_absolute():
-            out.add("path.escape", file, f"{label}: asset {asset.tensor_info.name}", f"asset file name {name!r}")
-    if "asset_filepaths" in meta.collection_def:  # older SavedModels list their asset tensors here
-        for name in meta.collection_def["asset_filepaths"].node_list.value:
-            tensors.add(str(g.parse_tensor_name(name)))
-    return frozenset(tensors)
-
-
-def _object_graph_functions(meta: Any) -> frozenset[str]:
-    """Concrete functions the SavedObjectGraph exposes: what `tf.saved_model.load` makes callable."""
-    names: set[str] = set()
-    for node in meta.object_graph_def.nodes:
-        kind = node.WhichOneof("kind")
-        if kind == "function":
-            names.update(node.function.concrete_functions)
-        elif kind == "bare_concrete_function":
-            names.add(node.bare_concrete_function.concrete_function_name)
-    return frozenset(names)
-
-
-def _keras_metadata(path: Path, out: Collector) -> None:
-    data = _read_limited(path, 1 << 30)
-    try:
-        message = protos.KerasSavedMetadata.FromString(data)
-    except Exception as exc:  # protobuf's DecodeError, RecursionError for over-deep nesting
-        raise CorruptCheckpointError(f"{path}: not a valid keras_metadata.pb ({type(exc).__name__})") from exc
-    for node in message.nodes:
-        label = f"{KERAS_METADATA} node {node.node_id} ({node.node_path})"
-        if node.metadata:
-            scan_config(parse_config(node.metadata, f"{path} node {node.node_id}"), KERAS_METADATA, label, out)
-
-
-def _meta_graph(path: Path, out: Collector) -> list[str]:
-    graph = g.read_meta_graph(path)
-    scan_meta_graph(graph, GraphContext(path.name, "meta_graph"), out)
-    return [path.name]
 
 
 # ---------------------------------------------------------------------------------------- Keras and HDF5
@@ -169,10 +129,29 @@ def _keras_directory(path: Path, out: Collector) -> list[str]:
     config = path / keras_archive.CONFIG
     data = _read_limited(config, keras_archive.MAX_JSON_BYTES)
     scan_config(parse_config(data, str(config)), keras_archive.CONFIG, "config.json", out)
-    with h5c.open_h5(path / keras_archive.WEIGHTS, str(path / keras_archive.WEIGHTS)) as f:
-        containers.scan_hdf5(f, keras_archive.WEIGHTS, out)
+    scanned = [keras_archive.CONFIG]
+    weights = path / keras_archive.WEIGHTS
+    if weights.is_file():
+        with h5c.open_h5(weights, str(weights)) as f:
+            containers.scan_hdf5(f, keras_archive.WEIGHTS, out)
+        scanned.append(keras_archive.WEIGHTS)
     containers.scan_symlinks(path, out)
-    return [keras_archive.CONFIG, keras_archive.WEIGHTS]
+    return scanned
+
+
+def _saved_model(path: Path, out: Collector) -> list[str]:
+    return scan_saved_model(path if path.is_dir() else path.parent, out)
+
+
+def _saved_model_and_keras(path: Path, out: Collector) -> list[str]:
+    """A folder TensorFlow loads as a SavedModel and Keras as an unzipped `.keras`: both views are scanned."""
+    scanned = scan_saved_model(path, out)
+    return scanned + [name for name in _keras_directory(path, out) if name not in scanned]
+
+
+def _polyglot(path: Path, out: Collector) -> list[str]:
+    out.add("file.polyglot", path.name, "whole file", "both an HDF5 file and a zip archive")
+    return _hdf5(path, out) + _keras_archive(path, out)
 
 
 def _keras_config(path: Path, out: Collector) -> list[str]:
@@ -205,8 +184,7 @@ def _checkpoint_directory(path: Path, out: Collector) -> list[str]:
             _state_entry(directory, entry, out)
     for meta in sorted(directory.glob("*.meta")):
         if meta.is_file() and not meta.is_symlink():
-            scan_meta_graph(g.read_meta_graph(meta), GraphContext(meta.name, "meta_graph"), out)
-            scanned.append(meta.name)
+            scanned += scan_meta_file(meta, out)
     containers.scan_symlinks(directory, out)
     return scanned
 
@@ -251,7 +229,9 @@ def _read_limited(path: Path, limit: int) -> bytes:
 
 SCANNERS: dict[str, Scanner] = {
     "saved-model": _saved_model,
-    "meta-graph": _meta_graph,
+    "saved-model+keras-directory": _saved_model_and_keras,
+    "polyglot": _polyglot,
+    "meta-graph": scan_meta_file,
     "keras-archive": _keras_archive,
     "keras-directory": _keras_directory,
     "keras-config": _keras_config,

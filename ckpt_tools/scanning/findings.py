@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_tools.scanning.rules import RULES, Severity
@@ -110,27 +110,37 @@ class ScanReport:
 
 @dataclass
 class Collector:
-    """Gathers findings while one artifact is scanned, at most `limit` (a hostile file could yield millions)."""
+    """Gathers findings while one artifact is scanned, at most `limit` (a hostile file could yield millions);
+    the rest are counted by severity and summed up in one `scan.truncated` finding at the highest of them."""
 
     limit: int = 10_000
     findings: list[Finding] = field(default_factory=list)
-    dropped: int = 0
+    dropped: dict[Severity, int] = field(default_factory=dict)
 
     def add(
         self, rule: str, file: str, location: str, detail: str, severity: Severity | None = None, subject: str = ""
     ) -> None:
         """Record a finding at the rule's severity unless the evidence sets another; `subject` is what a policy
-        can allow (an op or a module name)."""
-        if len(self.findings) >= self.limit:
-            self.dropped += 1
-            return
+        can allow (an op or a module name). Text from the artifact is kept printable and valid UTF-8."""
         level = RULES[rule].severity if severity is None else severity
-        self.findings.append(Finding(rule, level, file, location, detail, subject))
+        if len(self.findings) >= self.limit:
+            self.dropped[level] = self.dropped.get(level, 0) + 1
+            return
+        self.findings.append(Finding(rule, level, _clean(file), _clean(location), _clean(detail), _clean(subject)))
 
     def result(self) -> tuple[Finding, ...]:
-        if self.dropped:
-            last = self.findings[-1]
-            note = f"{self.dropped} more findings not listed (at most {self.limit} per artifact)"
-            self.findings.append(replace(last, detail=note, location="(truncated)"))
-            self.dropped = 0
-        return tuple(self.findings)
+        if not self.dropped:
+            return tuple(self.findings)
+        worst = max(self.dropped)
+        counts = ", ".join(f"{n} {s.label}" for s, n in sorted(self.dropped.items(), reverse=True))
+        detail = f"{sum(self.dropped.values())} more findings not listed ({counts}; at most {self.limit} are listed)"
+        return (*self.findings, Finding("scan.truncated", worst, "", "(not listed)", detail))
+
+
+def _clean(text: str) -> str:
+    """Undecodable bytes (surrogate escapes) and control characters as visible escapes: JSON, SARIF and terminals
+    get text, never raw bytes or escape sequences from the artifact."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

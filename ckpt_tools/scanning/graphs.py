@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ckpt_tools.bundle import graph as g
@@ -13,65 +13,67 @@ from ckpt_tools.scanning.findings import Collector
 from ckpt_tools.scanning.rules import (
     CHECKPOINT_READ_OPS,
     CHECKPOINT_WRITE_OPS,
+    FILENAME_ATTR,
     FILENAME_INPUT,
+    LOCAL_SCHEMES,
+    NOT_A_FILE,
     OP_RULES,
     Severity,
     tensorflow_ops,
 )
+from ckpt_tools.scanning.saver import SaverView, saver_view
 
 MAX_EMBEDDED_DEPTH = 4  # DatasetFromGraph graphs inside embedded graphs are scanned this deep
-MAX_SAVER_NODES = 1_000_000
-MAX_ANCESTORS = 10_000  # nodes looked at backwards from a DatasetFromGraph's graph_def input
+MAX_ANCESTORS = 10_000  # nodes looked at backwards from one input
 CHECKPOINT_OPS = CHECKPOINT_WRITE_OPS | CHECKPOINT_READ_OPS
+DEAD = " (in a function nothing in the file calls)"
 
 
 @dataclass(frozen=True)
 class GraphContext:
-    """Where a graph sits: the file inside the artifact, its label (`meta_graph[0] {serve}`), asset tensors."""
+    """Where a graph sits and what the file around it says: the file inside the artifact, its label
+    (`meta_graph[0] {serve}`), asset tensors, the functions the object graph exposes (and registered gradients),
+    each function's arguments bound to assets, and the tensors its signatures return."""
 
     file: str
     label: str
     asset_tensors: frozenset[str] = frozenset()
     entry_functions: frozenset[str] = frozenset()
+    asset_args: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    signature_tensors: frozenset[str] = frozenset()
     depth: int = 0
+
+
+@dataclass(frozen=True)
+class _Site:
+    """One node being judged: where it is, which graph or function owns it, and what the saver analysis says."""
+
+    node: g.Node
+    owner: g.GraphLike
+    path: tuple[str, ...]
+    file: str
+    where: str
+    live: bool
+    exempt: bool
 
 
 def scan_meta_graph(graph: g.MetaGraph, context: GraphContext, out: Collector) -> None:
     """Report every denylisted or unknown op of the graph and of its function library."""
-    saver_nodes = _saver_nodes(graph)
-    saver_only = _saver_only_functions(graph, saver_nodes)
-    live = _reach(graph, graph.node_list, context.entry_functions)
+    view = saver_view(graph, context.signature_tensors, context.entry_functions)
     custom: dict[str, tuple[str, int]] = {}
     for path, owner, node in _every_node(graph):
         where = _location(context, path, node)
-        in_saver = node.name in saver_nodes if not path else path[-1] in saver_only
         if node.op in OP_RULES:
-            dead = bool(path) and path[-1] not in live
-            _flag(node, owner, graph, context, where, in_saver, Downgrading(out) if dead else out)
+            live = not path or path[-1] in view.live
+            site = _Site(node, owner, path, context.file, where, live, view.exempt(node, owner, path))
+            _flag(site, graph, context, view, out)
         elif node.op not in tensorflow_ops() and node.op not in graph.functions:
             first, count = custom.get(node.op, (where, 0))
             custom[node.op] = (first, count + 1)
     for op, (first, count) in sorted(custom.items()):
         nodes = f"{count} node{'s' if count != 1 else ''}"
-        out.add(
-            "graph.custom-op", context.file, first, f"op {op} ({nodes}; first shown) is not a TensorFlow op", subject=op
-        )
-
-
-class Downgrading(Collector):
-    """Findings in a function nothing can call (no node, signature or object-graph function reaches it) are
-    reported at low severity: the op is there, but loading and serving the artifact never runs it."""
-
-    def __init__(self, target: Collector) -> None:
-        super().__init__(target.limit, target.findings)
-        self.target = target
-
-    def add(
-        self, rule: str, file: str, location: str, detail: str, severity: Severity | None = None, subject: str = ""
-    ) -> None:
-        self.target.add(
-            rule, file, location, f"{detail} (in a function nothing in the file calls)", Severity.LOW, subject
-        )
+        detail = f"op {op} ({nodes}; first shown) is not a TensorFlow op"
+        out.add("graph.custom-op", context.file, first, detail, subject=op)
 
 
 def _every_node(graph: g.MetaGraph) -> Iterator[tuple[tuple[str, ...], g.GraphLike, g.Node]]:
@@ -86,82 +88,102 @@ def _location(context: GraphContext, path: tuple[str, ...], node: g.Node) -> str
     return f"{context.label}: {functions}node {node.name!r} (op {node.op})"
 
 
-def _flag(
-    node: g.Node,
-    owner: g.GraphLike,
-    graph: g.MetaGraph,
-    context: GraphContext,
-    where: str,
-    in_saver: bool,
-    out: Collector,
-) -> None:
+def _add(site: _Site, out: Collector, rule: str, detail: str, severity: Severity | None = None) -> None:
+    """A finding about the site; in a function nothing can call it is kept, at low severity."""
+    if not site.live:
+        out.add(rule, site.file, site.where, detail + DEAD, Severity.LOW, site.node.op)
+    else:
+        out.add(rule, site.file, site.where, detail, severity, site.node.op)
+
+
+def _flag(site: _Site, graph: g.MetaGraph, context: GraphContext, view: SaverView, out: Collector) -> None:
+    node = site.node
     rule = OP_RULES[node.op]
     if node.op in CHECKPOINT_OPS:
-        if in_saver:
+        if site.exempt:
             return
-        if isinstance(owner, g.MetaGraph) and _scope_is_a_saver(node.name, graph):
-            out.add(
-                "graph.checkpoint-io",
-                context.file,
-                where,
-                f"{node.op} of the Saver in scope {_scope(node.name)}/",
-                subject=node.op,
-            )
+        scope = view.second_saver_scope(node, site.owner, site.path)
+        if scope:
+            _add(site, out, "graph.checkpoint-io", f"{node.op} of the Saver in scope {scope}/")
             return
     if node.op == "PrintV2":
-        stream = str(node.attrs.get("output_stream", ""))
+        stream = _attr_text(node, "output_stream")
         if stream.startswith("file://"):
-            out.add("graph.file-write", context.file, where, f"PrintV2 appends to {stream[7:]!r}", subject=node.op)
+            _add(site, out, "graph.file-write", f"PrintV2 appends to {stream[7:]!r}")
         else:
-            out.add(rule, context.file, where, f"PrintV2 to {stream or 'stderr'}", subject=node.op)
+            _add(site, out, rule, f"PrintV2 to {stream or 'stderr'!r}")
         return
     if node.op == "DatasetFromGraph":
-        _embedded(node, owner, graph, context, where, out)
+        _embedded(site, graph, context, out)
         return
-    if rule == "graph.file-read":
-        _file_read(node, owner, context, where, out)
+    if rule in ("graph.file-read", "graph.file-write"):
+        _file_op(site, rule, context, out)
         return
-    detail = f"{node.op}" + _name_detail(node, owner)
+    detail = node.op
     if rule == "graph.debug":
-        detail += f" to {_attr_text(node, 'debug_urls') or 'its debug URLs'}"
-    out.add(rule, context.file, where, detail, subject=node.op)
+        detail += f" to {_attr_text(node, 'debug_urls') or 'its debug URLs'!r}"
+    _add(site, out, rule, detail)
 
 
-def _file_read(node: g.Node, owner: g.GraphLike, context: GraphContext, where: str, out: Collector) -> None:
-    """A read is medium when the artifact fixes the file name, low when the caller supplies it."""
-    if node.op == "ImmutableConst":
-        region = _attr_text(node, "memory_region_name")
-        out.add("graph.file-read", context.file, where, f"ImmutableConst maps the file {region!r}", subject=node.op)
-        return
-    source = _filename_source(node, owner)
-    if source in context.asset_tensors:
-        return  # the SavedModel's own asset, rebound to the asset file at load time
-    value = _constant_text(owner, source)
-    if value is not None:
-        out.add("graph.file-read", context.file, where, f"{node.op} of the fixed name {value!r}", subject=node.op)
+def _file_op(site: _Site, rule: str, context: GraphContext, out: Collector) -> None:
+    """File ops by where their name comes from: a URL is the network; for reads, a name fixed in the artifact
+    is medium and one the caller supplies is low; an asset of the SavedModel's own is not reported."""
+    node = site.node
+    if node.op in FILENAME_ATTR:
+        name: str | None = _attr_text(node, FILENAME_ATTR[node.op])
+        source = ""
     else:
-        origin = g.describe_source(owner, source) if source else "no input"
-        out.add(
-            "graph.file-read",
-            context.file,
-            where,
-            f"{node.op} of a name given at run time ({origin})",
-            Severity.LOW,
-            subject=node.op,
-        )
+        source = _filename_source(node)
+        name = _constant_text(site.owner, source)
+    if name in NOT_A_FILE and (node.op in FILENAME_ATTR or node.op.startswith("CacheDataset")):
+        return  # the in-memory cache, the compiled-in descriptor pool
+    if name is not None and _is_url(name):
+        _add(site, out, "graph.network", f"{node.op} of {name!r}")
+        return
+    if name is not None:
+        _add(site, out, rule, f"{node.op} of the fixed name {name!r}")
+        return
+    if rule == "graph.file-write":
+        _add(site, out, rule, f"{node.op} of a name given at run time ({_origin(site.owner, source)})")
+        return
+    if source in context.asset_tensors or _arg_of(source, site) in context.asset_args.get(_function(site), ()):
+        return  # the SavedModel's own asset, bound to the asset file at load time
+    _add(site, out, rule, f"{node.op} of a name given at run time ({_origin(site.owner, source)})", Severity.LOW)
 
 
-def _filename_source(node: g.Node, owner: g.GraphLike) -> str:
+def _is_url(name: str) -> bool:
+    scheme, sep, _ = name.partition("://")
+    return bool(sep) and scheme.isascii() and scheme.replace("+", "").isalnum() and scheme.lower() not in LOCAL_SCHEMES
+
+
+def _function(site: _Site) -> str:
+    return site.path[-1] if site.path else ""
+
+
+def _arg_of(source: str, site: _Site) -> str:
+    """The function argument a tensor name is (or passes through), else ''."""
+    if not isinstance(site.owner, g.Function) or not source:
+        return ""
+    ref = g.parse_tensor_name(source)
+    for _ in range(g.MAX_DEPTH):
+        if ref.node in site.owner.input_args:
+            return ref.node
+        node = site.owner.nodes.get(ref.node)
+        if node is None or node.op not in g.PASS_THROUGH_OPS or not node.input_refs:
+            return ""
+        ref = node.input_refs[0]
+    return ""
+
+
+def _origin(owner: g.GraphLike, source: str) -> str:
+    return g.describe_source(owner, source) if source else "no input"
+
+
+def _filename_source(node: g.Node) -> str:
     position = FILENAME_INPUT.get(node.op, 0)
-    if not node.input_refs or position >= len(node.input_refs):
+    if position >= len(node.input_refs):
         return ""
     return str(node.input_refs[position])
-
-
-def _name_detail(node: g.Node, owner: g.GraphLike) -> str:
-    source = _filename_source(node, owner)
-    value = _constant_text(owner, source) if source else None
-    return f" of the fixed name {value!r}" if value is not None else ""
 
 
 def _constant_text(owner: g.GraphLike, tensor_name: str) -> str | None:
@@ -169,15 +191,14 @@ def _constant_text(owner: g.GraphLike, tensor_name: str) -> str | None:
     value = _constant_bytes(owner, tensor_name)
     if value is None:
         return None
-    text = value.decode("utf-8", "replace")
+    text = value.decode("utf-8", "backslashreplace")
     return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _constant_bytes(owner: g.GraphLike, tensor_name: str) -> bytes | None:
     if not tensor_name:
         return None
-    ref = g.parse_tensor_name(tensor_name)
-    node = owner.nodes.get(ref.node)
+    node = owner.nodes.get(g.parse_tensor_name(tensor_name).node)
     for _ in range(g.MAX_DEPTH):
         if node is None or node.op not in g.PASS_THROUGH_OPS or not node.input_refs:
             break
@@ -198,28 +219,28 @@ def _attr_text(node: g.Node, name: str) -> str:
     return "" if value is None else str(value)
 
 
-def _embedded(
-    node: g.Node, owner: g.GraphLike, graph: g.MetaGraph, context: GraphContext, where: str, out: Collector
-) -> None:
+# ----------------------------------------------------------------------------------------- embedded graphs
+def _embedded(site: _Site, graph: g.MetaGraph, context: GraphContext, out: Collector) -> None:
     """Flag DatasetFromGraph, and scan every string constant its `graph_def` input is computed from that
     parses as a GraphDef (a graph can be spliced from pieces to dodge a scanner that looks at one Const)."""
+    node = site.node
     source = str(node.input_refs[0]) if node.input_refs else ""
-    pieces = _ancestor_strings(owner, source)
+    pieces = _ancestor_strings(site.owner, source)
     graphs = [(name, parsed) for name, data in pieces if (parsed := _as_graph(data)) is not None]
-    if _constant_bytes(owner, source) is not None:
+    if _constant_bytes(site.owner, source) is not None:
         how = "a constant graph"
     else:
         how = f"a graph computed at run time from {len(pieces)} string constant(s)"
-    out.add("graph.embedded-graph", context.file, where, f"DatasetFromGraph of {how}", subject=node.op)
+    _add(site, out, "graph.embedded-graph", f"DatasetFromGraph of {how}")
     if context.depth >= MAX_EMBEDDED_DEPTH:
         return
     for name, message in graphs:
         try:
             inner = g.meta_graph_from_proto(message, f"{graph.source} (embedded)")
         except CkptToolsError as exc:
-            out.add("graph.embedded-graph", context.file, where, f"its graph is refused ({exc})", subject=node.op)
+            _add(site, out, "graph.embedded-graph", f"its graph is refused ({exc})")
             continue
-        label = f"{where} > embedded graph (constant {name!r})"
+        label = f"{site.where} > embedded graph (constant {name!r})"
         scan_meta_graph(inner, GraphContext(context.file, label, depth=context.depth + 1), out)
 
 
@@ -235,14 +256,17 @@ def _ancestor_strings(owner: g.GraphLike, tensor_name: str) -> list[tuple[str, b
             continue
         seen.add(name)
         if node.op == "Const":
-            tensor = node.attrs.get("value")
-            if isinstance(tensor, g.ConstTensor) and tensor.value is not None and tensor.value.dtype == object:
-                found.extend(
-                    (node.name, item) for item in tensor.value.reshape(-1)[:16] if isinstance(item, bytes) and item
-                )
+            found.extend((node.name, item) for item in _strings(node))
             continue
         pending.extend(node.inputs)
     return found
+
+
+def _strings(node: g.Node) -> Iterable[bytes]:
+    tensor = node.attrs.get("value")
+    if isinstance(tensor, g.ConstTensor) and tensor.value is not None and tensor.value.dtype == object:
+        return [item for item in tensor.value.reshape(-1)[:16] if isinstance(item, bytes) and item]
+    return []
 
 
 def _as_graph(data: bytes) -> Any:
@@ -254,57 +278,3 @@ def _as_graph(data: bytes) -> Any:
     if not graph_def.node and not graph_def.library.function:
         return None
     return protos.MetaGraphDef(graph_def=graph_def)
-
-
-# ------------------------------------------------------------------------------------------------ the saver
-def _saver_nodes(graph: g.MetaGraph) -> set[str]:
-    """Top-level nodes the graph's saver_def runs: everything its save tensor and restore op depend on."""
-    saver = graph.saver_def
-    if saver is None:
-        return set()
-    pending = [g.parse_tensor_name(saver.save_tensor).node, g.parse_tensor_name(saver.restore_op).node]
-    seen: set[str] = set()
-    while pending and len(seen) < MAX_SAVER_NODES:
-        name = pending.pop()
-        node = graph.nodes.get(name)
-        if name in seen or node is None:
-            continue
-        seen.add(name)
-        pending.extend(node.inputs)
-        pending.extend(c.removeprefix("^") for c in node.control_inputs)
-    return seen
-
-
-def _saver_only_functions(graph: g.MetaGraph, saver_nodes: set[str]) -> set[str]:
-    """Library functions reached only from the saver's nodes (TF2's traced save and restore functions)."""
-    from_saver = _reach(graph, (n for n in graph.node_list if n.name in saver_nodes))
-    others = _reach(graph, (n for n in graph.node_list if n.name not in saver_nodes))
-    unreached = [f for f in graph.function_list if f.name not in from_saver]
-    others |= _reach(graph, (node for f in unreached for node in f.node_list))
-    others |= {f.name for f in unreached}
-    return from_saver - others
-
-
-def _reach(graph: g.MetaGraph, nodes: Iterable[g.Node], functions: Iterable[str] = ()) -> set[str]:
-    """Library functions the nodes call, and the named functions, with everything they call in turn."""
-    reached: set[str] = set()
-    pending = [f for node in nodes for f in g.called_functions(node, graph.functions)]
-    pending.extend(graph.functions[name] for name in functions if name in graph.functions)
-    while pending:
-        function = pending.pop()
-        if function.name in reached:
-            continue
-        reached.add(function.name)
-        for node in function.node_list:
-            pending.extend(f for f in g.called_functions(node, graph.functions) if f.name not in reached)
-    return reached
-
-
-def _scope(name: str) -> str:
-    return name.rpartition("/")[0]
-
-
-def _scope_is_a_saver(name: str, graph: g.MetaGraph) -> bool:
-    """A tf.train.Saver's subgraph: its scope holds the Saver's `restore_all` op (TF1 graphs with two Savers)."""
-    scope = _scope(name)
-    return bool(scope) and f"{scope}/restore_all" in graph.nodes

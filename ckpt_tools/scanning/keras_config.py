@@ -10,11 +10,14 @@ from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
 from ckpt_tools.scanning.findings import Collector
 from ckpt_tools.scanning.rules import (
     KERAS_BUILDING_BLOCKS,
+    KERAS_NON_MODELING,
     KERAS_ROOT_OBJECTS,
     KERAS_ROOTS,
     LAMBDA_CLASSES,
+    OP_RULES,
+    TF_API_DENYLIST,
     UNSAFE_SWITCHES,
-    Severity,
+    tensorflow_ops,
 )
 
 MAX_CONFIG_BYTES = 64 << 20
@@ -83,6 +86,10 @@ def _check_object(obj: dict[str, Any], file: str, where: str, out: Collector) ->
         _check_lambda(obj, file, where, out)
     elif class_name == "TFSMLayer":
         _check_tfsm(obj, file, where, out)
+    elif class_name == "TFOpLambda":
+        _check_tf_op_lambda(obj, file, where, out)
+    elif class_name == "TensorFlowOpLayer":
+        _check_tf_op_layer(obj, file, where, out)
     if isinstance(module, str) and module and _check_module(module, str(class_name), file, where, out):
         return
     registered = obj.get("registered_name")
@@ -111,7 +118,9 @@ def _check_module(module: str, class_name: str, file: str, where: str, out: Coll
         out.add("keras.foreign-module", file, where, f"imports {module!r} for {class_name!r}", subject=module)
         return True
     rest = parts[2:] if len(parts) > 1 and parts[1] == "src" else parts[1:]
-    if not rest:
+    if class_name in KERAS_NON_MODELING:
+        pass  # Keras' own list of functions that are not model building blocks, whatever the namespace
+    elif not rest:
         if class_name in KERAS_ROOT_OBJECTS:
             return False
     elif rest[0] in KERAS_BUILDING_BLOCKS or ".".join(rest[:2]) in KERAS_BUILDING_BLOCKS:
@@ -139,12 +148,28 @@ def _check_lambda(obj: dict[str, Any], file: str, where: str, out: Collector) ->
 
 
 def _check_tfsm(obj: dict[str, Any], file: str, where: str, out: Collector) -> None:
-    config = _config_of(obj)
-    target = str(config.get("filepath", ""))
-    escapes = target.startswith(("/", "\\")) or ".." in target.replace("\\", "/").split("/") or ":" in target
-    severity = Severity.HIGH if escapes else None
-    place = "outside the archive" if escapes else "inside the archive"
-    out.add("keras.tfsmlayer", file, where, f"loads the SavedModel {target!r} ({place})", severity)
+    target = str(_config_of(obj).get("filepath", ""))
+    out.add("keras.tfsmlayer", file, where, f"loads and runs the SavedModel at {target!r}", subject=target)
+
+
+def _check_tf_op_lambda(obj: dict[str, Any], file: str, where: str, out: Collector) -> None:
+    """tf_keras calls `tf.<function>` with the layer's inputs; only tensor computations are passed."""
+    function = str(_config_of(obj).get("function", ""))
+    name = function
+    for prefix in ("compat.v1.", "compat.v2."):
+        name = name.removeprefix(prefix)
+    if name.startswith(TF_API_DENYLIST) or name in ("py_func", "print"):
+        out.add("keras.tf-op", file, where, f"TFOpLambda calls tf.{function}", subject=function)
+
+
+def _check_tf_op_layer(obj: dict[str, Any], file: str, where: str, out: Collector) -> None:
+    """tf_keras rebuilds the NodeDef of a TensorFlowOpLayer as it stands: its op is judged like a graph's."""
+    node_def = _config_of(obj).get("node_def")
+    op = str(node_def.get("op", "")) if isinstance(node_def, dict) else ""
+    if op in OP_RULES:
+        out.add(OP_RULES[op], file, where, f"TensorFlowOpLayer runs the op {op}", subject=op)
+    elif op and op not in tensorflow_ops():
+        out.add("graph.custom-op", file, where, f"TensorFlowOpLayer runs {op}, not a TensorFlow op", subject=op)
 
 
 def _config_of(obj: dict[str, Any]) -> dict[str, Any]:

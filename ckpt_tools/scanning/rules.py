@@ -125,6 +125,28 @@ _RULES = (
         "when someone runs it by name.",
     ),
     Rule(
+        "scan.truncated",
+        Severity.HIGH,
+        "too many findings to list",
+        "Past the per-artifact limit, findings are counted, not listed; this one carries the highest severity "
+        "among those not listed, so padding a file with harmless findings cannot hide a dangerous one.",
+    ),
+    Rule(
+        "file.polyglot",
+        Severity.HIGH,
+        "file parses as two formats",
+        "The file is both HDF5 and a zip archive: Keras opens the zip (`.keras`), h5py the HDF5 view, and a "
+        "scanner that looks at one view misses the other. No TensorFlow or Keras writer produces such a file.",
+    ),
+    Rule(
+        "keras.tf-op",
+        Severity.HIGH,
+        "Keras config calls a TensorFlow function",
+        "tf_keras TFOpLambda layers call the TensorFlow API function their config names, and TensorFlowOpLayer "
+        "layers rebuild any op from a NodeDef: file, network and Python-callback functions run when the model "
+        "is called.",
+    ),
+    Rule(
         "keras.lambda-bytecode",
         Severity.CRITICAL,
         "Lambda layer with Python bytecode",
@@ -167,9 +189,10 @@ _RULES = (
     ),
     Rule(
         "keras.tfsmlayer",
-        Severity.MEDIUM,
+        Severity.HIGH,
         "TFSMLayer loads a SavedModel",
-        "TFSMLayer loads and runs a SavedModel from its `filepath`; a path outside the archive is high.",
+        "TFSMLayer loads and runs the SavedModel at its `filepath`, resolved against the working directory (an "
+        "archive cannot hold one): whatever is at that path runs.",
     ),
     Rule(
         "archive.path-trick",
@@ -246,6 +269,13 @@ OP_RULES: dict[str, str] = {
             "SaveDataset",
             "SaveDatasetV2",
             "DistributedSave",
+            "CacheDataset",
+            "CacheDatasetV2",
+            "SnapshotDataset",
+            "SnapshotDatasetV2",
+            "CalibrationStatisticsSaver",
+            "DumpTensor",
+            "FileSystemSetConfiguration",
             "CreateSummaryFileWriter",
             "CreateSummaryDbWriter",
             "ImportEvent",
@@ -273,8 +303,14 @@ OP_RULES: dict[str, str] = {
             "SqlDataset",
             "ExperimentalSqlDataset",
             "LoadDataset",
-            "SnapshotDataset",
-            "SnapshotDatasetV2",
+            "DTensorRestoreV2",
+            "RecordInput",
+            "DecodeProtoV2",
+            "EncodeProto",
+            "SnapshotChunkDataset",
+            "ListSnapshotChunksDataset",
+            "SnapshotDatasetReader",
+            "SnapshotNestedDatasetReader",
             "WholeFileReader",
             "WholeFileReaderV2",
             "TextLineReader",
@@ -322,9 +358,40 @@ OP_RULES: dict[str, str] = {
     "Print": "graph.print",
     "PrintV2": "graph.print",
     "Abort": "graph.process",
+    "ShutdownTPUSystem": "graph.process",
+    "_DisconnectHostFromDistributedTPUSystem": "graph.process",
 }
-# The first data input of each file op that names the file (its position among the op's inputs).
-FILENAME_INPUT = {"ImmutableConst": -1, "InitializeTableFromTextFile": 1, "InitializeTableFromTextFileV2": 1}
+# The data input of each file op that names the file or URL, where it is not the first (TensorFlow's op defs).
+FILENAME_INPUT = {
+    "InitializeTableFromTextFile": 1,
+    "InitializeTableFromTextFileV2": 1,
+    "MergeV2Checkpoints": 1,
+    "CreateSummaryFileWriter": 1,
+    "CreateSummaryDbWriter": 1,
+    "CacheDataset": 1,
+    "CacheDatasetV2": 1,
+    "SnapshotDataset": 1,
+    "SnapshotDatasetV2": 1,
+    "SaveDataset": 1,
+    "SaveDatasetV2": 1,
+    "DatasetToTFRecord": 1,
+    "ExperimentalDatasetToTFRecord": 1,
+    "DistributedSave": 1,
+}
+# Ops that name their file in an attribute instead of an input.
+FILENAME_ATTR = {
+    "ImmutableConst": "memory_region_name",
+    "CalibrationStatisticsSaver": "output_file_path",
+    "DumpTensor": "log_dir_path",
+    "RecordInput": "file_pattern",
+    "DecodeProtoV2": "descriptor_source",
+    "EncodeProto": "descriptor_source",
+}
+# Values of those that name no file: the in-memory cache, the descriptor pool compiled into the binary.
+NOT_A_FILE = frozenset({"", "local://"})
+# A file name with one of these schemes is a network location (TensorFlow registers `gs`, and plugins `s3`,
+# `hdfs`, `http`...): any `scheme://` other than `file://` is treated as the network.
+LOCAL_SCHEMES = frozenset({"file"})
 
 # Keras namespaces whose objects are model building blocks (what a config is for). Anything else from a
 # `keras` module is a function Keras would call while deserializing.
@@ -340,7 +407,53 @@ KERAS_BUILDING_BLOCKS = (
     "models",
     "dtype_policies",
     "mixed_precision",
-    "saving.serialization_lib",
+    "ops",
+    "quantizers",
+    "random",
+    "optimizers.schedules",
+)
+# Keras 3.15's own list of functions it refuses to deserialize (serialization_lib.NON_MODELING_APIS), by
+# public name; the same names under any namespace above are reported too.
+KERAS_NON_MODELING = frozenset(
+    {
+        "clear_session",
+        "enable_unsafe_deserialization",
+        "load_model",
+        "model_from_json",
+        "save_model",
+        "image_dataset_from_directory",
+        "load_img",
+        "save_img",
+        "text_dataset_from_directory",
+        "audio_dataset_from_directory",
+        "deserialize_keras_object",
+        "serialize_keras_object",
+        "load_weights",
+        "save_weights",
+        "register_keras_serializable",
+        "get_file",
+    }
+)
+# tf_keras TFOpLambda `function` names (the TensorFlow API path after `tf.`) that reach files, the network,
+# Python callbacks or process state; everything else TFOpLambda can name is a tensor computation.
+TF_API_DENYLIST = (
+    "io.",
+    "gfile.",
+    "raw_ops.",
+    "py_function",
+    "numpy_function",
+    "compat.v1.py_func",
+    "print",
+    "summary.",
+    "debugging.experimental.",
+    "data.",
+    "saved_model.",
+    "train.",
+    "config.",
+    "distribute.",
+    "lookup.",
+    "keras.",
+    "experimental.",
 )
 KERAS_ROOTS = ("keras", "tf_keras")
 # Objects Keras configs name under the package root itself (`"module": "keras"`).
