@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from ckpt_tools.scanning.rules import RULES, Severity
 from tests.conftest import CORPUS, FIXTURES, HAS_TF, ROOT, child_env, run_cli, run_json
 
 HOSTILE = FIXTURES / "hostile"
@@ -38,7 +39,8 @@ def where_text(finding: dict[str, Any]) -> str:
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c["hostile"]])
 def test_hostile_artifact_is_flagged_where_the_payload_is(name: str) -> None:
     case = CASES[name]
-    report = scan_json(HOSTILE / case["path"], "--fail-on", "medium", expect=1)
+    lowest = min(Severity.parse(f.get("severity", RULES[f["rule"]].severity.label)) for f in case["findings"])
+    report = scan_json(HOSTILE / case["path"], "--fail-on", lowest.label, expect=1)
     (artifact,) = report["artifacts"]
     assert artifact["error"] is None
     for expected in case["findings"]:
@@ -49,7 +51,10 @@ def test_hostile_artifact_is_flagged_where_the_payload_is(name: str) -> None:
         ]
         assert hits, f"{name}: no {expected['rule']} at {expected['where']}: {artifact['findings']}"
         if "op" in expected:
-            assert any(f"(op {expected['op']})" in f["location"] for f in hits)
+            hits = [f for f in hits if f"(op {expected['op']})" in f["location"]]
+            assert hits, f"{name}: no {expected['rule']} on op {expected['op']}"
+        severity = expected.get("severity", RULES[expected["rule"]].severity.label)
+        assert any(f["severity"] == severity for f in hits), f"{name}: {expected['rule']} not at {severity}: {hits}"
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if not c["hostile"]])

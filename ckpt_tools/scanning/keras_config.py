@@ -39,12 +39,19 @@ def parse_config(data: bytes | str, where: str) -> Any:
 def scan_config(config: Any, file: str, label: str, out: Collector) -> None:
     """Flag Lambda layers, modules outside Keras, safe-mode switches, custom objects and TFSMLayers."""
     for path, value, layer in _objects(config):
-        where = f"{label} {path}" + (f" (layer {layer!r})" if layer else "")
+        where = f"{label} {path}" + _named(value) + (f" (layer {layer!r})" if layer else "")
         if isinstance(value, str):
             if value in UNSAFE_SWITCHES:
                 out.add("keras.unsafe-switch", file, where, f"names {value}")
             continue
         _check_object(value, file, where, out)
+
+
+def _named(value: Any) -> str:
+    """` keras.models.load_model`: the object a config entry names, when it names a module."""
+    if isinstance(value, dict) and isinstance(value.get("module"), str) and value["module"]:
+        return f" {value['module']}.{value.get('class_name')}"
+    return ""
 
 
 def _objects(root: Any) -> Iterator[tuple[str, Any, str]]:
@@ -167,9 +174,10 @@ def _check_tf_op_layer(obj: dict[str, Any], file: str, where: str, out: Collecto
     node_def = _config_of(obj).get("node_def")
     op = str(node_def.get("op", "")) if isinstance(node_def, dict) else ""
     if op in OP_RULES:
-        out.add(OP_RULES[op], file, where, f"TensorFlowOpLayer runs the op {op}", subject=op)
+        out.add(OP_RULES[op], file, f"{where} (op {op})", f"TensorFlowOpLayer runs the op {op}", subject=op)
     elif op and op not in tensorflow_ops():
-        out.add("graph.custom-op", file, where, f"TensorFlowOpLayer runs {op}, not a TensorFlow op", subject=op)
+        detail = f"TensorFlowOpLayer runs {op}, not a TensorFlow op"
+        out.add("graph.custom-op", file, f"{where} (op {op})", detail, subject=op)
 
 
 def _config_of(obj: dict[str, Any]) -> dict[str, Any]:
