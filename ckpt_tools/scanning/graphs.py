@@ -21,7 +21,7 @@ from ckpt_tools.scanning.rules import (
     Severity,
     tensorflow_ops,
 )
-from ckpt_tools.scanning.saver import SaverView, saver_view
+from ckpt_tools.scanning.saver import SaverView, ancestors, saver_view
 
 MAX_EMBEDDED_DEPTH = 4  # DatasetFromGraph graphs inside embedded graphs are scanned this deep
 MAX_ANCESTORS = 10_000  # nodes looked at backwards from one input
@@ -246,20 +246,9 @@ def _embedded(site: _Site, graph: g.MetaGraph, context: GraphContext, out: Colle
 
 def _ancestor_strings(owner: g.GraphLike, tensor_name: str) -> list[tuple[str, bytes]]:
     """String constants the tensor is computed from (data inputs, at most MAX_ANCESTORS nodes back)."""
-    pending = [g.parse_tensor_name(tensor_name).node] if tensor_name else []
-    seen: set[str] = set()
-    found: list[tuple[str, bytes]] = []
-    while pending and len(seen) < MAX_ANCESTORS:
-        name = pending.pop()
-        node = owner.nodes.get(name)
-        if name in seen or node is None:
-            continue
-        seen.add(name)
-        if node.op == "Const":
-            found.extend((node.name, item) for item in _strings(node))
-            continue
-        pending.extend(node.inputs)
-    return found
+    starts = [g.parse_tensor_name(tensor_name).node] if tensor_name else []
+    nodes = [owner.nodes.get(name) for name in ancestors(owner, starts, MAX_ANCESTORS)]
+    return [(node.name, item) for node in nodes if node is not None and node.op == "Const" for item in _strings(node)]
 
 
 def _strings(node: g.Node) -> Iterable[bytes]:

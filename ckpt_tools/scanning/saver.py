@@ -66,19 +66,28 @@ def saver_view(graph: g.MetaGraph, signature_tensors: Iterable[str], entries: It
     return SaverView(graph, frozenset(saver_nodes), frozenset(from_saver - others), frozenset(live), frozenset(serving))
 
 
+def ancestors(owner: g.GraphLike, names: Iterable[str], limit: int, *, control: bool = False) -> list[str]:
+    """The named nodes and every node they are computed from (data inputs, and control inputs when asked), in
+    the order met, at most `limit`; names that are no node (function arguments) are included too."""
+    pending = list(names)
+    seen: dict[str, None] = {}
+    while pending and len(seen) < limit:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen[name] = None
+        node = owner.nodes.get(name)
+        if node is not None:
+            pending.extend(node.inputs)
+            if control:
+                pending.extend(c.removeprefix("^") for c in node.control_inputs)
+    return list(seen)
+
+
 def _closure(graph: g.MetaGraph, tensors: Iterable[str]) -> set[str]:
     """Top-level nodes the tensors depend on, data and control inputs."""
-    pending = [g.parse_tensor_name(t.removeprefix("^")).node for t in tensors if t]
-    seen: set[str] = set()
-    while pending and len(seen) < MAX_CLOSURE:
-        name = pending.pop()
-        node = graph.nodes.get(name)
-        if name in seen or node is None:
-            continue
-        seen.add(name)
-        pending.extend(node.inputs)
-        pending.extend(c.removeprefix("^") for c in node.control_inputs)
-    return seen
+    starts = [g.parse_tensor_name(t.removeprefix("^")).node for t in tensors if t]
+    return {name for name in ancestors(graph, starts, MAX_CLOSURE, control=True) if name in graph.nodes}
 
 
 def _reach(graph: g.MetaGraph, nodes: Iterable[g.Node], functions: Iterable[str] = ()) -> set[str]:
@@ -125,14 +134,4 @@ def _name_inputs(node: g.Node) -> list[int]:
 
 def _name_ancestors(owner: g.GraphLike, node: g.Node, position: int) -> set[str]:
     """The input itself and the nodes (and function arguments) it is computed from, at most MAX_ANCESTORS."""
-    pending = [node.input_refs[position].node]
-    seen: set[str] = set()
-    while pending and len(seen) < MAX_ANCESTORS:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        found = owner.nodes.get(name)
-        if found is not None:
-            pending.extend(found.inputs)
-    return seen
+    return set(ancestors(owner, [node.input_refs[position].node], MAX_ANCESTORS))
