@@ -332,8 +332,11 @@ def test_unreadable_paths_exit_2_with_one_line(tmp_path: Path) -> None:
 def test_docs_list_every_rule_and_field() -> None:
     from ckpt_tools.scanning import rules
 
+    from ckpt_tools.scanning.rules import OP_RULES
+
     text = (ROOT / "docs" / "scan.md").read_text()
     assert all(f"`{rule.id}`" in text for rule in rules())
+    assert all(f"`{op}`" in text for op in OP_RULES), "docs/scan.md must list every denylisted op"
     report = scan_json(HOSTILE / "keras_lambda.keras", expect=1)
     fields = set(report) | set(report["artifacts"][0]) | set(report["artifacts"][0]["findings"][0])
     missing = sorted(f for f in fields if f"`{f}`" not in text and f"`{f}[]`" not in text)
