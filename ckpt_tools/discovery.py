@@ -32,7 +32,7 @@ SEALED_MARKERS: tuple[tuple[str, ...], ...] = (
 TF_KERAS_BACKUP = "chief"
 
 
-def natural_key(path: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+def natural_key(path: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:
     """Sort key comparing paths component by component, digit runs as numbers (`ckpt-2` before `ckpt-10`)."""
     return tuple(name_key(part.casefold()) for part in path.split(os.sep))
 

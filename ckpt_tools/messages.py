@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")
 
 
 def listed(items: Sequence[str], limit: int, show: Callable[[str], str] | None = None) -> str:
@@ -30,6 +30,14 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders `v2` before `v10` (digit runs compare as numbers)."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)
+def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key that orders `v2` before `v10`: ASCII digit runs compare as numbers (by length, then digits, so a
+    5,000-digit run from a hostile name costs no int conversion), everything else as text."""
+    return tuple(_part(part) for part in _DIGITS.split(text) if part)
+
+
+def _part(part: str) -> tuple[int, int, str]:
+    if part.isascii() and part.isdigit():
+        digits = part.lstrip("0") or "0"
+        return (0, len(digits), digits)
+    return (1, 0, part)

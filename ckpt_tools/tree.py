@@ -78,5 +78,5 @@ def build_tree(vmap: VariableMap) -> Tree:
     return Tree(root, other)
 
 
-def _by_name(var: Variable) -> tuple[tuple[int, int | str], ...]:
+def _by_name(var: Variable) -> tuple[tuple[int, int, str], ...]:
     return natural_key(var.name)

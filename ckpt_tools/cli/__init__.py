@@ -31,6 +31,13 @@ class CkptGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        from ckpt_tools.cli.terminal import safe_output
+        from ckpt_tools.readers.confine import following_symlinks
+
+        with safe_output(), following_symlinks(False):  # each command starts confined; its flag may lift it
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CkptToolsError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ckpt_tools.cli.render import dump_json, json_option, shape_text, shown_path, table
+from ckpt_tools.cli.render import dump_json, follow_symlinks_option, json_option, shape_text, shown_path, table
 from ckpt_tools.conversion.plan import Plan
 from ckpt_tools.conversion.run import ConvertReport, convert
 from ckpt_tools.messages import printable
@@ -130,6 +130,7 @@ Examples:
     help="Write even when optimizer state cannot be translated (the output is not resumable).",
 )
 @json_option
+@follow_symlinks_option
 def command(
     source: str,
     model: str,

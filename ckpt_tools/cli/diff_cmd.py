@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from ckpt_tools.cli.render import echo_json, json_option, shape_text, table
+from ckpt_tools.cli.render import echo_json, follow_symlinks_option, json_option, shape_text, table
 from ckpt_tools.diffing import FORMAT_SPECIFIC, IDENTICAL, NOT_COMPARED, DiffEntry, DiffResult, Side, diff
 from ckpt_tools.errors import UsageError
 from ckpt_tools.model import Variable, VariableMap
@@ -187,6 +187,7 @@ Examples:
     help="Also draw the relative change ||A-B||/||B|| of each weight and slot to FILE (.png or .svg).",
 )
 @json_option
+@follow_symlinks_option
 @click.pass_context
 def command(
     ctx: click.Context,

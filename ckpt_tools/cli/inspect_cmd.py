@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ckpt_tools.cli.render import echo_json, human_bytes, json_option, shape_text, table
+from ckpt_tools.cli.render import echo_json, follow_symlinks_option, human_bytes, json_option, shape_text, table
 from ckpt_tools.errors import UsageError
 from ckpt_tools.facts import short_number
 from ckpt_tools.inspection import InspectResult, inspect
@@ -192,6 +192,7 @@ Examples:
     help="Skip detection and read PATH as this format.",
 )
 @json_option
+@follow_symlinks_option
 def command(
     path: str,
     pattern: str | None,

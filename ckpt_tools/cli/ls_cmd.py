@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from ckpt_tools.cli.render import echo_json, json_option, table
+from ckpt_tools.cli.render import echo_json, follow_symlinks_option, json_option, table
+from ckpt_tools.cli.terminal import escape, raw_stderr
 from ckpt_tools.discovery import MAX_ENTRIES, LsResult, Progress, ProgressCallback, list_artifacts
 from ckpt_tools.messages import counted
 
@@ -49,7 +50,7 @@ def _counter() -> ProgressCallback:
 
     def show(progress: Progress) -> None:
         text = f"ckpt ls: {progress.artifacts} read, {progress.entries} entries: {progress.path}"
-        click.echo("\r" + text[:width].ljust(width), nl=False, err=True)
+        click.echo("\r" + escape(text)[:width].ljust(width), nl=False, file=raw_stderr())
 
     return show
 
@@ -76,6 +77,7 @@ Examples:
     help="Stop (with an error) after looking at this many directory entries.",
 )
 @json_option
+@follow_symlinks_option
 @click.pass_context
 def command(ctx: click.Context, roots: tuple[str, ...], max_entries: int, as_json: bool) -> None:
     """List every checkpoint, SavedModel and Keras file under the directories DIR..., recursively."""
@@ -85,7 +87,7 @@ def command(ctx: click.Context, roots: tuple[str, ...], max_entries: int, as_jso
         result = list_artifacts(roots, progress=progress, max_entries=max_entries)
     finally:
         if tty:
-            click.echo("\r\x1b[K", nl=False, err=True)
+            click.echo("\r\x1b[K", nl=False, file=raw_stderr())
     if as_json:
         echo_json(result.to_json())
     elif result.artifacts or result.errors:

@@ -22,6 +22,25 @@ def json_option(func: F) -> F:
     return decorated
 
 
+def follow_symlinks_option(func: F) -> F:
+    """The `--follow-symlinks` flag every reading command shares (docs/security.md)."""
+
+    def enable(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            from ckpt_tools.readers.confine import FOLLOW_SYMLINKS
+
+            FOLLOW_SYMLINKS.set(True)
+
+    decorated: F = click.option(
+        "--follow-symlinks",
+        is_flag=True,
+        expose_value=False,
+        callback=enable,
+        help="Read files of an artifact that are symbolic links to places outside it (refused by default).",
+    )(func)
+    return decorated
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -46,8 +65,11 @@ def _finite(value: Any) -> Any:
 
 
 def dump_json(obj: Any) -> str:
-    """Serialize for `--json`: strict JSON (no NaN literals), stable key order as built."""
-    return json.dumps(_finite(obj), indent=2, default=_default, allow_nan=False, ensure_ascii=False)
+    """Serialize for `--json`: strict JSON (no NaN literals), stable key order as built. Control characters are
+    escaped by JSON itself; undecodable bytes from damaged names become visible `\\udcXX` escapes, so the
+    output is always valid UTF-8."""
+    text = json.dumps(_finite(obj), indent=2, default=_default, allow_nan=False, ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def echo_json(obj: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ckpt_tools.cli.render import echo_json, json_option, table
+from ckpt_tools.cli.render import echo_json, follow_symlinks_option, json_option, table
 from ckpt_tools.errors import UsageError
 from ckpt_tools.validation.checks import CHECKS, CheckResult, ValidationReport, required_checks
 from ckpt_tools.validation.junit import github_annotations, write_junit
@@ -93,6 +93,7 @@ Examples:
     help="Also write a JUnit XML report (one testcase per artifact) to FILE.",
 )
 @json_option
+@follow_symlinks_option
 @click.pass_context
 def command(
     ctx: click.Context,

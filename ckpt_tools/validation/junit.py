@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,16 @@ def junit_xml(reports: Sequence[ValidationReport], durations: Sequence[float] | 
         out = ET.SubElement(case, "system-out")
         out.text = "\n".join(f"{c.name}: {c.status} - {c.reason}" for c in report.checks)
     ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + xml_safe(ET.tostring(suite, encoding="unicode")) + "\n"
+
+
+# Code points XML 1.0 cannot hold (even escaped): C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Names from a hostile file as visible escapes (`\\x00`), so the report stays well-formed XML."""
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def write_junit(path: Path, reports: Sequence[ValidationReport], durations: Sequence[float] | None = None) -> None:
