@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ Side = Literal["a", "b"]
 RuleSide = Literal["a", "b", "both"]
 SIDES: tuple[str, ...] = ("a", "b", "both")
 MAX_RULES_BYTES = 1 << 20
+MAX_RULES = 10_000  # YAML aliases can make a small file name millions of rules
 
 _RULE_KEYS = {"from", "to", "side"}
 _FILE_KEYS = {"rules", "side", "strip_prefix"}
@@ -121,6 +123,8 @@ class RenameRules:
         raw_rules = data.get("rules", [])
         if not isinstance(raw_rules, list):
             raise UsageError(f"{source}: 'rules' must be a list")
+        if len(raw_rules) > MAX_RULES:
+            raise UsageError(f"{source}: more than {MAX_RULES} rules")
         rules = tuple(_rule(item, i, default_side, source) for i, item in enumerate(raw_rules))
         raw_prefixes = data.get("strip_prefix", [])
         if isinstance(raw_prefixes, str):
@@ -160,9 +164,14 @@ def load_rules(path: Path | str) -> RenameRules:
     """Read a rules file: YAML when it ends in .yaml/.yml (needs PyYAML), JSON otherwise."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError as exc:
         raise MissingFileError(f"{path}: rename rules file does not exist") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read rename rules: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise UsageError(f"{path}: rename rules must be a regular file")
+    size = info.st_size
     if size > MAX_RULES_BYTES:
         raise UsageError(f"{path}: rename rules file is larger than 1 MiB")
     try:
@@ -178,11 +187,15 @@ def load_rules(path: Path | str) -> RenameRules:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+        except (RecursionError, ValueError, OverflowError) as exc:  # nesting, integers past Python's limit
+            raise UsageError(f"{path}: unreadable YAML ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
     else:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}: invalid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise UsageError(f"{path}: invalid JSON: nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, and integers past Python's int-string limit
+            raise UsageError(f"{path}: invalid JSON: {str(exc).splitlines()[0]}") from exc
     return RenameRules.from_data(data, source=str(path))
 
 

@@ -14,14 +14,19 @@ from pathlib import Path
 from types import TracebackType
 
 from ckpt_tools.errors import OutputExistsError, UsageError
+from ckpt_tools.readers.membership import Members
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def check_output(out: Path, *, force: bool, protect: Iterable[Path] = ()) -> None:
-    """Refuse an existing OUT without `force`, and any OUT that would overwrite or delete a protected path."""
+def check_output(out: Path, *, force: bool, protect: Iterable[Path] = (), members: Members | None = None) -> None:
+    """Refuse an existing OUT without `force`, and any OUT that would overwrite, delete or write inside a
+    protected path or a member of the source artifacts."""
     out_abs = Path(os.path.abspath(out))
+    reason = members.conflict(out) if members is not None else ""
+    if reason:
+        raise UsageError(f"out={os.fspath(out)!r}: {reason}; choose another output", argument="out", detail=reason)
     for path in protect:
         source = Path(os.path.abspath(path))
         if out_abs == source or out_abs in source.parents:
@@ -42,11 +47,20 @@ class AtomicOutput:
     error, a failed verification) removes the temporary path and leaves OUT as it was.
     """
 
-    def __init__(self, out: Path, *, directory: bool, force: bool = False, protect: Iterable[Path] = ()) -> None:
+    def __init__(
+        self,
+        out: Path,
+        *,
+        directory: bool,
+        force: bool = False,
+        protect: Iterable[Path] = (),
+        members: Members | None = None,
+    ) -> None:
         self.out = Path(out)
         self.directory = directory
         self.force = force
         self.protect = tuple(protect)
+        self.members = members
         token = secrets.token_hex(4)
         # The temporary name carries our pid (to recognise leftovers of killed runs) and ends with OUT's own name,
         # so suffixes that libraries insist on (.keras) survive.
@@ -54,7 +68,7 @@ class AtomicOutput:
         self.committed = False
 
     def __enter__(self) -> AtomicOutput:
-        check_output(self.out, force=self.force, protect=self.protect)
+        check_output(self.out, force=self.force, protect=self.protect, members=self.members)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out)
         if self.directory:
@@ -71,7 +85,7 @@ class AtomicOutput:
         """fsync everything written, then move it over OUT atomically (replacing OUT only with force)."""
         if not self.path.exists():
             raise UsageError(f"{self.out}: nothing was written")
-        check_output(self.out, force=self.force, protect=self.protect)
+        check_output(self.out, force=self.force, protect=self.protect, members=self.members)
         fsync_tree(self.path)
         if self.directory and (self.out.exists() or self.out.is_symlink()):
             if self.out.is_dir() and not self.out.is_symlink() and exchange(self.path, self.out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -31,9 +32,12 @@ from ckpt_tools.conversion.verify import CheckpointResult, Expected, verify_kera
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
 from ckpt_tools.model import VariableMap, numpy_dtype
+from ckpt_tools.readers.membership import Members, members
 from ckpt_tools.readers.paths import state_prefixes
 from ckpt_tools.readers.registry import detect, open_checkpoint
 from ckpt_tools.renames import RenameRules, build_rules
+
+MAX_STEP = 2**63 - 1
 
 __all__ = [
     "IGNORED_TARGET",
@@ -143,8 +147,9 @@ def convert(
     rename = _rename_rules(rules)
     vmaps = _open_sources(src, all_checkpoints, to)
     protect = [src, *(f for v in vmaps for f in v.files)]
+    source_members = members(vmaps, extra=[src])
     if not dry_run:
-        check_output(out_path, force=force, protect=protect)
+        check_output(out_path, force=force, protect=protect, members=source_members)
     from ckpt_tools.conversion.factory import build_model
 
     keras_model = build_model(model)
@@ -162,7 +167,7 @@ def convert(
         if out_path.exists():
             report.warnings.append(f"{out_path}: exists; a real run needs force=True")
         return report
-    _write_atomically(vmaps, plan, keras_model, report, out_path, force=force, protect=protect)
+    _write_atomically(vmaps, plan, keras_model, report, out_path, force=force, protect=protect, members=source_members)
     return report
 
 
@@ -203,9 +208,18 @@ def _refuse_blocked(src: Path, plan: Plan, allow_weights_only: bool) -> None:
         )
 
 
+def _closing(vmap: VariableMap, value: Any) -> Any:
+    """`value`, after closing the file handles its computation opened on `vmap` (they reopen on demand)."""
+    vmap.close()
+    return value
+
+
 def _add_steps(src: Path, vmaps: list[VariableMap], plan: Plan, report: ConvertReport) -> None:
     """One result per source checkpoint, each with its step; steps must differ to name the outputs."""
-    steps = [step_of(v, plan) for v in vmaps]
+    steps = [_closing(v, step_of(v, plan)) for v in vmaps]
+    for vmap, (step, origin, _) in zip(vmaps, steps, strict=True):
+        if not 0 <= int(step) <= MAX_STEP:  # Keras' iteration counter is an int64; TensorFlow refuses the rest
+            raise ConversionError(f"{prefix_of(vmap)}: step {step} (from {origin}) is outside 0..{MAX_STEP}")
     if len({s for s, _, _ in steps}) != len(steps):
         raise ConversionError(f"{src}: several retained checkpoints have the same step; cannot name them ckpt-<step>")
     for vmap, (step, origin, notes) in zip(vmaps, steps, strict=True):
@@ -222,11 +236,26 @@ def _write_atomically(
     *,
     force: bool,
     protect: list[Path],
+    members: Members,
 ) -> None:
-    """Write every checkpoint beside OUT, verify it, then move it into place; outputs are reported under OUT."""
-    with AtomicOutput(out_path, directory=(report.to == "tf2"), force=force, protect=protect) as output:
-        _write_all(vmaps, plan, keras_model, report, output.path, report.to)
-        output.commit()
+    """Write every checkpoint beside OUT, verify it, then move it into place; outputs are reported under OUT.
+    A full disk or any error TensorFlow/Keras raise while writing is one line, and OUT is left as it was."""
+    try:
+        with AtomicOutput(
+            out_path, directory=(report.to == "tf2"), force=force, protect=protect, members=members
+        ) as output:
+            _write_all(vmaps, plan, keras_model, report, output.path, report.to)
+            output.commit()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise ConversionError(f"{out_path}: {exc.strerror} while writing; OUT was not replaced") from exc
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("tensorflow", "keras", "h5py", "tf_keras")):
+            raise
+        text = " ".join(str(exc).split())
+        reason = "no space left on device" if "No space left" in text else f"{type(exc).__name__}: {text[:300]}"
+        raise ConversionError(f"{out_path}: writing failed ({reason}); OUT was not replaced") from exc
     report.written = True
     for result in report.checkpoints:
         if result.output is not None:
@@ -246,7 +275,12 @@ def _open_sources(src: Path, all_checkpoints: bool, to: str) -> list[VariableMap
             raise UsageError(f"{src}: no `checkpoint` state file lists retained checkpoints")
     else:
         prefixes = [src]
-    return [_open_source(p) for p in prefixes]
+    vmaps = []
+    for prefix in prefixes:
+        vmap = _open_source(prefix)
+        vmap.close()  # file handles reopen when values are read: a run of 10,000 checkpoints holds none open
+        vmaps.append(vmap)
+    return vmaps
 
 
 def _open_source(path: Path) -> VariableMap:
@@ -291,6 +325,7 @@ def _write_all(
             model.save(os.fspath(tmp))
             result.output = os.fspath(tmp)
             verify_keras(tmp, model, plan, expected, result)
+        vmap.close()
     if to == "tf2":
         names = [f"ckpt-{r.step}" for r in report.checkpoints]
         # Timestamps as tf.train.CheckpointManager writes them, so a manager adopts (and rotates) these too.
