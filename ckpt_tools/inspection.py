@@ -33,26 +33,70 @@ class TensorStats:
         return {"min": self.min, "max": self.max, "mean": self.mean, "nan": self.nan, "inf": self.inf}
 
 
+# Elements read per step by `inspect --stats`: memory stays at one block whatever the tensor's size.
+STATS_BLOCK = 1 << 20
+
+
+class _StatsAccumulator:
+    """Running min/max/sum over finite values and NaN/Inf counts, fed block by block. bfloat16 and float8
+    (ml_dtypes, which numpy sees as opaque `V` types) are widened to float32 per block, exactly."""
+
+    def __init__(self) -> None:
+        self.numeric = True
+        self.nan = self.inf = self.count = 0
+        self.total = 0.0
+        self.low: float | None = None
+        self.high: float | None = None
+
+    def add(self, block: np.ndarray) -> None:
+        block = block.reshape(-1)
+        if block.dtype.type.__module__.startswith("ml_dtypes"):
+            block = block.astype(np.float32)
+        elif block.dtype == object or block.dtype.kind in "SUV":
+            self.numeric = False
+            return
+        if block.dtype.kind == "b":
+            block = block.astype(np.int8)
+        if block.dtype.kind == "c":
+            block = np.abs(block)
+        if block.dtype.kind == "f":
+            finite_mask = np.isfinite(block)
+            if not bool(finite_mask.all()):
+                nan = int(np.count_nonzero(np.isnan(block)))
+                self.nan += nan
+                self.inf += int(block.size - np.count_nonzero(finite_mask)) - nan
+                block = block[finite_mask]
+        if block.size == 0:
+            return
+        low, high = float(block.min()), float(block.max())
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+        self.total += float(block.sum(dtype=np.float64))
+        self.count += int(block.size)
+
+    def result(self) -> TensorStats:
+        if not self.numeric:
+            return TensorStats(None, None, None, 0, 0)
+        if self.count == 0:
+            return TensorStats(None, None, None, self.nan, self.inf)
+        return TensorStats(self.low, self.high, self.total / self.count, self.nan, self.inf)
+
+
 def tensor_stats(value: np.ndarray) -> TensorStats:
     """min/max/mean over finite values, and NaN/Inf counts; None where not numeric or empty."""
-    if value.dtype == object or value.dtype.kind in "SUV":
-        return TensorStats(None, None, None, 0, 0)
-    if value.dtype.kind == "b":
-        value = value.astype(np.int8)
-    if value.dtype.kind not in "iufc":
-        value = value.astype(np.float32)  # bfloat16 / float8 from ml_dtypes
-    if value.dtype.kind == "c":
-        value = np.abs(value)
-    if value.dtype.kind == "f":
-        nan = int(np.isnan(value).sum())
-        inf = int(np.isinf(value).sum())
-        finite = value[np.isfinite(value)] if nan or inf else value
-    else:
-        nan = inf = 0
-        finite = value
-    if finite.size == 0:
-        return TensorStats(None, None, None, nan, inf)
-    return TensorStats(float(finite.min()), float(finite.max()), float(finite.astype(np.float64).mean()), nan, inf)
+    acc = _StatsAccumulator()
+    flat = value.reshape(-1)
+    for start in range(0, int(flat.size), STATS_BLOCK):
+        acc.add(flat[start : start + STATS_BLOCK])
+    return acc.result()
+
+
+def variable_stats(var: Variable) -> TensorStats:
+    """`tensor_stats` of a stored tensor, read block by block (readers that stream never hold it whole)."""
+    acc = _StatsAccumulator()
+    for block in var.iter_chunks(STATS_BLOCK):
+        acc.add(block)
+    return acc.result()
 
 
 JSON_SCHEMA = "ckpt-tools/inspect/3"
@@ -154,7 +198,7 @@ def inspect(
         result.tree = build_tree(vmap)
     if stats:
         for var in chosen:
-            result.stats[var.key] = tensor_stats(var.read())
+            result.stats[var.key] = variable_stats(var)
     if values is not None:
         check_budget(chosen, limit=max_value_bytes, full=full_values)
         for var in chosen:

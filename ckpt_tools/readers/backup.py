@@ -15,6 +15,7 @@ from typing import Any
 from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers.bundles import read_scalar, verify_bundle
+from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.paths import STATE_FILE, is_state_file
 from ckpt_tools.readers.registry import Reader, reader
 
@@ -53,8 +54,10 @@ def open(path: Path) -> VariableMap:
 
 
 def _open_keras3(path: Path) -> VariableMap:
-    inner = reader("keras-weights-h5").open(path / KERAS3_WEIGHTS)
-    meta_file = path / KERAS3_METADATA
+    """The backed-up weights file and training_metadata.json, each refused when it resolves (through a symlink)
+    outside the folder, unless --follow-symlinks."""
+    meta_file = confine(path, path / KERAS3_METADATA, "training metadata")
+    inner = reader("keras-weights-h5").open(confine(path, path / KERAS3_WEIGHTS, "weights file"))
     epoch, batch, problem = _keras3_metadata(meta_file)
     described: dict[str, Any] = {**inner.metadata, "inner_format": inner.format, "epoch": epoch, "batch": batch}
     if batch:
@@ -78,10 +81,15 @@ def _open_keras3(path: Path) -> VariableMap:
 
 def _keras3_metadata(meta_file: Path) -> tuple[int | None, int | None, str | None]:
     """(epoch, batch, problem) from training_metadata.json; only these two integers are kept."""
-    if meta_file.stat().st_size > MAX_METADATA_BYTES:
-        raise CorruptCheckpointError(f"{meta_file}: larger than {MAX_METADATA_BYTES} bytes")
     try:
-        metadata = json.loads(meta_file.read_bytes())
+        if meta_file.stat().st_size > MAX_METADATA_BYTES:
+            raise CorruptCheckpointError(f"{meta_file}: larger than {MAX_METADATA_BYTES} bytes")
+        with meta_file.open("rb") as fh:
+            data = fh.read(MAX_METADATA_BYTES + 1)
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{meta_file}: cannot read ({exc.strerror or type(exc).__name__})") from exc
+    try:
+        metadata = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise CorruptCheckpointError(f"{meta_file}: not valid JSON ({type(exc).__name__})") from exc
     values = [metadata.get(k) if isinstance(metadata, dict) else None for k in ("epoch", "batch")]
@@ -129,7 +137,7 @@ def verify(vmap: VariableMap) -> str:
     if _kind(vmap.path) == "keras3":
         from ckpt_tools.readers.h5common import verify_file
 
-        return verify_file(vmap.path / KERAS3_WEIGHTS)
+        return verify_file(confine(vmap.path, vmap.path / KERAS3_WEIGHTS, "weights file"))
     return verify_bundle(vmap)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import h5py
 
-from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
 from ckpt_tools.model import OptimizerInfo, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import STEP_COUNTERS, Family
 from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
@@ -21,6 +20,10 @@ from ckpt_tools.readers.registry import Reader
 
 FORMAT = "keras2-h5"
 _SUFFIX = re.compile(r":\d+$")
+_UNDERSCORE = re.compile("_")
+# Keras 3's legacy .h5 names an optimizer variable `<weight path with "_">_<slot>`: only cuts leaving a slot name
+# of at most this many characters are tried, so a name of long underscore runs costs linear, not quadratic, time.
+MAX_SLOT_CHARS = 64
 
 
 def _layout_reason(f: h5py.File) -> str | None:
@@ -38,13 +41,17 @@ def sniff(path: Path) -> str | None:
 
 
 def _json_attr(obj: h5py.HLObject, name: str, warnings: list[str]) -> Any:
+    """An attribute holding JSON, parsed within h5common's JSON limits; unreadable JSON is a warning (the weights
+    are still readable), JSON that would expand past the value limit is refused."""
     text = h5c.attr_text(obj, name)
     if text is None:
         return None
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        warnings.append(f"{name} attribute is not valid JSON ({h5c.first_line(exc)})")
+        return h5c.parse_json(text, f"{obj.file.filename}: {name} attribute")
+    except UnsafeInputError:
+        raise
+    except h5c.JsonError as exc:
+        warnings.append(f"{name} attribute is not valid JSON ({exc.reason})")
         return None
 
 
@@ -92,7 +99,7 @@ def _tie(
             found.append((head, parts[-1]))
     if len(parts) >= 2:  # Keras 3 legacy .h5: <optimizer name>/<weight path with "_">_<slot>
         rest = "/".join(parts[1:])
-        for cut in (m.start() for m in re.finditer("_", rest)):
+        for cut in (m.start() for m in _UNDERSCORE.finditer(rest, max(0, len(rest) - MAX_SLOT_CHARS - 1))):
             if rest[:cut] in flat:
                 found.append((flat[rest[:cut]], rest[cut + 1 :]))
     good = [t for t in found if weights[t[0]] == shape and t[1]]
@@ -171,7 +178,8 @@ def _read_file(src: h5c.FileSource, warnings: list[str]) -> _File:
     """Scan the file once: datasets, configs, the declared weight order, the optimizer's datasets and the step."""
     label, limit = src.label, src.limit
     with h5c.translate_errors(label), src.opener() as f:
-        infos = {i.key: i for i in h5c.scan(f, label, limit)}
+        groups: list[str] = []
+        infos = {i.key: i for i in h5c.scan(f, label, limit, groups)}
         full = h5c.subgroup(f, "model_weights", label) is not None
         prefix = "model_weights/" if full else ""
         wgroup = h5c.subgroup(f, "model_weights", label) if full else f
@@ -181,7 +189,7 @@ def _read_file(src: h5c.FileSource, warnings: list[str]) -> _File:
         meta: dict[str, Any] = {"layout": "full-model" if full else "weights-only"}
         for key in ("keras_version", "backend"):
             meta[key] = h5c.attr_text(f, key) or (h5c.attr_text(wgroup, key) if wgroup is not None else None)
-        ordered, missing = _declared_weights(wgroup, prefix, infos, label)
+        ordered, missing = _declared_weights(wgroup, prefix, infos, set(groups), label)
         opt_keys = _optimizer_keys(f, infos, label)
         counters = [
             k
@@ -196,13 +204,16 @@ def _read_file(src: h5c.FileSource, warnings: list[str]) -> _File:
 
 
 def _declared_weights(
-    wgroup: h5py.Group | None, prefix: str, infos: dict[str, h5c.DatasetInfo], label: str
+    wgroup: h5py.Group | None, prefix: str, infos: dict[str, h5c.DatasetInfo], groups: set[str], label: str
 ) -> tuple[list[tuple[str, str]], list[str]]:
-    """(dataset key, canonical name) in the order layer_names and weight_names give, and the layers with no group."""
+    """(dataset key, canonical name) in the order layer_names and weight_names give, and the layers with no group.
+    Each layer name is looked up once, in the set of groups the walk found (no HDF5 call for a missing one)."""
     ordered: list[tuple[str, str]] = []
     missing: list[str] = []
-    for layer in (h5c.attr_strings(wgroup, "layer_names") or []) if wgroup is not None else []:
-        group = h5c.subgroup(wgroup, layer, label) if "/" not in layer and layer else None
+    declared = (h5c.attr_strings(wgroup, "layer_names") or []) if wgroup is not None else []
+    for layer in dict.fromkeys(declared):
+        present = bool(layer) and "/" not in layer and f"{prefix}{layer}" in groups
+        group = h5c.subgroup(wgroup, layer, label) if present and wgroup is not None else None
         if group is None:
             missing.append(f"{prefix}{layer}")
         for wname in (h5c.attr_strings(group, "weight_names") or []) if group is not None else []:

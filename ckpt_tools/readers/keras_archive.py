@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
+import itertools
 import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ckpt_tools.model import VariableMap
 from ckpt_tools.readers import h5common as h5c
 from ckpt_tools.readers import magic
 from ckpt_tools.readers.bundles import read_all
+from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.keras_h5 import read_keras3
 from ckpt_tools.readers.registry import Reader
 
@@ -31,7 +33,26 @@ CONFIG = "config.json"
 METADATA = "metadata.json"
 MAX_JSON_BYTES = 64 << 20  # config.json/metadata.json larger than this are refused
 MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1; higher declared ratios are refused
+MAX_MEMBERS = 1 << 16  # members in one archive
+# Keras writes stored or deflated members; anything else (bzip2, lzma, AES...) is refused, not decoded: Python's
+# bzip2 and lzma readers inflate a whole input block at once, without an output bound.
+_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+_METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma", 99: "AES encryption", 93: "zstandard"}
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+# What hostile archives make zipfile raise: bad structures, unsupported methods, encryption, broken streams.
+ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    OverflowError,
+    MemoryError,
+    KeyError,
+)
 
 
 def sniff(path: Path) -> str | None:
@@ -110,8 +131,15 @@ def _check_names(path: Path, infos: list[zipfile.ZipInfo]) -> None:
 
 
 def _check_sizes(path: Path, info: zipfile.ZipInfo, archive_size: int) -> None:
-    if info.flag_bits & 0x1:
-        raise CorruptCheckpointError(f"{path}: archive member {info.filename!r} is encrypted")
+    """One member: not encrypted, stored or deflated, sizes that the archive can hold."""
+    if info.flag_bits & 0x41 or info.compress_type == 99:
+        raise CorruptCheckpointError(f"{path}: archive member {info.filename!r} is encrypted (refused)")
+    if info.compress_type not in _METHODS:
+        method = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        raise CorruptCheckpointError(
+            f"{path}: archive member {info.filename!r} is compressed with {method}; ckpt-tools reads stored and "
+            "deflate members only (what Keras writes)"
+        )
     if info.compress_type == zipfile.ZIP_STORED:
         if info.file_size != info.compress_size or info.file_size > archive_size:
             raise CorruptCheckpointError(f"{path}: archive member {info.filename!r} declares impossible sizes")
@@ -122,32 +150,61 @@ def _check_sizes(path: Path, info: zipfile.ZipInfo, archive_size: int) -> None:
         )
 
 
+def _data_start(path: Path, fp: Any, info: zipfile.ZipInfo, archive_size: int) -> int:
+    """Where a member's raw data starts, from its local header; the data must end inside the archive."""
+    fp.seek(info.header_offset)
+    header = fp.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != magic.ZIP_MAGIC:
+        raise CorruptCheckpointError(f"{path}: bad local header for {info.filename!r}")
+    fields = _LOCAL_HEADER.unpack(header)
+    start = int(info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1])
+    if start + info.compress_size > archive_size:
+        raise CorruptCheckpointError(f"{path}: {info.filename!r} runs past the end of the archive (truncated)")
+    return start
+
+
+def check_archive(path: Path, zf: zipfile.ZipFile, archive_size: int, names: bool = True) -> list[zipfile.ZipInfo]:
+    """Every member checked before any is read: names (unless `names` is False: ckpt scan reports them itself),
+    encryption, method, sizes, and that no two members share bytes (a central directory listing one compressed
+    stream under many names would make each be inflated)."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise UnsafeInputError(f"{path}: archive lists {len(infos)} members (limit {MAX_MEMBERS})")
+    if names:
+        _check_names(path, infos)
+    spans = []
+    for info in infos:
+        _check_sizes(path, info, archive_size)
+        start = _data_start(path, zf.fp, info, archive_size)
+        spans.append((info.header_offset, start + info.compress_size, info.filename))
+    spans.sort()
+    for (_, end, name), (begin, _, other) in itertools.pairwise(spans):
+        if begin < end:
+            raise UnsafeInputError(
+                f"{path}: archive members {name!r} and {other!r} overlap (one compressed stream listed twice; refused)"
+            )
+    return infos
+
+
 def _read_json(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, warnings: list[str]) -> Any:
     if info.file_size > MAX_JSON_BYTES:
         raise UnsafeInputError(f"{path}: {info.filename} declares {info.file_size} bytes (cap {MAX_JSON_BYTES})")
     try:
         with zf.open(info) as fh:
             data = fh.read(MAX_JSON_BYTES + 1)
-        return json.loads(data.decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RecursionError, UnicodeDecodeError) as exc:
-        warnings.append(f"{info.filename} unreadable ({h5c.first_line(exc)})")
-        return None
+        return h5c.parse_json(data, f"{path}:{info.filename}")
+    except h5c.JsonError as exc:
+        warnings.append(f"{info.filename} unreadable ({exc.reason})")
+    except UnsafeInputError:
+        raise
+    except ZIP_ERRORS as exc:  # UnicodeDecodeError is a ValueError
+        warnings.append(f"{info.filename} unreadable ({h5c.describe_error(exc)})")
+    return None
 
 
 def _member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive_size: int) -> _Member:
     stored = info.compress_type == zipfile.ZIP_STORED
-    offset = 0
-    if stored:
-        fp = zf.fp
-        assert fp is not None
-        fp.seek(info.header_offset)
-        header = fp.read(_LOCAL_HEADER.size)
-        if len(header) != _LOCAL_HEADER.size or header[:4] != magic.ZIP_MAGIC:
-            raise CorruptCheckpointError(f"{path}: bad local header for {info.filename!r}")
-        fields = _LOCAL_HEADER.unpack(header)
-        offset = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
-        if offset + info.file_size > archive_size:
-            raise CorruptCheckpointError(f"{path}: {info.filename!r} runs past the end of the archive (truncated)")
+    offset = _data_start(path, zf.fp, info, archive_size) if stored else 0
     return _Member(path, info.filename, stored, offset, info.file_size, info.compress_size)
 
 
@@ -174,8 +231,8 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
                     dst.write(chunk)
         except CkptToolsError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise CorruptCheckpointError(f"{label}: cannot decompress ({h5c.first_line(exc)})") from exc
+        except ZIP_ERRORS as exc:
+            raise CorruptCheckpointError(f"{label}: cannot decompress ({h5c.describe_error(exc)})") from exc
         with h5c.open_h5(target, label) as f:
             yield f
     finally:
@@ -186,10 +243,14 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
 def open_member_h5(path: Path, name: str) -> Iterator[h5py.File]:
     """h5py over one member of the archive at `path`, with the reader's size and ratio checks (for ckpt scan)."""
     archive_size = path.stat().st_size
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(name)
-        _check_sizes(path, info, archive_size)
-        member = _member(path, zf, info, archive_size)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            check_archive(path, zf, archive_size, names=False)
+            member = _member(path, zf, zf.getinfo(name), archive_size)
+    except CkptToolsError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise CorruptCheckpointError(f"{path}: unreadable zip archive ({h5c.describe_error(exc)})") from exc
     with _open_member(member) as f:
         yield f
 
@@ -206,30 +267,13 @@ def open(path: Path) -> VariableMap:
     warnings: list[str] = []
     if path.is_dir():
         config, meta = _dir_json(path, warnings)
-        weights = path / WEIGHTS
+        weights = confine(path, path / WEIGHTS, "weights file")
         if not weights.exists():
             raise MissingFileError(f"{path}: {WEIGHTS} missing from the Keras model directory")
         opener, size, files = h5c.path_opener(weights), h5c.require_file(weights), (weights,)
         label = str(weights)
     else:
-        archive_size = h5c.require_file(path)
-        try:
-            with zipfile.ZipFile(path) as zf:
-                infos = zf.infolist()
-                _check_names(path, infos)
-                by_name = {i.filename: i for i in infos}
-                for info in by_name.values():
-                    if info.filename in (WEIGHTS, CONFIG, METADATA):
-                        _check_sizes(path, info, archive_size)
-                if WEIGHTS not in by_name:
-                    raise MissingFileError(f"{path}: {WEIGHTS} missing from the .keras archive")
-                config = _read_json(path, zf, by_name[CONFIG], warnings) if CONFIG in by_name else None
-                meta = _read_json(path, zf, by_name[METADATA], warnings) if METADATA in by_name else None
-                member = _member(path, zf, by_name[WEIGHTS], archive_size)
-        except CkptToolsError:
-            raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise CorruptCheckpointError(f"{path}: unreadable zip archive ({h5c.first_line(exc)})") from exc
+        config, meta, member = _open_zip(path, warnings)
         opener, size, files, label = _opener(member), member.size, (path,), f"{path}:{WEIGHTS}"
         if not member.stored:
             warnings.append(f"{WEIGHTS} is compressed: each read decompresses it to a temporary file")
@@ -242,44 +286,70 @@ def open(path: Path) -> VariableMap:
     return result.to_map(path, FORMAT, root=path if path.is_dir() else None, metadata=metadata, files=files)
 
 
+def _open_zip(path: Path, warnings: list[str]) -> tuple[Any, Any, _Member]:
+    """config.json, metadata.json and where model.weights.h5 lies, after `check_archive`."""
+    archive_size = h5c.require_file(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            by_name = {i.filename: i for i in check_archive(path, zf, archive_size)}
+            if WEIGHTS not in by_name:
+                raise MissingFileError(f"{path}: {WEIGHTS} missing from the .keras archive")
+            config = _read_json(path, zf, by_name[CONFIG], warnings) if CONFIG in by_name else None
+            meta = _read_json(path, zf, by_name[METADATA], warnings) if METADATA in by_name else None
+            return config, meta, _member(path, zf, by_name[WEIGHTS], archive_size)
+    except CkptToolsError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise CorruptCheckpointError(f"{path}: unreadable zip archive ({h5c.describe_error(exc)})") from exc
+
+
 def verify(vmap: VariableMap) -> str:
     """Every zip member passes its CRC (a directory layout has none), then every tensor reads."""
     if vmap.root is not None:
-        return h5c.verify_file(vmap.root / WEIGHTS)
+        return h5c.verify_file(confine(vmap.root, vmap.root / WEIGHTS, "weights file"))
     members = _verify_zip(vmap.path)
     return f"{members} zip members pass their CRC; " + read_all(vmap)
 
 
 def _verify_zip(path: Path) -> int:
-    import zlib
-
+    """Inflate every member once (members were checked not to share bytes), checking its CRC."""
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
+            infos = check_archive(path, archive, h5c.require_file(path))
             for info in infos:
                 with archive.open(info) as member:
                     while member.read(VERIFY_READ):
                         pass
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
-        raise CorruptCheckpointError(f"{path}: zip archive check failed: {exc}") from exc
+    except CkptToolsError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise CorruptCheckpointError(f"{path}: zip archive check failed: {h5c.describe_error(exc)}") from exc
     return len(infos)
 
 
 def _dir_json(path: Path, warnings: list[str]) -> tuple[Any, Any]:
+    """config.json and metadata.json of an unzipped .keras directory (each must lie inside it, see confine)."""
     out: list[Any] = []
     for name in (CONFIG, METADATA):
-        file = path / name
+        file = confine(path, path / name, name)
         try:
             if not file.is_file():
                 out.append(None)
                 continue
             if file.stat().st_size > MAX_JSON_BYTES:
                 raise UnsafeInputError(f"{file}: larger than {MAX_JSON_BYTES} bytes (refused)")
-            out.append(json.loads(file.read_text("utf-8")))
+            with file.open("rb") as fh:
+                data = fh.read(MAX_JSON_BYTES + 1)
+            out.append(h5c.parse_json(data, str(file)))
+        except h5c.JsonError as exc:
+            warnings.append(f"{name} unreadable ({exc.reason})")
+            out.append(None)
+        except PermissionError as exc:
+            raise CorruptCheckpointError(f"{file}: permission denied (cannot read the file)") from exc
         except CkptToolsError:
             raise
-        except (OSError, ValueError, RecursionError, UnicodeDecodeError) as exc:
-            warnings.append(f"{name} unreadable ({h5c.first_line(exc)})")
+        except (OSError, ValueError) as exc:
+            warnings.append(f"{name} unreadable ({h5c.describe_error(exc)})")
             out.append(None)
     return out[0], out[1]
 

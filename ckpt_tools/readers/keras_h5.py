@@ -87,15 +87,28 @@ class _Fit:
     groups: tuple[Group, ...]
 
 
-def _config_layer(config: dict[str, Any] | None, chain: list[str]) -> tuple[dict[str, Any] | None, bool]:
-    """The config entry of the nested layer named by `chain`, and whether every level is trainable."""
+LayerIndex = dict[int, dict[Any, dict[str, Any]]]
+
+
+def _config_layer(
+    config: dict[str, Any] | None, chain: list[str], index: LayerIndex | None = None
+) -> tuple[dict[str, Any] | None, bool]:
+    """The config entry of the nested layer named by `chain`, and whether every level is trainable. `index`
+    caches each layers list by name (the first layer of a name wins), so many weights cost one pass per list."""
     node: Any = config
     trainable = True
+    index = {} if index is None else index
     for name in chain:
-        layers = node.get("config", {}).get("layers") if isinstance(node, dict) else None
+        layers = _cfg(node).get("layers")
         if not isinstance(layers, list):
             return None, trainable
-        node = next((lay for lay in layers if isinstance(lay, dict) and _cfg(lay).get("name") == name), None)
+        if id(layers) not in index:
+            by_name: dict[Any, dict[str, Any]] = {}
+            for lay in layers:
+                if isinstance(lay, dict):
+                    by_name.setdefault(_cfg(lay).get("name"), lay)
+            index[id(layers)] = by_name
+        node = index[id(layers)].get(name)
         if node is None:
             return None, trainable
         trainable = trainable and _cfg(node).get("trainable", True) is not False
@@ -177,7 +190,8 @@ def _optimizer_class(
     config: dict[str, Any] | None, group_name: str | None
 ) -> tuple[str | None, dict[str, Any] | None, str]:
     """(class name, optimizer config, where the name came from)."""
-    opt = config.get("compile_config", {}).get("optimizer") if isinstance(config, dict) else None
+    compile_config = config.get("compile_config") if isinstance(config, dict) else None
+    opt = compile_config.get("optimizer") if isinstance(compile_config, dict) else None
     if isinstance(opt, dict) and isinstance(opt.get("class_name"), str):
         cls, cfg = opt["class_name"], _cfg(opt)
         inner = cfg.get("inner_optimizer")
@@ -492,6 +506,7 @@ def _weights(infos: list[h5c.DatasetInfo], config: dict[str, Any] | None, group_
     out = []
     per_group: dict[str, list[h5c.DatasetInfo]] = {}
     names_of: dict[str, list[str] | None] = {}
+    layer_index: LayerIndex = {}
     for info in sorted(infos, key=lambda i: natural_key(i.key)):
         per_group.setdefault(info.key.rsplit("/", 1)[0], []).append(info)
     for info in sorted(infos, key=lambda i: i.address):
@@ -499,7 +514,7 @@ def _weights(infos: list[h5c.DatasetInfo], config: dict[str, Any] | None, group_
         if len(parts) >= 2 and parts[-2] == "vars":
             gparts, index = parts[:-2], parts[-1]
             chain = [n for j in range(1, len(gparts) + 1) if (n := group_name("/".join(gparts[:j])))]
-            layer, trainable = _config_layer(config, chain) if config and gparts else (None, True)
+            layer, trainable = _config_layer(config, chain, layer_index) if config and gparts else (None, True)
             gkey = info.key.rsplit("/", 1)[0]
             if gkey not in names_of:
                 group = per_group[gkey]
