@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 # Strings: bytes 0x00 and 0xff are escaped as 00 ff and ff 00; the string ends with 00 01.
 _TERMINATOR = b"\x00\x01"
+_SPECIAL = re.compile(b"[\x00\xff]")
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
@@ -39,15 +41,9 @@ def write_string(value: bytes) -> bytes:
 
 
 def _escape(value: bytes) -> bytes:
-    out = bytearray()
-    for byte in value:
-        if byte == 0x00:
-            out += b"\x00\xff"
-        elif byte == 0xFF:
-            out += b"\xff\x00"
-        else:
-            out.append(byte)
-    return bytes(out)
+    if b"\x00" not in value and b"\xff" not in value:  # the usual case: nothing to escape
+        return value
+    return _SPECIAL.sub(lambda m: b"\x00\xff" if m.group() == b"\x00" else b"\xff\x00", value)
 
 
 def read_string(buf: bytes, pos: int = 0) -> tuple[bytes, int]:

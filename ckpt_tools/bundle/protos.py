@@ -572,6 +572,14 @@ def _saved_object_messages() -> list[descriptor_pb2.DescriptorProto]:
             oneofs=("kind",),
         ),
         _message("SaveableObject", [_field("save_function", 2, "int32"), _field("restore_function", 3, "int32")]),
+        *_saved_object_kinds(version),
+    ]
+
+
+def _saved_object_kinds(version: descriptor_pb2.FieldDescriptorProto) -> list[descriptor_pb2.DescriptorProto]:
+    """The message of each SavedObject kind (the `kind` oneof)."""
+    t = ".tensorflow."
+    return [
         _message("SavedUserObject", [_field("identifier", 1, "string"), version, _field("metadata", 3, "string")]),
         _message("SavedAsset", [_field("asset_file_def_index", 1, "int32")]),
         _message("SavedFunction", [_field("concrete_functions", 1, "string", repeated=True)]),

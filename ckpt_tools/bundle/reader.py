@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import math
 import os
 import weakref
@@ -15,15 +17,22 @@ from google.protobuf.message import DecodeError
 
 from ckpt_tools.bundle import protos
 from ckpt_tools.bundle.orderedcode import encode_tensor_name_slice
-from ckpt_tools.bundle.shards import CHUNK, ShardFiles
+from ckpt_tools.bundle.shards import CHUNK, Guard, ShardFiles
 from ckpt_tools.bundle.table import crc32c, read_table_info, unmask_crc
 from ckpt_tools.bundle.values import ValueFormatError, decode_fixed, decode_strings, decode_variants, fixed_dtype
 from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError, UsageError
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 BUNDLE_VERSION = 1  # the format version this reader implements (TF's kTensorBundleVersion)
-MAX_SHARDS = 1 << 20
+# Bundles name their shards `-00000-of-NNNNN`; every file is probed by verification, so a header may not
+# announce more than this many (a real one has one shard per device or per size limit, rarely over a thousand).
+MAX_SHARDS = 1 << 16
 MAX_RANK = 254
+MAX_SLICES = 1 << 16  # stored slices of one partitioned tensor
+# Slices are checked for overlap on the grid their boundaries cut the full shape into (one numpy block write per
+# slice) when it has at most this many cells, else pairwise (vectorized) when there are at most MAX_PAIRWISE.
+MAX_GRID_CELLS = 1 << 22
+MAX_PAIRWISE_SLICES = 1 << 12
 
 Extents = tuple[tuple[int, int], ...]  # (start, length) per dimension; length -1 = the whole dimension
 
@@ -90,15 +99,20 @@ def _key_text(raw: bytes) -> str:
 class BundleReader:
     """Reads a bundle's index eagerly and tensors on demand, with TensorFlow's checksums and layouts."""
 
-    def __init__(self, prefix: Path | str) -> None:
+    def __init__(self, prefix: Path | str, guard: Guard | None = None) -> None:
+        """`guard(path, what)` is called before the index and each data shard is first looked at, and may
+        refuse it by raising (readers keep reads inside the artifact's folder with it)."""
         self.prefix = Path(prefix)
         self.index_path = Path(f"{self.prefix}.index")
+        self._guard = guard
         if not self.index_path.exists():
             raise MissingFileError(f"{self.index_path}: bundle index not found")
+        if guard is not None:
+            guard(self.index_path, "bundle index")
         rows, self.index_compression = read_table_info(self.index_path)
         # Shard handles and sizes kept for the reader's lifetime: reading 1000 small tensors should not mean
         # 1000 opens and stats. Closed when the reader is collected.
-        self._files = ShardFiles()
+        self._files = ShardFiles(guard)
         weakref.finalize(self, self._files.close)
         if not rows or rows[0][0] != b"":
             raise CorruptCheckpointError(f"{self.index_path}: bundle index has no header entry")
@@ -108,10 +122,21 @@ class BundleReader:
         self._raw_keys: dict[str, bytes] = {}
         self._slice_entries: dict[bytes, BundleEntry] = {}
         parsed = [self._parse_entry(raw_key, value) for raw_key, value in rows[1:]]
-        hidden = {encode_tensor_name_slice(raw_key, extents) for raw_key, entry in parsed for extents in entry.slices}
+        # the hidden key of each slice of each partitioned tensor, in the order its entry lists them
+        self._slice_keys = {k: [encode_tensor_name_slice(k, x) for x in e.slices] for k, e in parsed if e.slices}
+        self._file_entries(parsed)
+        self._spans: _Spans | None = None  # stored entries by position, built on the first read
+
+    def _file_entries(self, parsed: list[tuple[bytes, BundleEntry]]) -> None:
+        """Sort parsed entries into tensors (`entries`) and stored slices (named after their tensor)."""
+        hidden = {
+            slice_key: f"{entry.key} slice {[list(e) for e in extents]}"
+            for raw_key, entry in parsed
+            for slice_key, extents in zip(self._slice_keys.get(raw_key, ()), entry.slices, strict=False)
+        }
         for raw_key, entry in parsed:
-            if raw_key in hidden:
-                self._slice_entries[raw_key] = entry
+            if raw_key in hidden:  # a stored slice: named for messages after its tensor and its extents
+                self._slice_entries[raw_key] = dataclasses.replace(entry, key=hidden[raw_key])
             elif entry.key in self.entries:
                 raise self._corrupt(f"two keys read as {entry.key!r} (one of them is not UTF-8)")
             else:
@@ -153,6 +178,8 @@ class BundleReader:
         if shape and min(shape) < 0:
             raise self._corrupt(f"entry {key!r} has a negative dimension in shape {list(shape)}")
         slices: tuple[Extents, ...] = ()
+        if len(proto.slices) > MAX_SLICES:
+            raise self._corrupt(f"entry {key!r} has {len(proto.slices)} slices (more than {MAX_SLICES})")
         if proto.slices:
             slices = tuple(
                 tuple((e.start, e.length if e.HasField("length") else -1) for e in s.extent) for s in proto.slices
@@ -164,6 +191,22 @@ class BundleReader:
             raise self._corrupt(f"entry {key!r} has a negative offset or size")
         entry = BundleEntry(key, protos.dtype_name(proto.dtype), shape, shard_id, offset, size, proto.crc32c, slices)
         return raw_key, entry
+
+    def _check_unaliased(self, entry: BundleEntry, path: Path) -> None:
+        """Refuse an entry that shares bytes of its shard with another entry. A writer lays tensors out one after
+        the other; entries pointing at the same bytes would let a small file stand for gigabytes (the slices of
+        a partitioned tensor assembled, the same megabyte checksummed thousands of times)."""
+        if not entry.size:
+            return
+        if self._spans is None:
+            self._spans = _Spans(list(self._stored_entries()))
+        other = self._spans.overlapping(entry)
+        if other is not None:
+            raise CorruptCheckpointError(
+                f"{path}: tensor {entry.key!r} shares bytes with tensor {other.key!r} (bytes {entry.offset}.."
+                f"{entry.offset + entry.size} and {other.offset}..{other.offset + other.size}; entries never overlap "
+                "in a real bundle)"
+            )
 
     def raw_key(self, key: str) -> bytes:
         """The stored bytes of a listed key (differs from `key.encode()` only for keys that are not UTF-8)."""
@@ -217,6 +260,7 @@ class BundleReader:
             )
         if dtype is None and entry.dtype not in ("string", "variant"):
             raise CorruptCheckpointError(f"{path}: tensor {entry.key!r} has unsupported dtype {entry.dtype}")
+        self._check_unaliased(entry, path)
         return path
 
     def _checksum_error(self, path: Path, entry: BundleEntry, detail: str) -> ChecksumError:
@@ -301,9 +345,10 @@ class BundleReader:
     def _slice_plan(self, entry: BundleEntry) -> list[tuple[tuple[slice, ...], BundleEntry]]:
         """Where each stored slice of a partitioned tensor goes; checks the slices tile the full shape."""
         raw_key = self.raw_key(entry.key)
+        slice_keys = self._slice_keys.get(raw_key) or [encode_tensor_name_slice(raw_key, x) for x in entry.slices]
         plan: list[tuple[tuple[slice, ...], BundleEntry]] = []
         covered = 0
-        for extents in entry.slices:
+        for extents, slice_key in zip(entry.slices, slice_keys, strict=True):
             if len(extents) != len(entry.shape):
                 raise self._corrupt(f"slice {list(extents)} of {entry.key!r} does not match rank {len(entry.shape)}")
             region = []
@@ -314,7 +359,7 @@ class BundleReader:
                     raise self._corrupt(f"slice {list(extents)} of {entry.key!r} exceeds shape {list(entry.shape)}")
                 else:
                     region.append(slice(start, start + length))
-            part = self._slice_entries.get(encode_tensor_name_slice(raw_key, extents))
+            part = self._slice_entries.get(slice_key)
             if part is None:
                 raise self._corrupt(f"slice {list(extents)} of {entry.key!r} has no entry")
             lengths = tuple(r.stop - r.start for r in region)
@@ -325,12 +370,14 @@ class BundleReader:
                 )
             plan.append((tuple(region), part))
             covered += math.prod(lengths)
-        for i, (a, _) in enumerate(plan):
-            for b, _ in plan[i + 1 :]:
-                if all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True)):
-                    raise self._corrupt(f"slices of {entry.key!r} overlap")
         if covered != entry.num_elements:
             raise self._corrupt(f"slices of {entry.key!r} cover {covered} of {entry.num_elements} elements")
+        try:
+            disjoint = regions_disjoint([region for region, _ in plan])
+        except ValueError as exc:
+            raise self._corrupt(f"slices of {entry.key!r}: {exc}") from exc
+        if not disjoint:
+            raise self._corrupt(f"slices of {entry.key!r} overlap")
         return plan
 
     def _read_partitioned(self, entry: BundleEntry, verify: bool, files: ShardFiles) -> np.ndarray:
@@ -360,7 +407,7 @@ class BundleReader:
         missing = self.missing_shards()
         problems = [f"{path}: data shard missing" for path in missing]
         missing_set = set(missing)
-        with ShardFiles() as files:
+        with ShardFiles(self._guard) as files:
             for entry in self.entries.values():
                 try:
                     parts = [p for _, p in self._slice_plan(entry)] if entry.slices else [entry]
@@ -389,3 +436,73 @@ class BundleReader:
 
     def __repr__(self) -> str:
         return f"BundleReader({os.fspath(self.prefix)!r}, {len(self.entries)} entries)"
+
+
+class _Spans:
+    """The stored entries with bytes, sorted by (shard, offset): which other entry, if any, shares bytes with a
+    given one (its successor, or an earlier entry reaching past its start), in O(log n)."""
+
+    def __init__(self, entries: list[BundleEntry]) -> None:
+        self.entries = sorted((e for e in entries if e.size), key=lambda e: (e.shard_id, e.offset, e.size))
+        self.keys = [(e.shard_id, e.offset, e.size) for e in self.entries]
+        self.reach: list[int] = []  # reach[i]: the entry reaching furthest among entries[: i + 1] of i's shard
+        for i, e in enumerate(self.entries):
+            best = self.entries[self.reach[-1]] if i else None
+            if best is not None and best.shard_id == e.shard_id and _end(best) >= _end(e):
+                self.reach.append(self.reach[-1])
+            else:
+                self.reach.append(i)
+
+    def overlapping(self, entry: BundleEntry) -> BundleEntry | None:
+        """Another entry sharing bytes with `entry`: the next one by position (any later one that overlaps
+        starts no earlier), or the earlier one of its shard reaching furthest."""
+        i = bisect.bisect_left(self.keys, (entry.shard_id, entry.offset, entry.size))
+        after = i + 1 if i < len(self.entries) and self.entries[i] is entry else i
+        if after < len(self.entries) and _shares(entry, self.entries[after]):
+            return self.entries[after]
+        if i > 0 and _shares(entry, self.entries[self.reach[i - 1]]):
+            return self.entries[self.reach[i - 1]]
+        return None
+
+
+def _end(entry: BundleEntry) -> int:
+    return entry.offset + entry.size
+
+
+def _shares(a: BundleEntry, b: BundleEntry) -> bool:
+    return a is not b and a.shard_id == b.shard_id and a.offset < _end(b) and b.offset < _end(a)
+
+
+def regions_disjoint(regions: list[tuple[slice, ...]]) -> bool:
+    """Whether no two boxes (one `slice(start, stop)` per dimension, all of one rank) share an element.
+
+    In time linear in the number of boxes when the grid their boundaries cut space into is small enough (the
+    usual case: partitions along one or two axes), else pairwise, vectorized; ValueError when neither is cheap.
+    """
+    if len(regions) < 2 or not regions[0]:
+        return len(regions) < 2
+    starts = np.array([[r.start for r in region] for region in regions], dtype=np.int64)
+    stops = np.array([[r.stop for r in region] for region in regions], dtype=np.int64)
+    cuts = [np.unique(np.concatenate([starts[:, k], stops[:, k]])) for k in range(starts.shape[1])]
+    if math.prod(len(c) - 1 for c in cuts) <= MAX_GRID_CELLS:
+        return _disjoint_on_grid(starts, stops, cuts)
+    if len(regions) > MAX_PAIRWISE_SLICES:
+        raise ValueError(f"{len(regions)} slices in an irregular layout (more than {MAX_PAIRWISE_SLICES})")
+    for i in range(len(regions) - 1):
+        meet = (starts[i] < stops[i + 1 :]) & (starts[i + 1 :] < stops[i])
+        if bool(meet.all(axis=1).any()):
+            return False
+    return True
+
+
+def _disjoint_on_grid(starts: np.ndarray, stops: np.ndarray, cuts: list[np.ndarray]) -> bool:
+    """Each box marks its cells of the grid the boundaries `cuts` define; a cell marked twice is an overlap."""
+    grid = np.zeros([len(c) - 1 for c in cuts], dtype=bool)
+    low = np.stack([np.searchsorted(c, starts[:, k]) for k, c in enumerate(cuts)], axis=1)
+    high = np.stack([np.searchsorted(c, stops[:, k]) for k, c in enumerate(cuts)], axis=1)
+    for lo, hi in zip(low.tolist(), high.tolist(), strict=True):
+        cells = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        if grid[cells].any():
+            return False
+        grid[cells] = True
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
@@ -14,18 +14,27 @@ import numpy as np
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
 
 CHUNK = 8 << 20
+# Called with (path, what) before a file of the bundle is first looked at; raises to refuse it. The readers pass
+# one that keeps reads inside the artifact's folder (symlinks leaving it); the bundle parser knows no policy.
+Guard = Callable[[Path, str], object]
 
 
 class ShardFiles:
-    """Caches each shard's size and open handle; use as a context manager so handles are closed."""
+    """Caches each shard's size and open handle; use as a context manager so handles are closed.
 
-    def __init__(self) -> None:
+    A `guard` sees every shard before it is first stat()ed or opened, and may refuse it.
+    """
+
+    def __init__(self, guard: Guard | None = None) -> None:
+        self.guard = guard
         self._sizes: dict[Path, int] = {}
         self._handles: dict[Path, BinaryIO] = {}
 
     def size(self, path: Path, needed_by: str) -> int:
         """The file's size; MissingFileError naming it when it does not exist."""
         if path not in self._sizes:
+            if self.guard is not None:
+                self.guard(path, "data shard")
             try:
                 info = path.stat()
             except FileNotFoundError as exc:
@@ -40,9 +49,7 @@ class ShardFiles:
     def chunks(self, path: Path, offset: int, size: int, chunk: int = CHUNK) -> Iterator[bytes]:
         """The bytes [offset, offset + size) of `path`, in chunks of at most `chunk` bytes."""
         try:
-            handle = self._handles.get(path)
-            if handle is None:
-                handle = self._handles[path] = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+            handle = self._handle(path)
             handle.seek(offset)
             remaining = size
             while remaining:
@@ -65,9 +72,7 @@ class ShardFiles:
     def read_into(self, path: Path, offset: int, out: np.ndarray) -> None:
         """Fill the writable uint8 array `out` with the bytes at `offset` of `path` (no intermediate copies)."""
         try:
-            handle = self._handles.get(path)
-            if handle is None:
-                handle = self._handles[path] = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+            handle = self._handle(path)
             handle.seek(offset)
             view = memoryview(out.data).cast("B")
             filled = 0
@@ -82,6 +87,14 @@ class ShardFiles:
             raise MissingFileError(f"{path}: data shard not found") from exc
         except OSError as exc:
             raise CorruptCheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+    def _handle(self, path: Path) -> BinaryIO:
+        """The open handle of `path` (opened on first use, after the regular-file and confinement checks)."""
+        handle = self._handles.get(path)
+        if handle is None:
+            self.size(path, path.name)
+            handle = self._handles[path] = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        return handle
 
     def close(self) -> None:
         for handle in self._handles.values():

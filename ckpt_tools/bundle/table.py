@@ -24,6 +24,11 @@ MAX_SNAPPY_OUTPUT = 1 << 28
 KEY_BYTES_FACTOR = 16  # all keys of a table, spelled out, may take this many times the file size ...
 KEY_BYTES_SLACK = 16 << 20  # ... plus this much (real indexes need < 10x)
 SNAPPY_MAX_RATIO = 32  # a snappy element of n bytes yields at most ~21n bytes (3-byte copies of 64)
+# All snappy blocks of one table together may inflate to this many times the file's size plus the slack (real
+# index blocks of keys and entry protos shrink 2-4x; a bomb of copy runs reaches 21x, and decoding it in
+# Python costs seconds per parse). Checked against each block's declared size, before it is decoded.
+SNAPPY_TOTAL_FACTOR = 8
+SNAPPY_TOTAL_SLACK = 4 << 20
 
 
 class TableFormatError(Exception):
@@ -65,7 +70,8 @@ def read_varint(buf: bytes | bytearray | memoryview, pos: int, limit: int, max_b
 
 
 def snappy_decompress(data: bytes) -> bytes:
-    """Decompress one raw snappy block (the format LevelDB tables use for compression type 1)."""
+    """Decompress one raw snappy block (the format LevelDB tables use for compression type 1). Runs of identical
+    copy elements (what a compressor writes for long repeats) are applied as one copy."""
     expected, pos = read_varint(data, 0, len(data), max_bytes=5)
     if expected > MAX_SNAPPY_OUTPUT or expected > SNAPPY_MAX_RATIO * len(data):
         raise TableFormatError(f"snappy block declares {expected} bytes uncompressed from {len(data)}")
@@ -77,8 +83,11 @@ def snappy_decompress(data: bytes) -> bytes:
         if tag & 3 == 0:
             pos = _snappy_literal(data, pos, tag, out)
         else:
+            start = pos - 1
             length, offset, pos = _snappy_copy_operands(data, pos, tag)
-            _snappy_copy(out, offset, length, expected)
+            repeats = _repeats(data, start, pos)
+            pos += repeats * (pos - start)
+            _snappy_copy(out, offset, length * (1 + repeats), expected)  # k copies (o, n) = one copy (o, k*n)
         if len(out) > expected:
             raise TableFormatError("snappy output longer than declared")
     if len(out) != expected:
@@ -114,6 +123,21 @@ def _snappy_copy_operands(data: bytes, pos: int, tag: int) -> tuple[int, int, in
     if pos + width > len(data):
         raise TableFormatError("truncated snappy copy")
     return (tag >> 2) + 1, int.from_bytes(data[pos : pos + width], "little"), pos + width
+
+
+def _repeats(data: bytes, start: int, end: int) -> int:
+    """How many times the element data[start:end] repeats right after itself (doubling, then halving, steps of
+    C-level comparisons: linear in the run)."""
+    element = data[start:end]
+    count, step = 0, 1
+    while True:
+        if data.startswith(element * step, end + count * len(element)):
+            count += step
+            step *= 2
+        elif step > 1:
+            step //= 2
+        else:
+            return count
 
 
 def _snappy_copy(out: bytearray, offset: int, length: int, expected: int) -> None:
@@ -209,28 +233,14 @@ def _read_file(path: Path) -> bytes:
 
 def parse_table(data: bytes) -> tuple[list[tuple[bytes, bytes]], set[int]]:
     """All (key, value) entries of a table held in memory, in stored order, plus the compression types seen."""
-    if len(data) < FOOTER_SIZE:
-        raise TableFormatError(f"{len(data)} bytes is shorter than the {FOOTER_SIZE}-byte table footer")
-    footer_at = len(data) - FOOTER_SIZE
-    if data[-8:] != MAGIC_BYTES:
-        raise TableFormatError("not a table (bad magic number)")
-    _meta_offset, _meta_size, pos = _block_handle(data, footer_at, footer_at + 40)
-    index_offset, index_size, _ = _block_handle(data, pos, footer_at + 40)
-    index_block, kind = read_block(data, index_offset, index_size)
+    index_block, kind = _index_block(data)
+    key_budget = KEY_BYTES_FACTOR * len(data) + KEY_BYTES_SLACK
+    handles, key_bytes = _data_handles(index_block)
+    _check_inflation(data, handles, len(index_block) if kind == SNAPPY_COMPRESSION else 0)
     kinds = {kind}
     entries: list[tuple[bytes, bytes]] = []
     previous: bytes | None = None
-    next_free = 0
-    key_bytes = 0
-    key_budget = KEY_BYTES_FACTOR * len(data) + KEY_BYTES_SLACK
-    for separator, handle in parse_block(index_block):
-        key_bytes += len(separator)
-        offset, size, used = _block_handle(handle, 0, len(handle))
-        if used != len(handle):
-            raise TableFormatError("index entry holds trailing bytes after its block handle")
-        if offset < next_free:  # blocks are written in order; a repeated or overlapping one would be re-parsed
-            raise TableFormatError(f"data block at offset {offset} overlaps the previous block")
-        next_free = offset + size + BLOCK_TRAILER_SIZE
+    for offset, size in handles:
         block, kind = read_block(data, offset, size)
         kinds.add(kind)
         for key, value in parse_block(block):
@@ -242,6 +252,53 @@ def parse_table(data: bytes) -> tuple[list[tuple[bytes, bytes]], set[int]]:
             previous = key
             entries.append((key, value))
     return entries, kinds
+
+
+def _index_block(data: bytes) -> tuple[bytes, int]:
+    """The table's index block (decompressed) and its compression type, from the footer."""
+    if len(data) < FOOTER_SIZE:
+        raise TableFormatError(f"{len(data)} bytes is shorter than the {FOOTER_SIZE}-byte table footer")
+    footer_at = len(data) - FOOTER_SIZE
+    if data[-8:] != MAGIC_BYTES:
+        raise TableFormatError("not a table (bad magic number)")
+    _meta_offset, _meta_size, pos = _block_handle(data, footer_at, footer_at + 40)
+    index_offset, index_size, _ = _block_handle(data, pos, footer_at + 40)
+    return read_block(data, index_offset, index_size)
+
+
+def _data_handles(index_block: bytes) -> tuple[list[tuple[int, int]], int]:
+    """(offset, size) of every data block the index names, in order, and the bytes of its separator keys."""
+    handles: list[tuple[int, int]] = []
+    next_free = 0
+    key_bytes = 0
+    for separator, handle in parse_block(index_block):
+        key_bytes += len(separator)
+        offset, size, used = _block_handle(handle, 0, len(handle))
+        if used != len(handle):
+            raise TableFormatError("index entry holds trailing bytes after its block handle")
+        if offset < next_free:  # blocks are written in order; a repeated or overlapping one would be re-parsed
+            raise TableFormatError(f"data block at offset {offset} overlaps the previous block")
+        next_free = offset + size + BLOCK_TRAILER_SIZE
+        handles.append((offset, size))
+    return handles, key_bytes
+
+
+def _check_inflation(data: bytes, handles: list[tuple[int, int]], inflated: int) -> None:
+    """Refuse, before any data block is decoded, a table whose snappy blocks declare more uncompressed bytes in
+    all than SNAPPY_TOTAL_FACTOR x the file size + SNAPPY_TOTAL_SLACK (`inflated`: what the index block took)."""
+    budget = SNAPPY_TOTAL_FACTOR * len(data) + SNAPPY_TOTAL_SLACK
+    for offset, size in handles:
+        if offset + size + BLOCK_TRAILER_SIZE > len(data) - FOOTER_SIZE or data[offset + size] != SNAPPY_COMPRESSION:
+            continue  # read_block reports a block past the end; uncompressed blocks cost what they weigh
+        try:
+            inflated += read_varint(data, offset, offset + size, max_bytes=5)[0]
+        except TableFormatError:
+            continue  # read_block reports the damaged block
+        if inflated > budget:
+            raise TableFormatError(
+                f"snappy blocks inflate to more than {budget} bytes ({SNAPPY_TOTAL_FACTOR} x the file size + "
+                f"{SNAPPY_TOTAL_SLACK >> 20} MiB): a decompression bomb"
+            )
 
 
 def read_table(path: Path) -> list[tuple[bytes, bytes]]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError
 from ckpt_tools.model import COUNTER_DTYPES, Chunker, Variable, VariableMap
+from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -21,14 +22,29 @@ def table_magic_at_end(path: Path) -> bool:
     return is_bundle_index(path)
 
 
-class Bundle:
-    """A parsed bundle index plus the helpers readers need: loaders, file list, a description."""
+def folder_guard(root: Path) -> Callable[[Path, str], Path]:
+    """The bundle reader's guard for an artifact living in `root`: a file of it (the index, a data shard) that
+    resolves through a symlink to a place outside `root` is refused before it is opened (readers.confine)."""
 
-    def __init__(self, prefix: Path) -> None:
+    def guard(path: Path, what: str) -> Path:
+        return confine(root, path, what)
+
+    return guard
+
+
+class Bundle:
+    """A parsed bundle index plus the helpers readers need: loaders, file list, a description.
+
+    `root` is the artifact's folder (default: the prefix's directory); no file of the bundle may resolve
+    outside it unless following symlinks is on.
+    """
+
+    def __init__(self, prefix: Path, root: Path | None = None) -> None:
         from ckpt_tools.bundle import BundleReader
 
         self.prefix = prefix
-        self.reader = BundleReader(prefix)
+        self.root = root if root is not None else prefix.parent
+        self.reader = BundleReader(prefix, guard=folder_guard(self.root))
         self.entries = self.reader.entries
 
     def loader(self, key: str) -> Callable[[], np.ndarray]:
@@ -61,12 +77,12 @@ class Bundle:
         return {"shards": header.num_shards, "endianness": header.endianness}
 
 
-def open_bundle(prefix: Path) -> Bundle:
-    """Parse a bundle index (each call its own reader, with its own shard handles)."""
+def open_bundle(prefix: Path, root: Path | None = None) -> Bundle:
+    """Parse a bundle index (each call its own reader, with its own shard handles); `root` as for Bundle."""
     index = Path(str(prefix) + ".index")
     if not index.is_file():
         raise CorruptCheckpointError(f"{prefix}: no .index file")
-    return Bundle(prefix)
+    return Bundle(prefix, root)
 
 
 def sniff_bundle(prefix: Path) -> str | None:
@@ -75,6 +91,8 @@ def sniff_bundle(prefix: Path) -> str | None:
     from ckpt_tools.bundle import has_object_graph
 
     index = Path(str(prefix) + ".index")
+    if not FOLLOW_SYMLINKS.get() and not is_inside(prefix.parent, index):
+        return None  # a link out of the folder is never opened to sniff it; open() refuses it in one line
     if not table_magic_at_end(index):
         return "the .index file is not a tensor bundle table"
     try:
@@ -90,7 +108,8 @@ def verify_bundle(vmap: VariableMap) -> str:
     _require_files(vmap)
     if vmap.prefix is None or vmap.bundle != "v2":
         return read_all(vmap) + " (this format stores no checksums)"
-    reader = BundleReader(vmap.prefix)
+    root = vmap.root if vmap.root is not None else vmap.prefix.parent
+    reader = BundleReader(vmap.prefix, guard=folder_guard(root))
     try:
         problems = reader.verify_all()
     finally:

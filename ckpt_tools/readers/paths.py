@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
 
 STATE_FILE = "checkpoint"
-_STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"((?:[^"\\]|\\.)*)"\s*$')
-MAX_STATE_BYTES = 1 << 20
+# A state file of 8 MiB retains ~90 000 checkpoints with their timestamps (TensorFlow writes ~90 bytes per
+# checkpoint); parsing is linear (string methods and one C-level unescape per quoted value, no backtracking).
+MAX_STATE_BYTES = 8 << 20
+MAX_STATE_ENTRIES = 1 << 18
+_STATE_KEYS = ("model_checkpoint_path", "all_model_checkpoint_paths")
+_IGNORED_KEYS = ("last_preserved_timestamp", "all_model_checkpoint_timestamps")
+_UNESCAPED_QUOTE = re.compile(r'(?<!\\)"')
 
 
 @dataclass(frozen=True)
@@ -23,9 +32,15 @@ class CheckpointState:
 
 
 def is_state_file(path: Path) -> bool:
-    """A `checkpoint` text file (not a bundle prefix that happens to be called `checkpoint`)."""
+    """A `checkpoint` text file (not a bundle prefix that happens to be called `checkpoint`).
+
+    A `checkpoint` that is a symbolic link resolving outside its folder is never opened here: it counts as a
+    state file, and read_state refuses it (unless following symlinks is on).
+    """
     if path.name != STATE_FILE or not path.is_file():
         return False
+    if not FOLLOW_SYMLINKS.get() and not is_inside(path.parent, path):
+        return True
     try:
         with path.open("rb") as fh:
             head = fh.read(64)
@@ -39,48 +54,134 @@ def read_state(directory: Path) -> CheckpointState | None:
     state_path = directory / STATE_FILE
     if not is_state_file(state_path):
         return None
-    if state_path.stat().st_size > MAX_STATE_BYTES:
-        raise CorruptCheckpointError(f"{state_path}: checkpoint state file is larger than 1 MiB")
+    confine(directory, state_path, "checkpoint state file")
+    text = _state_text(state_path)
     latest: str | None = None
     every: list[str] = []
-    try:
-        text = state_path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptCheckpointError(f"{state_path}: checkpoint state file is not UTF-8 text") from exc
     for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith(
-            ("#", "last_preserved_timestamp", "all_model_checkpoint_timestamps")
-        ):
+        parsed = _state_line(state_path, line)
+        if parsed is None:
             continue
-        match = _STATE_LINE.match(line)
-        if match is None:
-            raise CorruptCheckpointError(f"{state_path}: unreadable line in checkpoint state file: {line[:80]!r}")
-        value = bytes(match.group(2), "utf-8").decode("unicode_escape")
-        if match.group(1) == "model_checkpoint_path":
+        key, value = parsed
+        if key == "model_checkpoint_path":
             latest = value
         else:
             every.append(value)
+            if len(every) > MAX_STATE_ENTRIES:
+                raise CorruptCheckpointError(
+                    f"{state_path}: checkpoint state file lists more than {MAX_STATE_ENTRIES} checkpoints"
+                )
     return CheckpointState(directory, latest, tuple(every))
 
 
-def resolve_state_entry(directory: Path, entry: str) -> Path:
-    """Where a state-file entry points, confined to `directory`.
+def _state_text(state_path: Path) -> str:
+    """The state file's text: a regular file of at most MAX_STATE_BYTES of UTF-8."""
+    try:
+        with state_path.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise CorruptCheckpointError(f"{state_path}: checkpoint state file is not a regular file")
+            raw = fh.read(MAX_STATE_BYTES + 1)
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{state_path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_STATE_BYTES:
+        raise CorruptCheckpointError(f"{state_path}: checkpoint state file is larger than {MAX_STATE_BYTES >> 20} MiB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptCheckpointError(f"{state_path}: checkpoint state file is not UTF-8 text") from exc
 
-    Relative entries are joined to the directory and must stay inside it. Absolute entries (written by a job
-    that ran elsewhere) are used only if they lie inside the directory; otherwise their base name is looked
-    up in the directory, as a moved checkpoint folder needs.
+
+def _state_line(state_path: Path, line: str) -> tuple[str, str] | None:
+    """(key, value) of one `key: "value"` line; None for blank, comment and timestamp lines."""
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    key, colon, rest = text.partition(":")
+    key = key.rstrip()
+    if colon and key in _IGNORED_KEYS:
+        return None
+    value = rest.strip()
+    if not colon or key not in _STATE_KEYS or len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        raise CorruptCheckpointError(f"{state_path}: unreadable line in checkpoint state file: {line[:80]!r}")
+    try:
+        return key, unescape(value[1:-1])
+    except ValueError as exc:
+        raise CorruptCheckpointError(f"{state_path}: unreadable entry in checkpoint state file ({exc})") from exc
+
+
+def unescape(body: str) -> str:
+    """The text of a protobuf text-format string literal's body (C escapes: octal and `\\x` bytes, `\\n`...).
+
+    Escapes stand for bytes (older writers escape every non-ASCII byte as octal), so the result is those bytes
+    read as UTF-8. Raises ValueError for an unescaped quote, an unknown or truncated escape, or bytes that are
+    not UTF-8 (TensorFlow cannot parse such a state file either).
     """
-    root = directory.resolve()
+    if "\\" not in body:
+        if '"' in body:
+            raise ValueError("unescaped quote")
+        return body
+    compact = body.replace("\\\\", "")
+    if _UNESCAPED_QUOTE.search(compact) or compact.endswith("\\"):
+        raise ValueError("unescaped quote or dangling backslash")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unknown escape (`\q`) is only a DeprecationWarning otherwise
+        try:
+            decoded = body.encode("utf-8").decode("unicode_escape")
+            return decoded.encode("latin-1").decode("utf-8")
+        except (UnicodeError, Warning) as exc:
+            raise ValueError(f"bad escape sequence or not UTF-8: {str(exc)[:80]}") from exc
+
+
+def resolve_state_entry(directory: Path, entry: str) -> Path:
+    """Where a state-file entry points (resolved), confined to `directory`.
+
+    Relative entries are joined to the directory and must stay inside it (`..` never leaves it). Absolute
+    entries (written by a job that ran elsewhere) are used only if they lie inside the directory; otherwise
+    their base name is looked up in the directory, as a moved checkpoint folder needs. Either way the result
+    must not resolve through a symlink to a place outside the directory (readers.confine: refused unless
+    following symlinks is on).
+    """
+    return _resolve_entry(directory, Path(os.path.realpath(directory)), entry)
+
+
+def _resolve_entry(directory: Path, real_root: Path, entry: str) -> Path:
+    """resolve_state_entry with the directory already resolved (`real_root`), for many entries at once."""
+    state_path = directory / STATE_FILE
+    if "\x00" in entry:
+        raise UnsafeInputError(f"{state_path}: entry {entry!r} holds a NUL byte")
+    root = Path(os.path.abspath(directory))
     raw = Path(entry)
-    if raw.is_absolute():
-        candidate = raw.resolve()
-        if candidate.parent != root and root not in candidate.parents:
-            candidate = (root / raw.name).resolve()
-    else:
-        candidate = (root / raw).resolve()
-        if root not in candidate.parents:
-            raise UnsafeInputError(f"{directory / STATE_FILE}: entry {entry!r} points outside its directory")
-    return candidate
+    candidate = Path(os.path.normpath(raw if raw.is_absolute() else root / raw))
+    if raw.is_absolute() and not (_below(root, candidate) or _below(real_root, candidate)):
+        candidate = root / candidate.name
+    if not (_below(root, candidate) or _below(real_root, candidate)):
+        raise UnsafeInputError(f"{state_path}: entry {entry!r} points outside its directory")
+    if _plain_below(root, candidate):  # no symlink below the folder: resolving is re-rooting
+        return real_root / candidate.relative_to(root)
+    confine(directory, candidate, "state-file entry")
+    return Path(os.path.realpath(candidate))
+
+
+def _below(root: Path, path: Path) -> bool:
+    """`path` lies strictly inside `root` (both absolute and normalized; nothing is resolved)."""
+    return root in path.parents
+
+
+def _plain_below(root: Path, path: Path) -> bool:
+    """`path` is under `root` through components none of which is a symlink (one lstat each, stopping at the
+    first that does not exist): it then cannot resolve anywhere else, and full resolution is not needed."""
+    if not _below(root, path):
+        return False
+    here = root
+    for part in path.relative_to(root).parts:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except OSError:
+            return True
+        if stat.S_ISLNK(mode):
+            return False
+    return True
 
 
 def state_prefixes(directory: Path, state: CheckpointState | None = None) -> list[Path]:
@@ -92,7 +193,8 @@ def state_prefixes(directory: Path, state: CheckpointState | None = None) -> lis
     entries = list(state.all)
     if state.latest is not None and state.latest not in entries:
         entries.append(state.latest)
-    return [resolve_state_entry(directory, e) for e in entries]
+    real_root = Path(os.path.realpath(directory))
+    return [_resolve_entry(directory, real_root, e) for e in entries]
 
 
 def artifact_root(path: Path) -> Path:

@@ -12,6 +12,7 @@ from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import training_evidence
 from ckpt_tools.readers import tf1, tf2
 from ckpt_tools.readers.bundles import OBJECT_GRAPH_KEY, open_bundle, verify_bundle
+from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import GraphSource
 
@@ -68,6 +69,8 @@ def open(path: Path) -> VariableMap:
     from ckpt_tools.bundle.graph import read_saved_model
 
     pb = root / "saved_model.pb"
+    if pb.is_file():  # every file of the SavedModel resolves inside its folder (root), or is refused unopened
+        confine(root, pb, "saved_model.pb")
     message = read_saved_model(pb) if pb.is_file() else None  # parsed once: signatures and training ops
     described = (
         read_signatures(message)
@@ -80,7 +83,8 @@ def open(path: Path) -> VariableMap:
     if not Path(str(prefix) + ".index").is_file():
         metadata["variables"] = "none (no variables/variables.index)"
         return VariableMap(root, FORMAT, {}, summarize([]), root=root, metadata=metadata, files=pb_files)
-    bundle = open_bundle(prefix)
+    confine(root, prefix.parent, "variables/ directory")
+    bundle = open_bundle(prefix, root)
     metadata.update(bundle.describe())
     common: dict[str, Any] = {"prefix": prefix, "bundle": "v2", "root": root, "metadata": metadata}
     if OBJECT_GRAPH_KEY in bundle.entries:

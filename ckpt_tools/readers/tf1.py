@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
 from ckpt_tools.messages import flat
 from ckpt_tools.model import Chunker, Loader, OptimizerInfo, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC
 from ckpt_tools.readers.bundles import (
     checkpoint_state_directory,
+    folder_guard,
     open_bundle,
     read_scalar,
     sniff_bundle,
@@ -29,6 +32,13 @@ from ckpt_tools.tfimport import import_tensorflow
 
 FORMAT = "tf1-checkpoint"
 Entry = tuple[str, tuple[int, ...], str, Loader, Chunker | None]
+# TensorFlow's V1 reader expands its argument as a glob pattern (fnmatch) and opens every match: a FIFO among
+# them blocks forever, so a path holding these is never handed to it.
+GLOB_CHARACTERS = "*?[\\"
+# A V1 tensor's elements each take at least one byte of its TensorProto, which snappy shrinks at most ~21x:
+# a declared shape with more elements than this per byte of the file is a lie, refused before TF allocates it.
+V1_ELEMENTS_PER_BYTE = 32
+V1_ELEMENT_SLACK = 1 << 20
 
 
 def _v1_file(path: Path) -> Path | None:
@@ -40,6 +50,8 @@ def _v1_file(path: Path) -> Path | None:
         if state is None or state.latest is None:
             return None
         candidate = resolve_state_entry(path, state.latest)
+        if candidate.is_file():  # a file the state file names: never opened, even to sniff, through a link out
+            folder_guard(path)(candidate, "V1 checkpoint file")
     if (
         candidate.is_file()
         and not candidate.name.endswith(".index")
@@ -127,24 +139,53 @@ def open(path: Path) -> VariableMap:
     )
 
 
+def _tf_argument(file: Path) -> str:
+    """The path to hand TensorFlow's V1 reader: relative when the file is under the working directory (fewer
+    directory names for it to glob), refused when it holds glob characters."""
+    relative = os.path.relpath(file)
+    shown = str(file) if relative.startswith("..") else relative
+    if any(c in shown for c in GLOB_CHARACTERS):
+        raise UnsafeInputError(
+            f"{file}: TensorFlow's V1 reader would expand this path as a glob pattern (it holds one of "
+            f"{' '.join(GLOB_CHARACTERS)}) and open every file it matches; rename it or read it from another folder"
+        )
+    return shown
+
+
 def _open_v1(path: Path, file: Path) -> VariableMap:
+    argument = _tf_argument(file)
     tf1 = import_tensorflow(f"{file}: reading a V1-format checkpoint").compat.v1
     try:
-        reader = tf1.train.NewCheckpointReader(str(file))
+        reader = tf1.train.NewCheckpointReader(argument)
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
-    except Exception as exc:  # TF raises its own error types for corrupt files
+    except Exception as exc:  # TF raises its own error types (OpError subclasses and others) for corrupt files
         raise CorruptCheckpointError(f"{file}: unreadable V1 checkpoint ({flat(exc)[:200]})") from exc
+    size = file.stat().st_size
+    limit = V1_ELEMENTS_PER_BYTE * size + V1_ELEMENT_SLACK
 
-    def loader(key: str) -> Loader:
+    def loader(key: str, shape: tuple[int, ...]) -> Loader:
         def load() -> np.ndarray:
-            return np.asarray(reader.get_tensor(key))
+            if math.prod(shape) > limit:
+                raise UnsafeInputError(
+                    f"{file}: tensor {key!r} declares shape {list(shape)}, more elements than a file of "
+                    f"{size} bytes can hold (refused before reading)"
+                )
+            try:
+                return np.asarray(reader.get_tensor(key))
+            except Exception as exc:  # any TensorFlow error (NotFoundError, DataLossError, ...) is the file's
+                raise CorruptCheckpointError(f"{file}: tensor {key!r} unreadable ({flat(exc)[:200]})") from exc
 
         return load
 
     from ckpt_tools.readers.bundles import tf_dtype_name
 
-    entries = [(k, tuple(int(d) for d in shapes[k]), tf_dtype_name(dtypes[k]), loader(k), None) for k in sorted(shapes)]
+    entries = []
+    for k in sorted(shapes):
+        shape = tuple(int(d) for d in shapes[k])
+        if any(d < 0 for d in shape):
+            raise CorruptCheckpointError(f"{file}: tensor {k!r} has a negative dimension in shape {list(shape)}")
+        entries.append((k, shape, tf_dtype_name(dtypes[k]), loader(k, shape), None))
     return build_map(
         path,
         FORMAT,

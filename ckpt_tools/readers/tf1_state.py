@@ -20,6 +20,7 @@ from ckpt_tools.optimizers.catalogue import (
 from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse, training_evidence
 from ckpt_tools.optimizers.lookup import family, keras2_slot, tf1_slot, tf1_suffixes
+from ckpt_tools.readers.confine import confine
 
 Tie = tuple[Role, str | None, str | None]
 STEP_NAMES = re.compile(TF1_STEP_PATTERN)
@@ -47,6 +48,7 @@ def meta_graph_source(prefix: Path) -> GraphSource:
     if not meta.is_file():
         return GraphSource(None, problem=f"no {meta.name} graph beside the checkpoint")
     try:
+        confine(prefix.parent, meta, ".meta graph")
         return GraphSource(training_evidence(read_meta_graph(meta), meta.name))
     except (CkptToolsError, OSError) as exc:
         return GraphSource(None, problem=f"{meta.name} unreadable ({flat(exc)[:160]})")

@@ -42,6 +42,9 @@ MAX_PATHS_PER_NODE = 16
 # Total characters of all the access paths kept for naming; a hostile graph (a deep chain of long names) would
 # otherwise need memory quadratic in its size.
 MAX_PATH_CHARS = 1 << 27
+# Objects found to be optimizers by structure: real artifacts hold one or a few (a GAN two); each costs a pass
+# over the graph, so a graph claiming thousands is refused rather than walked thousands of times.
+MAX_OPTIMIZERS = 64
 METRIC_PATH = re.compile(r"(^|/)(keras_api/)?metrics/\d+/(count|total)$")
 
 
@@ -63,13 +66,29 @@ class Graph:
     nodes: Any
     paths: dict[int, list[str]] = field(default_factory=dict)
     optimizer_paths: frozenset[str] = frozenset()
+    _by_path: dict[str, int] | None = field(default=None, repr=False)
+    _lengths: tuple[frozenset[str], list[int]] = field(default=(frozenset(), []), repr=False)
 
     def through_optimizer(self, path: str) -> bool:
-        """Whether `path` runs through (or is) an optimizer object found by structure."""
-        if not self.optimizer_paths:
-            return False
-        parts = path.split("/")
-        return any("/".join(parts[:i]) in self.optimizer_paths for i in range(1, len(parts) + 1))
+        """Whether `path` runs through (or is) an optimizer object found by structure (one prefix look-up per
+        distinct optimizer path length: linear in the path, whatever its depth)."""
+        if self._lengths[0] is not self.optimizer_paths:
+            self._lengths = (self.optimizer_paths, sorted({len(p) for p in self.optimizer_paths}))
+        for length in self._lengths[1]:
+            if length > len(path):
+                break
+            if (length == len(path) or path[length] == "/") and path[:length] in self.optimizer_paths:
+                return True
+        return False
+
+    def node_at(self, path: str) -> int | None:
+        """The node reached by the access path `path` (a reverse index, built on first use)."""
+        if self._by_path is None:
+            self._by_path = {}
+            for node_id, paths in self.paths.items():
+                for known in paths:
+                    self._by_path.setdefault(known, node_id)
+        return self._by_path.get(path)
 
     @classmethod
     def parse(cls, graph: Any) -> Graph:
@@ -126,9 +145,9 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
     bundle = source
     graph = _parse_graph(bundle, path)
     key_node = {str(attr.checkpoint_key): index for index, node in enumerate(graph.nodes) for attr in node.attributes}
-    optimizer_roots, wrappers = _optimizer_nodes(graph, bundle)
-    graph.optimizer_paths = frozenset(p for r in [*optimizer_roots, *wrappers] for p in graph.paths.get(r, ()))
     try:
+        optimizer_roots, wrappers = _optimizer_nodes(graph, bundle)
+        graph.optimizer_paths = frozenset(p for r in [*optimizer_roots, *wrappers] for p in graph.paths.get(r, ()))
         findings = _positional_slots(graph, optimizer_roots, bundle)
     except CorruptCheckpointError as exc:
         raise CorruptCheckpointError(f"{path}: {exc}") from exc
@@ -234,7 +253,7 @@ def _is_layer(graph: Graph, path: str, checkpoint_root: bool) -> bool:
     `tf.train.Checkpoint` (which records a `save_counter`); under a Checkpoint its attributes (`model=`) are."""
     if not path or ("/" not in path and checkpoint_root):
         return False
-    node = next((n for n, paths in graph.paths.items() if path in paths), None)
+    node = graph.node_at(path)
     if node is None:
         return False
     names = [str(c.local_name) for c in graph.nodes[node].children]
@@ -368,6 +387,10 @@ def _optimizer_nodes(graph: Graph, bundle: Bundle) -> tuple[list[int], list[int]
     custom loop's `Checkpoint(iterations=..., learning_rate=...)` is not an optimizer). Returns (optimizers,
     wrappers): an optimizer holding another (LossScaleOptimizer) is a wrapper; the inner one is reported."""
     found = [n for n in range(len(graph.nodes)) if n in graph.paths and _looks_like_optimizer(graph, bundle, n)]
+    if len(found) > MAX_OPTIMIZERS:
+        raise CorruptCheckpointError(
+            f"object graph holds {len(found)} optimizer-like objects (more than {MAX_OPTIMIZERS}; refused)"
+        )
     paths = {n: graph.paths[n] for n in found}
     wrappers = [
         n
@@ -453,11 +476,12 @@ def _root_finding(graph: Graph, root: int, bundle: Bundle) -> RootFinding:
     weights = trainable if trainable is not None else _guess_trainable(graph, root, bundle)
     if lists:
         found.trainable = weights
+        by_shape = _weights_by_shape(graph, bundle, weights)
         for slot_name, members in lists.items():
             for i, slot_node in enumerate(members):
                 owner = weights[i] if i < len(weights) else None
                 if owner is None or _shape_of(graph, bundle, slot_node) != _shape_of(graph, bundle, owner):
-                    owner = _match_by_shape(graph, bundle, slot_node, weights, i)
+                    owner = _match_by_shape(graph, bundle, slot_node, by_shape)
                 if owner is not None:
                     found.slots[slot_node] = (owner, slot_name)
         if trainable is None and found.slots:  # guessed weights: the trained ones are those with slots
@@ -518,13 +542,20 @@ def _ordered(graph: Graph, list_node: int) -> list[int]:
     return [members[k] for k in sorted((k for k in members if k.isascii() and k.isdigit() and len(k) < 19), key=int)]
 
 
-def _match_by_shape(graph: Graph, bundle: Bundle, slot_node: int, weights: list[int], hint: int) -> int | None:
-    """The weight a slot belongs to when positions disagree: the nearest one with the same shape."""
-    shape = _shape_of(graph, bundle, slot_node)
-    same = [w for w in weights if _shape_of(graph, bundle, w) == shape]
-    if len(same) == 1:
-        return same[0]
-    return None
+def _weights_by_shape(graph: Graph, bundle: Bundle, weights: list[int]) -> dict[tuple[int, ...] | None, list[int]]:
+    """The weights (with repeats, in order) of each shape: one pass, so matching every slot stays linear."""
+    out: dict[tuple[int, ...] | None, list[int]] = {}
+    for weight in weights:
+        out.setdefault(_shape_of(graph, bundle, weight), []).append(weight)
+    return out
+
+
+def _match_by_shape(
+    graph: Graph, bundle: Bundle, slot_node: int, by_shape: dict[tuple[int, ...] | None, list[int]]
+) -> int | None:
+    """The weight a slot belongs to when positions disagree: the only one with the same shape."""
+    same = by_shape.get(_shape_of(graph, bundle, slot_node), [])
+    return same[0] if len(same) == 1 else None
 
 
 def _shape_of(graph: Graph, bundle: Bundle, node_id: int) -> tuple[int, ...] | None:

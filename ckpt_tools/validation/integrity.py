@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -9,11 +11,13 @@ from pathlib import Path
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import VariableMap
+from ckpt_tools.readers.paths import CheckpointState
 from ckpt_tools.readers.registry import reader_of
 from ckpt_tools.verdict import Status
 
 MAX_LISTED = 5
-_SHARD = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
+_SHARD = re.compile(r"\.data-(\d{5,9})-of-(\d{5,9})")
+_STEP = re.compile(r"-(\d+)$")  # the step TensorFlow appends to a checkpoint's name (`model.ckpt-6`, `ckpt-2`)
 
 
 def check_files(vmap: VariableMap) -> tuple[Status, str]:
@@ -52,28 +56,46 @@ def state_directory(vmap: VariableMap) -> Path | None:
     return reader_of(vmap).state_directory(vmap)
 
 
-def _checkpoint_exists(prefix: Path) -> str | None:
+class _Listings:
+    """The regular files of each folder, listed once: a state file may retain thousands of checkpoints, and
+    globbing the folder for each of them would be quadratic."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, frozenset[str]] = {}
+
+    def files(self, directory: Path) -> frozenset[str]:
+        if directory not in self._files:
+            try:
+                with os.scandir(directory) as entries:
+                    self._files[directory] = frozenset(e.name for e in entries if e.is_file())
+            except OSError:
+                self._files[directory] = frozenset()
+        return self._files[directory]
+
+
+def _checkpoint_exists(prefix: Path, listings: _Listings | None = None) -> str | None:
     """None when the checkpoint at `prefix` is present, else what is missing."""
-    index = Path(str(prefix) + ".index")
-    if not index.is_file():
-        if prefix.is_file():
+    files = (listings or _Listings()).files(prefix.parent)
+    if prefix.name + ".index" not in files:
+        if prefix.name in files:
             return None  # V1 single-file checkpoint
         return f"{prefix.name} (no .index)"
-    shards = [_SHARD.search(p.name) for p in prefix.parent.glob(glob_escape(prefix.name) + ".data-*-of-*")]
-    found = {(int(m.group(1)), int(m.group(2))) for m in shards if m}
+    head = prefix.name + ".data-"
+    shards = [_SHARD.fullmatch(name[len(prefix.name) :]) for name in files if name.startswith(head)]
+    return _shards_complete(prefix, {(int(m.group(1)), int(m.group(2))) for m in shards if m})
+
+
+def _shards_complete(prefix: Path, found: set[tuple[int, int]]) -> str | None:
+    """None when the shards `found` ((index, count) pairs) make one complete set, else what is missing."""
     if not found:
         return f"{prefix.name} (no data file)"
     total = max(n for _, n in found)
-    absent = [i for i in range(total) if (i, total) not in found]
-    if absent:
-        return f"{prefix.name} (shard {absent[0]} of {total} missing)"
+    present = 0
+    while present < total and (present, total) in found:  # linear in the files found, not in `total`
+        present += 1
+    if present < total:
+        return f"{prefix.name} (shard {present} of {total} missing)"
     return None
-
-
-def glob_escape(text: str) -> str:
-    import glob
-
-    return glob.escape(text)
 
 
 def verify_state(directory: Path, checked: Path | None = None) -> tuple[Status, str]:
@@ -87,16 +109,56 @@ def verify_state(directory: Path, checked: Path | None = None) -> tuple[Status, 
     prefixes = state_prefixes(directory, state)
     if not prefixes:
         return "fail", f"{directory / STATE_FILE}: names no checkpoint"
-    missing = [m for m in (_checkpoint_exists(p) for p in prefixes) if m is not None]
+    listings = _Listings()
+    missing = [m for m in (_checkpoint_exists(p, listings) for p in prefixes) if m is not None]
+    problems = state_order_problems(state)
     if missing:
         verb = "does" if len(missing) == 1 else "do"
         how_many = counted(len(missing), "checkpoint")
-        return "fail", f"state file lists {how_many} that {verb} not exist: {listed(missing, MAX_LISTED)}"
+        problems.append(f"state file lists {how_many} that {verb} not exist: {listed(missing, MAX_LISTED)}")
+    if problems:
+        return "fail", "; ".join(problems)
     damaged = _damaged(p for p in prefixes if checked is None or p.resolve() != checked.resolve())
     if damaged:
         return "fail", f"retained {counted(len(damaged), 'checkpoint')} damaged: {listed(damaged, 2)}"
     latest = f"; latest {Path(state.latest).name}" if state.latest else ""
     return "pass", f"state file lists {counted(len(prefixes), 'checkpoint')}, all present and intact{latest}"
+
+
+def state_order_problems(state: CheckpointState) -> list[str]:
+    """What makes a state file one TensorFlow never writes: `all_model_checkpoint_paths` lists checkpoints
+    oldest first (ascending steps, when the names carry steps) and ends with `model_checkpoint_path`, the
+    latest. A file that breaks this makes `tf.train.latest_checkpoint`, CheckpointManager's retention and this
+    tool's history disagree about which checkpoint is newest. Each problem starts with `state order:`."""
+    problems = []
+    steps = [(entry, _step_digits(entry)) for entry in state.all]
+    numbered = [(entry, step) for entry, step in steps if step is not None]
+    for (before, a), (after, b) in itertools.pairwise(numbered):
+        if (len(a), a) >= (len(b), b):
+            problems.append(
+                f"state order: all_model_checkpoint_paths is not in ascending step order "
+                f"({_short(before)} before {_short(after)})"
+            )
+            break
+    if state.latest is not None and state.all and state.all[-1] != state.latest:
+        where = "is not the last" if state.latest in state.all else "is not one"
+        problems.append(
+            f"state order: the latest checkpoint {_short(state.latest)} (model_checkpoint_path) {where} of "
+            "all_model_checkpoint_paths"
+        )
+    return problems
+
+
+def _step_digits(entry: str) -> str | None:
+    """The step in a checkpoint name's `-N` suffix as a digit string without leading zeros (compared by length,
+    then text: a 5000-digit step is never turned into an int)."""
+    match = _STEP.search(entry)
+    return None if match is None else (match.group(1).lstrip("0") or "0")
+
+
+def _short(entry: str) -> str:
+    name = Path(entry).name if "\x00" not in entry else entry
+    return repr(name if len(name) <= 80 else name[:60] + "..." + name[-12:])
 
 
 def _damaged(prefixes: Iterable[Path]) -> list[str]:
