@@ -297,7 +297,15 @@ def test_deep_or_huge_config_is_one_line(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("config.json", "[" * 200_000 + "]" * 200_000)
     result = run_cli(["scan", archive], expect=2)
-    assert "nests too deeply" in result.stderr and result.stderr.count("\n") == 1
+    assert "nested too deeply" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_config_that_expands_when_parsed_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "wide.keras"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", "[" + ",".join(["[]"] * 2_000_000) + "]")
+    result = run_cli(["scan", archive], expect=2)
+    assert "values" in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_terminal_escapes_are_shown_not_sent(tmp_path: Path) -> None:
@@ -331,7 +339,6 @@ def test_unreadable_paths_exit_2_with_one_line(tmp_path: Path) -> None:
 
 def test_docs_list_every_rule_and_field() -> None:
     from ckpt_tools.scanning import rules
-
     from ckpt_tools.scanning.rules import OP_RULES
 
     text = (ROOT / "docs" / "scan.md").read_text()

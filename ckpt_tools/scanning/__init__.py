@@ -22,7 +22,7 @@ SEALED = frozenset(
 WALKED_KINDS = frozenset({"meta-graph", "keras-archive", "hdf5", "keras-config", "polyglot"})
 
 
-def natural_key(path: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+def natural_key(path: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:
     """Paths compared component by component, digit runs as numbers (`ckpt-2` before `ckpt-10`)."""
     return tuple(name_key(part.casefold()) for part in path.split(os.sep))
 

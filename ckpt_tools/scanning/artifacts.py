@@ -27,6 +27,9 @@ from ckpt_tools.scanning.rules import Severity
 H5_CONFIG_ATTRS = ("model_config", "training_config")
 H5_SUFFIXES = (".h5", ".hdf5", ".keras")
 
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_METADATA = "training_metadata.json"
+
 Scanner = Callable[[Path, Collector], list[str]]
 
 
@@ -69,6 +72,8 @@ def _directory_kind(path: Path) -> str | None:
         return "saved-model"
     if keras:
         return "keras-directory"
+    if (path / BACKUP_WEIGHTS).is_file() and (path / BACKUP_METADATA).is_file():
+        return "backup-directory"
     return "checkpoint-directory" if is_state_file(path / STATE_FILE) else None
 
 
@@ -139,6 +144,15 @@ def _keras_directory(path: Path, out: Collector) -> list[str]:
     return scanned
 
 
+def _backup_directory(path: Path, out: Collector) -> list[str]:
+    """A Keras 3 BackupAndRestore folder: its weights file and the links inside it (its metadata is two ints)."""
+    weights = path / BACKUP_WEIGHTS
+    with h5c.open_h5(weights, str(weights)) as f:
+        containers.scan_hdf5(f, BACKUP_WEIGHTS, out)
+    containers.scan_symlinks(path, out)
+    return [BACKUP_WEIGHTS]
+
+
 def _saved_model(path: Path, out: Collector) -> list[str]:
     return scan_saved_model(path if path.is_dir() else path.parent, out)
 
@@ -176,6 +190,9 @@ def _hdf5(path: Path, out: Collector) -> list[str]:
 # ------------------------------------------------------------------------------------ checkpoint state
 def _checkpoint_directory(path: Path, out: Collector) -> list[str]:
     directory = path if path.is_dir() else path.parent
+    containers.scan_symlinks(directory, out)  # first: a state file that links outside is a finding, not an error
+    if not containers.inside(directory, directory / STATE_FILE):
+        return ["symlinks"]
     state = read_state(directory)
     scanned = [STATE_FILE] if state is not None else []
     if state is not None:
@@ -185,7 +202,6 @@ def _checkpoint_directory(path: Path, out: Collector) -> list[str]:
     for meta in sorted(directory.glob("*.meta")):
         if meta.is_file() and not meta.is_symlink():
             scanned += scan_meta_file(meta, out)
-    containers.scan_symlinks(directory, out)
     return scanned
 
 
@@ -231,6 +247,7 @@ SCANNERS: dict[str, Scanner] = {
     "saved-model": _saved_model,
     "saved-model+keras-directory": _saved_model_and_keras,
     "polyglot": _polyglot,
+    "backup-directory": _backup_directory,
     "meta-graph": scan_meta_file,
     "keras-archive": _keras_archive,
     "keras-directory": _keras_directory,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
+from ckpt_tools.errors import UnsafeInputError
+from ckpt_tools.readers.h5common import parse_json
 from ckpt_tools.scanning.findings import Collector
 from ckpt_tools.scanning.rules import (
     KERAS_BUILDING_BLOCKS,
@@ -25,15 +25,11 @@ MAX_NODES = 5_000_000  # JSON values visited per config
 
 
 def parse_config(data: bytes | str, where: str) -> Any:
-    """JSON of a config, refusing oversized or over-deep text with one clear error (never a RecursionError)."""
+    """JSON of a config, refusing oversized text, text that would expand into too many values and over-deep
+    nesting with one clear error (the readers' bounded parser: never a RecursionError or gigabytes of objects)."""
     if len(data) > MAX_CONFIG_BYTES:
         raise UnsafeInputError(f"{where}: {len(data)} bytes of config is over the {MAX_CONFIG_BYTES >> 20} MiB limit")
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise UnsafeInputError(f"{where}: the config nests too deeply to parse") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpointError(f"{where}: not valid JSON ({exc})") from None
+    return parse_json(data, where)
 
 
 def scan_config(config: Any, file: str, label: str, out: Collector) -> None:
