@@ -32,6 +32,7 @@ FIXTURES = ROOT / "fixtures"
 FACTORY = ROOT / "tests" / "convert_models.py"
 MEMORY_CAP = 4 << 30
 JOB_TIMEOUT = 20  # seconds; a job still running then is a hang
+MAX_RSS_MIB = 1.2 * 1024  # peak resident memory of one job (issue #14)
 SLOW_JOB = 10.0  # seconds; a job slower than this (wall clock, strace included) fails the timing test
 RUN_TIMEOUT = 900
 MARKER = "/proc/self/ckpt-malformed-job/"  # a failing open() of MARKER + job id separates jobs in the strace log
@@ -67,64 +68,132 @@ def _alarm(signum: int, frame: Any) -> None:
 
 
 def run_jobs(jobs: list[dict[str, Any]], results: Path) -> None:
-    """Driver side: run each job through `ckpt_tools.cli.main`, one JSON line per job appended to `results`."""
-    import io
+    """Driver side: run each job through `ckpt_tools.cli.main`, one JSON line per job appended to `results`.
 
-    from ckpt_tools.cli import main
-
-    if any(job["args"][0] == "convert" for job in jobs):
+    Without convert jobs each job runs in a forked child, so that its peak RSS is its own (wait4's rusage) and
+    a crash (a signal) is recorded instead of ending the run. Convert jobs import TensorFlow first, whose
+    threads make fork unsafe: they run in this process."""
+    forking = not any(job["args"][0] == "convert" for job in jobs)
+    if forking:
+        _warm_up()
+    if not forking:
         # Importing TensorFlow and Keras takes seconds, more under strace on a busy machine: done before any
         # job's clock starts, so the per-job alarm detects hangs rather than slow imports.
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
 
     signal.signal(signal.SIGALRM, _alarm)
-    saved = os.dup(1), os.dup(2)
     with results.open("a", encoding="utf-8") as out:
         for job in jobs:
-            with contextlib.suppress(OSError):  # fails (ENOENT); strace logs it, marking where this job starts
-                os.close(os.open(MARKER + job["id"], os.O_RDONLY))
-            files = [Path(f"{results}.{name}") for name in ("stdout", "stderr")]
-            fds = [os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for f in files]
-            os.dup2(fds[0], 1)
-            os.dup2(fds[1], 2)
-            sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="strict")
-            sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="strict")
-            code: Any = None
-            started = time.monotonic()
-            signal.alarm(JOB_TIMEOUT)
-            try:
-                main(job["args"], prog_name="ckpt")
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except JobTimeout:
-                code = "timeout"
-            except BaseException:  # what the interpreter would print for an escaped exception
-                code = 1
-                sys.stderr.write(traceback.format_exc())
-            finally:
-                signal.alarm(0)
-            elapsed = time.monotonic() - started
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception as exc:  # a strict-UTF-8 failure surfacing at flush
-                    code = f"flush failed: {type(exc).__name__}: {exc}"
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in fds:
-                os.close(fd)
-            stdout = files[0].read_bytes()
-            stderr = files[1].read_bytes()
-            record = {
-                "id": job["id"],
-                "exit": code,
-                "seconds": round(elapsed, 3),
-                "stdout": stdout.decode("utf-8", "backslashreplace")[-(1 << 20) :],
-                "stderr": stderr.decode("utf-8", "backslashreplace"),
-            }
+            record = _forked(job, results) if forking else _run_job(job, results)
             out.write(json.dumps(record) + "\n")
             out.flush()
+
+
+def _warm_up() -> None:
+    """Import what jobs use before forking (every reader, every command, h5py, tabulate), so that each child
+    starts warm instead of importing them again."""
+    import importlib
+
+    import tabulate  # noqa: F401
+
+    from ckpt_tools.cli import COMMANDS, main  # noqa: F401
+    from ckpt_tools.readers import registry
+
+    for name in COMMANDS:
+        importlib.import_module(f"ckpt_tools.cli.{name}_cmd")
+    for fmt in registry.formats():
+        registry.reader(fmt)
+    for module in ("ckpt_tools.scanning", "ckpt_tools.validation", "ckpt_tools.diffing", "ckpt_tools.inspection"):
+        importlib.import_module(module)
+
+
+def _forked(job: dict[str, Any], results: Path) -> dict[str, Any]:
+    """One job in a child process: its record, with the child's peak RSS, or how it died."""
+    record_file = Path(f"{results}.record")
+    record_file.unlink(missing_ok=True)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: run, write the record, leave without running the parent's cleanup
+        try:
+            record_file.write_text(json.dumps(_run_job(job, results)))
+        finally:
+            os._exit(0)
+    status, rss_kib = _wait(pid, started)
+    if record_file.exists() and os.WIFEXITED(status):
+        record: dict[str, Any] = json.loads(record_file.read_text())
+    else:
+        how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {status}"
+        record = {
+            "id": job["id"],
+            "exit": how,
+            "seconds": round(time.monotonic() - started, 3),
+            "stdout": "",
+            "stderr": "",
+        }
+    record["rss_mib"] = round(rss_kib / 1024, 1)
+    return record
+
+
+def _wait(pid: int, started: float) -> tuple[int, int]:
+    """The child's wait status and peak RSS (KiB); killed when it outlives the job timeout by 10 s (a hang in C
+    code, where the alarm's Python handler never runs)."""
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, int(usage.ru_maxrss)
+        if time.monotonic() - started > JOB_TIMEOUT + 10:
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            return status, int(usage.ru_maxrss)
+        time.sleep(0.005)
+
+
+def _run_job(job: dict[str, Any], results: Path) -> dict[str, Any]:
+    import io
+
+    from ckpt_tools.cli import main
+
+    saved = os.dup(1), os.dup(2)
+    with contextlib.suppress(OSError):  # fails (ENOENT); strace logs it, marking where this job starts
+        os.close(os.open(MARKER + job["id"], os.O_RDONLY))
+    files = [Path(f"{results}.{name}") for name in ("stdout", "stderr")]
+    fds = [os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for f in files]
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="strict")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="strict")
+    code: Any = None
+    started = time.monotonic()
+    signal.alarm(JOB_TIMEOUT)
+    try:
+        main(job["args"], prog_name="ckpt")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except JobTimeout:
+        code = "timeout"
+    except BaseException:  # what the interpreter would print for an escaped exception
+        code = 1
+        sys.stderr.write(traceback.format_exc())
+    finally:
+        signal.alarm(0)
+    elapsed = time.monotonic() - started
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception as exc:  # a strict-UTF-8 failure surfacing at flush
+            code = f"flush failed: {type(exc).__name__}: {exc}"
+    os.dup2(saved[0], 1)
+    os.dup2(saved[1], 2)
+    for fd in fds:
+        os.close(fd)
+    return {
+        "id": job["id"],
+        "exit": code,
+        "seconds": round(elapsed, 3),
+        "stdout": files[0].read_bytes().decode("utf-8", "backslashreplace")[-(1 << 20) :],
+        "stderr": files[1].read_bytes().decode("utf-8", "backslashreplace"),
+    }
 
 
 Results = dict[str, dict[str, Any]]
@@ -344,6 +413,16 @@ def test_scan_flags_every_hostile_case(
         if c["hostile"] and outcomes["results"][f"{c['name']}|scan"]["exit"] != 1
     ]
     assert not missed, "hostile cases ckpt scan did not flag:\n" + "\n".join(missed)
+
+
+def test_each_job_stays_within_memory_and_alive(outcomes: dict[str, Any]) -> None:
+    """No job dies by a signal, and none peaks above 1.2 GiB RSS (its own process, measured by wait4)."""
+    died = sorted(job for job, r in outcomes["results"].items() if str(r["exit"]).startswith(("signal", "status")))
+    assert not died, f"jobs killed by a signal: {died[:10]}"
+    heavy = sorted(((r.get("rss_mib", 0), job) for job, r in outcomes["results"].items()), reverse=True)
+    assert heavy and heavy[0][0] > 0, "no RSS measured: the driver did not fork"
+    print("peak RSS (MiB), top 5:", heavy[:5])
+    assert heavy[0][0] <= MAX_RSS_MIB, f"jobs above {MAX_RSS_MIB} MiB: {[h for h in heavy if h[0] > MAX_RSS_MIB][:10]}"
 
 
 def test_each_job_is_quick(outcomes: dict[str, Any]) -> None:
