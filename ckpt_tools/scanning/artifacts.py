@@ -133,7 +133,7 @@ def _keras_archive(path: Path, out: Collector) -> list[str]:
 
 def _keras_directory(path: Path, out: Collector) -> list[str]:
     config = path / keras_archive.CONFIG
-    data = _read_limited(config, keras_archive.MAX_JSON_BYTES)
+    data = containers.read_limited(config, keras_archive.MAX_JSON_BYTES)
     scan_config(parse_config(data, str(config)), keras_archive.CONFIG, "config.json", out)
     scanned = [keras_archive.CONFIG]
     weights = path / keras_archive.WEIGHTS
@@ -170,7 +170,7 @@ def _polyglot(path: Path, out: Collector) -> list[str]:
 
 
 def _keras_config(path: Path, out: Collector) -> list[str]:
-    data = _read_limited(path, keras_archive.MAX_JSON_BYTES)
+    data = containers.read_limited(path, keras_archive.MAX_JSON_BYTES)
     scan_config(parse_config(data, str(path)), path.name, path.name, out)
     return [path.name]
 
@@ -241,15 +241,6 @@ def _has_local_copy(directory: Path, base: str) -> bool:
     return any(Path(f"{local}{suffix}").is_file() for suffix in ("", ".index", ".meta")) or any(
         directory.glob(f"{glob_escape(base)}.data-*")
     )
-
-
-def _read_limited(path: Path, limit: int) -> bytes:
-    h5c.require_file(path)
-    with path.open("rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise UnsafeInputError(f"{path}: larger than {limit} bytes (refused)")
-    return data
 
 
 SCANNERS: dict[str, Scanner] = {

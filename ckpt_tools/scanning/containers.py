@@ -143,6 +143,16 @@ def _check_storage(dataset: h5py.Dataset, where: str, file: str, out: Collector)
 
 
 # ------------------------------------------------------------------------------------------------ paths
+def read_limited(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, refused when it holds more than `limit` (checked on what is read, not on stat)."""
+    h5c.require_file(path)
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeInputError(f"{path}: larger than {limit} bytes (refused)")
+    return data
+
+
 def inside(root: Path, target: Path) -> bool:
     """Whether `target` (symlinks resolved) lies inside `root`."""
     try:

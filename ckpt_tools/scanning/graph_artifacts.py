@@ -10,8 +10,7 @@ from google.protobuf import text_format
 
 from ckpt_tools.bundle import graph as g
 from ckpt_tools.bundle import protos
-from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
-from ckpt_tools.readers import h5common as h5c
+from ckpt_tools.errors import CorruptCheckpointError
 from ckpt_tools.scanning import containers
 from ckpt_tools.scanning.findings import Collector
 from ckpt_tools.scanning.graphs import GraphContext, scan_meta_graph
@@ -53,11 +52,7 @@ def scan_meta_file(path: Path, out: Collector) -> list[str]:
 
 
 def _read_pbtxt(path: Path) -> Any:
-    size = h5c.require_file(path)
-    if size > MAX_PBTXT_BYTES:
-        raise UnsafeInputError(f"{path}: {size} bytes of text SavedModel is over the {MAX_PBTXT_BYTES >> 20} MiB limit")
-    with path.open("rb") as fh:
-        data = fh.read(MAX_PBTXT_BYTES + 1)
+    data = containers.read_limited(path, MAX_PBTXT_BYTES)
     message = protos.SavedModel()
     try:
         text = _ENUM.sub(_enum_number, data.decode("utf-8"))
@@ -162,14 +157,7 @@ def _legacy_keras_metadata(meta: Any, file: str, label: str, out: Collector) -> 
 
 
 def _keras_metadata(path: Path, out: Collector) -> None:
-    try:
-        h5c.require_file(path)
-    except MissingFileError:
-        return
-    with path.open("rb") as fh:
-        data = fh.read(MAX_METADATA_BYTES + 1)
-    if len(data) > MAX_METADATA_BYTES:
-        raise UnsafeInputError(f"{path}: larger than {MAX_METADATA_BYTES} bytes (refused)")
+    data = containers.read_limited(path, MAX_METADATA_BYTES)
     try:
         message = protos.KerasSavedMetadata.FromString(data)
     except Exception as exc:  # protobuf's DecodeError, RecursionError for over-deep nesting
