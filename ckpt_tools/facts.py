@@ -109,11 +109,14 @@ def _side(items: Any) -> tuple[tuple[str, str, tuple[int, ...] | None], ...]:
     return tuple(out)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def short_number(value: Any) -> str:
     """A recorded number without float32 noise: 0.009999999776482582 (float32 0.01 widened) prints as 0.01."""
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
-    if not math.isfinite(value):
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
         return str(value)
     narrow = np.float32(value)
     return str(narrow) if float(narrow) == value else repr(value)
