@@ -278,7 +278,27 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[st
     load_generator().build(root / "corpus")
     manifest = json.loads((root / "corpus" / "manifest.json").read_text())
     cases = [c for c in manifest["cases"] if not (c["needs_nonroot"] and IS_ROOT)]
+    (root / "snapshot.json").write_text(json.dumps(snapshot(root / "corpus")))
     return root, cases, manifest
+
+
+def snapshot(top: Path) -> dict[str, list[Any]]:
+    """Every entry under `top` as (type, mode, size, mtime_ns, sha256 or link target); FIFOs are never opened."""
+    import hashlib
+    import stat as st
+
+    out: dict[str, list[Any]] = {}
+    for here, dirs, files in os.walk(top, followlinks=False):
+        for name in [*dirs, *files]:
+            path = Path(here) / name
+            info = path.lstat()
+            entry: list[Any] = [st.S_IFMT(info.st_mode), st.S_IMODE(info.st_mode), info.st_size, info.st_mtime_ns]
+            if st.S_ISLNK(info.st_mode):
+                entry.append(os.readlink(path))
+            elif st.S_ISREG(info.st_mode) and os.access(path, os.R_OK):
+                entry.append(hashlib.sha256(path.read_bytes()).hexdigest())
+            out[str(path.relative_to(top))] = entry
+    return out
 
 
 def job_args(case: dict[str, Any], command: str, corpus_dir: Path, good: str) -> list[str]:
@@ -530,6 +550,18 @@ def test_convert_refuses_every_malformed_input(corpus: tuple[Path, list[dict[str
     assert not problems, "\n".join(problems)
     assert not leftovers, f"temporary outputs left behind: {leftovers}"
     assert not violations, "\n".join(violations)
+
+
+def test_no_job_modified_the_corpus(
+    corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]], outcomes: dict[str, Any]
+) -> None:
+    """Run last: after every command (and convert, when it ran) the corpus and its honeypots are as built."""
+    root = corpus[0]
+    before = json.loads((root / "snapshot.json").read_text())
+    after = snapshot(root / "corpus")
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert outcomes["jobs"] > 0
+    assert not changed, f"{len(changed)} corpus entries changed: {changed[:10]}"
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--driver":
