@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,23 @@ def load_malformed_generator() -> Any:
     import make_malformed
 
     return make_malformed
+
+
+HANG_BOUND = 60  # seconds: far beyond any correct run, far below the minutes a quadratic blow-up takes
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail a test still running after HANG_BOUND seconds: a hang detector for hostile-input tests, not a speed
+    test (speed goals live in benchmarks/, never in unit tests)."""
+
+    def expired(signum: int, frame: Any) -> None:
+        pytest.fail(f"still running after {HANG_BOUND} s: a hang or a super-linear blow-up")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(HANG_BOUND)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

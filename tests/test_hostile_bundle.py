@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -162,24 +161,22 @@ def test_the_fixture_state_files_are_in_order() -> None:
         assert ckpt_tools.validate(d).check("state").status == "pass"
 
 
-def test_thirty_thousand_retained_checkpoints(tmp_path: Path) -> None:
+def test_thirty_thousand_retained_checkpoints(tmp_path: Path, no_hang: None) -> None:
     """30 000 entries (2.7 MB with CheckpointManager's timestamps) are read; validate names what is wrong."""
     steps = [*range(10, 30_009), 6]
     entries = "".join(
         f'all_model_checkpoint_paths: "model.ckpt-{i}"\nall_model_checkpoint_timestamps: {i}.5\n' for i in steps
     )
     d = _state_dir(tmp_path, 'model_checkpoint_path: "model.ckpt-6"\n' + entries)
-    started = time.monotonic()
     state = read_state(d)
     assert state is not None and len(state.all) == 30_000 and state.latest == "model.ckpt-6"
     assert run_json(["inspect", d])["metadata"]["prefix"].endswith("model.ckpt-6")
     reason = ckpt_tools.validate(d).check("state").reason
     assert "29,999 checkpoints that do not exist: model.ckpt-10 (no .index)" in reason, reason
     assert "not in ascending step order ('model.ckpt-30008' before 'model.ckpt-6')" in reason, reason
-    assert time.monotonic() - started < 10
 
 
-def test_state_file_limit_and_linear_parse(tmp_path: Path) -> None:
+def test_state_file_limit_and_linear_parse(tmp_path: Path, no_hang: None) -> None:
     d = _state_dir(tmp_path, "")
     for body in (
         "a" * (MAX_STATE_BYTES - 100),
@@ -187,15 +184,12 @@ def test_state_file_limit_and_linear_parse(tmp_path: Path) -> None:
         "\\" * (MAX_STATE_BYTES - 100),
     ):
         (d / "checkpoint").write_text(f'model_checkpoint_path: "{body}\n')  # never terminated
-        started = time.monotonic()
         with pytest.raises(CorruptCheckpointError, match="unreadable line"):
             read_state(d)
-        assert time.monotonic() - started < 2
     escaped = "\\\\" * ((MAX_STATE_BYTES - 100) // 2)  # the densest valid line: escaped backslashes
     (d / "checkpoint").write_text(f'model_checkpoint_path: "{escaped}"\n')
-    started = time.monotonic()
     state = read_state(d)
-    assert state is not None and state.latest == "\\" * (len(escaped) // 2) and time.monotonic() - started < 2
+    assert state is not None and state.latest == "\\" * (len(escaped) // 2)
     (d / "checkpoint").write_text('model_checkpoint_path: "x"\n' + "#" * MAX_STATE_BYTES)
     with pytest.raises(CorruptCheckpointError, match=f"larger than {MAX_STATE_BYTES >> 20} MiB"):
         read_state(d)
@@ -251,27 +245,23 @@ def test_nul_in_an_older_entry_fails_only_the_state_check(tmp_path: Path) -> Non
 
 
 # ------------------------------------------------------------------------------------------------ limits
-def test_a_million_shards_is_refused_without_probing(tmp_path: Path) -> None:
+def test_a_million_shards_is_refused_without_probing(tmp_path: Path, no_hang: None) -> None:
     d = tmp_path / "run"
     shutil.copytree(FIXTURES / "tf1_adam", d)
     idx = mm.Index(d / "model.ckpt-6.index")
     idx.header.num_shards = MAX_SHARDS + 1
     idx.write(d / "model.ckpt-6.index")
-    started = time.monotonic()
     line = _one_error_line(run_cli(["inspect", d], expect=2))
     assert f"implausible shard count {MAX_SHARDS + 1}" in line and "model.ckpt-6.index" in line
-    assert time.monotonic() - started < 2
 
 
-def test_snappy_bomb_is_refused_before_inflating(tmp_path: Path) -> None:
+def test_snappy_bomb_is_refused_before_inflating(tmp_path: Path, no_hang: None) -> None:
     """12 MB of snappy copy runs that would inflate to 256 MiB (seconds of pure-Python decoding per parse)."""
     index = tmp_path / "model.ckpt.index"
     index.write_bytes(mb._snappy_bomb(blocks=256, value_bytes=1 << 20))
     assert 11 << 20 < index.stat().st_size < 13 << 20
-    started = time.monotonic()
     line = _one_error_line(run_cli(["inspect", tmp_path], expect=2))
     assert "snappy blocks inflate to more than" in line and f"({SNAPPY_TOTAL_FACTOR} x the file size + " in line
-    assert time.monotonic() - started < 2
 
 
 def test_small_snappy_tables_still_read(tmp_path: Path) -> None:
@@ -290,18 +280,16 @@ def test_partitions_aliasing_4_gib_are_refused(tmp_path: Path) -> None:
     assert "(bytes 8..1048584 and 8..1048584; entries never overlap in a real bundle)" in line
 
 
-def test_thousands_of_slices(tmp_path: Path) -> None:
+def test_thousands_of_slices(tmp_path: Path, no_hang: None) -> None:
     n = 10_000  # pairwise overlap checks took minutes; the grid takes well under a second
     (tmp_path / "ok").mkdir()
     (tmp_path / "bad").mkdir()
     mb._partitioned(tmp_path / "ok", [n, 4], [[(i, 1), (0, 4)] for i in range(n)])
     mb._partitioned(tmp_path / "bad", [n, 4], [[(i, 1), (0, 4)] for i in range(2, n)] + [[(n - 2, 2), (0, 4)]])
-    started = time.monotonic()
     with ckpt_tools.open(tmp_path / "ok") as vmap:
         assert vmap["part/kernel"].read().shape == (n, 4)
     line = _one_error_line(run_cli(["inspect", "--stats", tmp_path / "bad"], expect=2))
     assert "slices of 'part/kernel' overlap" in line
-    assert time.monotonic() - started < 8
 
 
 def test_regions_disjoint() -> None:

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -362,7 +361,7 @@ def test_overlapping_members_are_refused(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ Keras-2 names
-def test_keras2_underscore_runs_cost_linear_time_and_still_tie(tmp_path: Path) -> None:
+def test_keras2_underscore_runs_cost_linear_time_and_still_tie(tmp_path: Path, no_hang: None) -> None:
     """Keras 3's legacy .h5 names slots `<optimizer>/<weight path with _>_<slot>`: the tie is found, and names
     of 4000 underscores cost no more than linear time."""
     path = tmp_path / "model.h5"
@@ -372,14 +371,12 @@ def test_keras2_underscore_runs_cost_linear_time_and_still_tie(tmp_path: Path) -
         group = f.create_group("optimizer_weights/u")
         for n in range(200):
             group.create_dataset("_" * 4000 + str(n), data=np.zeros(3, "f4"))
-    started = time.monotonic()
     vmap = keras2_h5.open(path)
-    assert time.monotonic() - started < 5
     tied = vmap["optimizer_weights/adam/dense_kernel_momentum"]
     assert (tied.slot_of, tied.slot) == ("dense/kernel", "momentum")
 
 
-def test_keras2_layer_names_duplicates_and_limit(tmp_path: Path) -> None:
+def test_keras2_layer_names_duplicates_and_limit(tmp_path: Path, no_hang: None) -> None:
     path = tmp_path / "model.h5"
     shutil.copy(K2, path)
     with h5py.File(path, "r+") as f:
@@ -387,9 +384,7 @@ def test_keras2_layer_names_duplicates_and_limit(tmp_path: Path) -> None:
         del group.attrs["layer_names"]
         for index in range(10):
             group.attrs[f"layer_names{index}"] = np.array([b"dense", b"dense_1"] + [b"nope"] * 9_000, dtype="S")
-    started = time.monotonic()
     vmap = keras2_h5.open(path)
-    assert time.monotonic() - started < 5
     assert {v.name for v in vmap.values() if v.role == "weight"} >= {"dense/kernel", "dense_1/bias"}
     assert any("1 layers named in layer_names have no group" in w for w in vmap.metadata["warnings"])
     with h5py.File(path, "r+") as f:

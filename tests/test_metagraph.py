@@ -8,7 +8,7 @@ import math
 import random
 import re
 import struct
-import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -430,14 +430,18 @@ def test_empty_missing_and_non_file_paths(tmp_path: Path) -> None:
         G.saved_model_graphs(tmp_path)
 
 
-def test_file_over_two_gib_is_refused_without_reading(tmp_path: Path) -> None:
+def test_file_over_two_gib_is_refused_without_reading(tmp_path: Path, no_hang: None) -> None:
     path = tmp_path / "huge.meta"
     with path.open("wb") as fh:
         fh.truncate(2**31)  # sparse: no disk space used
-    start = time.monotonic()
-    with pytest.raises(UnsafeInputError, match="2 GiB"):
-        G.read_meta_graph(path)
-    assert time.monotonic() - start < 1
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsafeInputError, match="2 GiB"):
+            G.read_meta_graph(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak} bytes allocated: the file was read"
 
 
 def _meta_with_library(functions: dict[str, list[tuple[str, str]]]) -> Any:
@@ -456,15 +460,13 @@ def _meta_with_library(functions: dict[str, list[tuple[str, str]]]) -> Any:
     return meta
 
 
-def test_self_calling_function_library_terminates(tmp_path: Path) -> None:
+def test_self_calling_function_library_terminates(tmp_path: Path, no_hang: None) -> None:
     chain = {f"c{i}": [("n", f"c{i + 1}")] for i in range(500)}
     library = {"f": [("self", "f"), ("other", "g")], "g": [("back", "f"), ("up", "g")], **chain, "c500": []}
     path = tmp_path / "loop.meta"
     path.write_bytes(_meta_with_library(library).SerializeToString())
-    start = time.monotonic()
     graph = G.read_meta_graph(path)
     walked = list(G.walk_functions(graph))
-    assert time.monotonic() - start < 5
     visits = [(p[-1], node.name) for p, node in walked]
     assert len(visits) == len(set(visits)) == sum(2 * len(body) for body in library.values())
     assert walked[0][0] == ("f",)  # the function the graph calls comes first
@@ -499,7 +501,7 @@ def _tensor(dtype: int, shape: list[int], **values: Any) -> Any:
     return tensor
 
 
-def test_enormous_declared_constants_never_allocate(tmp_path: Path) -> None:
+def test_enormous_declared_constants_never_allocate(tmp_path: Path, no_hang: None) -> None:
     tensors = [
         _tensor(1, [2**40, 2**40], float_val=[1.0]),  # 2**80 elements from one value
         _tensor(7, [2**33], string_val=[b"x"]),
@@ -514,9 +516,7 @@ def test_enormous_declared_constants_never_allocate(tmp_path: Path) -> None:
     ]
     path = tmp_path / "huge_const.meta"
     path.write_bytes(_const_graph(*tensors).SerializeToString())
-    start = time.monotonic()
     graph = G.read_meta_graph(path)
-    assert time.monotonic() - start < 5
     values = [graph.nodes[f"c{i}"].attrs["value"] for i in range(len(tensors))]
     assert all(isinstance(v, G.ConstTensor) for v in values)
     assert values[0].shape == (2**40, 2**40) and values[0].value is None and "elements" in values[0].note
