@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ckpt_tools.facts import FLOAT32_MAX
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.catalogue import TF1_NON_SLOT, Family, SlotTranslation
 from ckpt_tools.optimizers.lookup import family, keras_family
@@ -299,7 +300,10 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
         return bool(a) == bool(b) if isinstance(a, bool) or isinstance(b, bool) else a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return bool(np.float32(a) == np.float32(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=0.0)
+        close = math.isclose(a, b, rel_tol=1e-6, abs_tol=0.0)
+        if not all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in (a, b)):
+            return close  # no float32 rounding to forgive (and a cast would overflow: 1e300 and 1e301 both inf)
+        return bool(np.float32(a) == np.float32(b)) or close
     return False
 
 
