@@ -447,6 +447,26 @@ def test_scan_flags_every_hostile_case(
     assert not missed, "hostile cases ckpt scan did not flag:\n" + "\n".join(missed)
 
 
+def test_verdicts_agree_across_commands(outcomes: dict[str, Any]) -> None:
+    """Truths that hold whatever a case's damage: validate cannot open exactly what inspect cannot list; an
+    artifact never differs from itself, and diffing it fails exactly when reading its values (`--stats`) does;
+    `--json` succeeds exactly when the table does."""
+    exits: dict[str, dict[str, Any]] = {}
+    for job, result in outcomes["results"].items():
+        name, command = job.split("|")
+        exits.setdefault(name, {})[command] = result["exit"]
+    problems = []
+    for name, got in sorted(exits.items()):
+        if (got["validate"] == 2) != (got["inspect"] == 2):
+            problems.append(f"{name}: validate exit {got['validate']} but inspect exit {got['inspect']}")
+        if got["diff_self"] == 1 or (got["diff_self"] == 2) != (got["stats"] == 2):
+            problems.append(f"{name}: diff against itself exit {got['diff_self']}, --stats exit {got['stats']}")
+        if got["json"] != got["inspect"]:
+            problems.append(f"{name}: inspect --json exit {got['json']}, the table exit {got['inspect']}")
+    assert len(exits) >= 100
+    assert not problems, "\n".join(problems)
+
+
 def test_each_job_stays_within_memory_and_alive(outcomes: dict[str, Any]) -> None:
     """No job dies by a signal, and none peaks above 1.2 GiB RSS (its own process, measured by wait4)."""
     died = sorted(job for job, r in outcomes["results"].items() if str(r["exit"]).startswith(("signal", "status")))
@@ -533,6 +553,7 @@ def test_convert_refuses_every_malformed_input(corpus: tuple[Path, list[dict[str
         problems += contract_problems(result, set(case["convert"]))
         if result["exit"] != 0 and (outs / f"{case['name']}.{to}").exists():
             problems.append(f"{case['name']}: convert --to {to} failed but left its OUT")
+    problems += _outputs_not_resumable(results, runs, outs)
     leftovers = [p.name for p in outs.iterdir() if p.name.startswith(".ckpt-")]
     outside = str((corpus_dir / "outside").resolve())
     violations = [
@@ -550,6 +571,22 @@ def test_convert_refuses_every_malformed_input(corpus: tuple[Path, list[dict[str
     assert not problems, "\n".join(problems)
     assert not leftovers, f"temporary outputs left behind: {leftovers}"
     assert not violations, "\n".join(violations)
+
+
+def _outputs_not_resumable(results: Results, runs: list[tuple[dict[str, Any], str, str]], outs: Path) -> list[str]:
+    """Every OUT a convert job wrote, judged independently of convert's own verification: `validate` (native
+    readers, no TensorFlow) must call it resumable."""
+    import ckpt_tools
+
+    problems = []
+    for case, command, to in runs:
+        if results[f"{case['name']}|{command}"]["exit"] != 0:
+            continue
+        out = outs / f"{case['name']}.{to}"
+        report = ckpt_tools.validate(out)
+        if report.exit_code != 0:
+            problems.append(f"{case['name']}|{command}: convert exit 0 but validate {out.name}: {report.to_json()}")
+    return problems
 
 
 def test_no_job_modified_the_corpus(
