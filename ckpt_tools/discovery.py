@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import multiprocessing.context
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,12 +214,56 @@ def _is_sealed(directory: Path, files: set[str], dirs: set[str]) -> bool:
     return TF_KERAS_BACKUP in dirs and is_state_file(directory / TF_KERAS_BACKUP / STATE_FILE)
 
 
-class _Walker:
-    """The mutable state of one listing: what was read (never twice), what was listed, the entry budget."""
+@dataclass(frozen=True)
+class _Candidate:
+    """A path to read, as the walk found it: under `root`, shown as `shown`, its resolved `key`."""
 
-    def __init__(self, max_entries: int, progress: ProgressCallback | None) -> None:
+    root: str
+    shown: str
+    key: Path
+    guess: bool
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What reading a candidate gave: its row, or the error text (None for a guess no reader accepts), and the
+    resolved bundle prefix it was read from (counted as read either way). Computed in this process, or in a
+    worker process with `jobs`."""
+
+    row: Artifact | None
+    error: str | None = None
+    prefix: Path | None = None
+
+
+def _read_candidate(candidate: _Candidate, follow_symlinks: bool = False) -> _Outcome:
+    """Open one candidate for its metadata: its row, or why it cannot be read."""
+    from ckpt_tools.readers.confine import FOLLOW_SYMLINKS
+    from ckpt_tools.readers.registry import open_checkpoint
+
+    FOLLOW_SYMLINKS.set(follow_symlinks or FOLLOW_SYMLINKS.get())
+    prefix = None
+    try:
+        with open_checkpoint(candidate.shown) as vmap:
+            prefix = vmap.prefix.resolve() if vmap.prefix is not None else None
+            return _Outcome(_row(candidate.root, candidate.shown, vmap), prefix=prefix)
+    except FormatNotRecognizedError as exc:
+        return _Outcome(None, None if candidate.guess else flat(exc) or type(exc).__name__, prefix)
+    except (CkptToolsError, OSError) as exc:
+        return _Outcome(None, flat(exc) or type(exc).__name__, prefix)
+
+
+class _Walker:
+    """The mutable state of one listing: what was read (never twice), what was listed, the entry budget.
+
+    With `deferred`, the walk only records what it would read (`events`: candidates, and the resolved paths a
+    state file marks as read) so that the reads can run in parallel; `replay` then applies their outcomes in
+    walk order, with exactly the decisions a sequential walk makes."""
+
+    def __init__(self, max_entries: int, progress: ProgressCallback | None, deferred: bool = False) -> None:
         self.max_entries = max_entries
         self.progress = progress
+        self.deferred = deferred
+        self.events: list[_Candidate | Path] = []
         self.rows: list[Artifact] = []
         self.errors: list[ListingError] = []
         self.seen: set[Path] = set()  # artifacts (paths, bundle prefixes) already read, resolved
@@ -281,33 +329,127 @@ class _Walker:
         if STATE_FILE in files and is_state_file(Path(shown) / STATE_FILE):
             latest = _state_latest(Path(shown))
             if latest is not None:
-                self.seen.add(latest)  # the directory's row stands for its latest checkpoint
+                self.mark(latest)  # the directory's row stands for its latest checkpoint
             self.read(root, shown, here)
         for name, guess in _file_candidates(files):
             path = os.path.join(shown, name)
             self.read(root, path, Path(path).resolve(), guess=guess)
         return [os.path.join(shown, name) for name in sorted(dirs, key=natural_key)]
 
+    def mark(self, key: Path) -> None:
+        """Count `key` as read (a directory's row stands for the checkpoint its state file names latest)."""
+        if self.deferred:
+            self.events.append(key)
+        else:
+            self.seen.add(key)
+
     def read(self, root: str, shown: str, key: Path, *, guess: bool = False) -> None:
         """One row for the artifact at `shown`, or one error; a guess that no reader accepts is no artifact."""
-        from ckpt_tools.readers.registry import open_checkpoint
-
+        candidate = _Candidate(root, shown, key, guess)
+        if self.deferred:
+            self.events.append(candidate)
+            return
         if key in self.seen:
             self.duplicates += 1
             return
-        self.seen.add(key)
         if self.progress is not None:
             self.progress(Progress(self.entries, len(self.rows) + len(self.errors), printable(shown)))
-        try:
-            with open_checkpoint(shown) as vmap:
-                if vmap.prefix is not None:
-                    self.seen.add(vmap.prefix.resolve())
-                self.rows.append(_row(root, shown, vmap))
-        except FormatNotRecognizedError as exc:
-            if not guess:
-                self.fail(shown, exc)
-        except (CkptToolsError, OSError) as exc:
-            self.fail(shown, exc)
+        self.apply(candidate, _read_candidate(candidate))
+
+    def apply(self, candidate: _Candidate, outcome: _Outcome) -> None:
+        """Record what reading a candidate gave (the candidate is not a duplicate)."""
+        self.seen.add(candidate.key)
+        if outcome.prefix is not None:
+            self.seen.add(outcome.prefix)
+        if outcome.row is not None:
+            self.rows.append(outcome.row)
+        elif outcome.error is not None:
+            self.fail(candidate.shown, outcome.error)
+
+    def replay(self, events: list[_Candidate | Path], outcomes: dict[int, _Outcome]) -> None:
+        """Apply deferred events in walk order (`outcomes` by event index; a candidate without one was known to
+        be a duplicate before reading)."""
+        for index, event in enumerate(events):
+            if isinstance(event, Path):
+                self.seen.add(event)
+            elif event.key in self.seen:
+                self.duplicates += 1
+            else:
+                self.apply(event, outcomes[index] if index in outcomes else _read_candidate(event))
+
+
+def _worth_reading(events: list[_Candidate | Path]) -> list[int]:
+    """Indexes of the deferred candidates that are not certain duplicates (of a marked path or of an earlier
+    candidate); a duplicate of an earlier row's bundle prefix shows only once it is read, and is dropped then."""
+    known: set[Path] = set()
+    out = []
+    for index, event in enumerate(events):
+        key = event if isinstance(event, Path) else event.key
+        if isinstance(event, _Candidate) and key not in known:
+            out.append(index)
+        known.add(key)
+    return out
+
+
+def _read_all(events: list[_Candidate | Path], jobs: int) -> dict[int, _Outcome]:
+    """The outcome of every deferred candidate worth reading, read `jobs` at a time in worker processes."""
+    from ckpt_tools.readers.confine import FOLLOW_SYMLINKS
+
+    indexes = _worth_reading(events)
+    candidates = [events[i] for i in indexes]
+    read = functools.partial(_read_batch, follow_symlinks=FOLLOW_SYMLINKS.get())
+    outcomes = ordered_batches(read, candidates, jobs)
+    return dict(zip(indexes, outcomes, strict=True))
+
+
+def _read_batch(candidates: list[_Candidate], follow_symlinks: bool) -> list[_Outcome]:
+    return [_read_candidate(c, follow_symlinks) for c in candidates]
+
+
+MAX_BATCH = 16  # candidates per batch handed to a worker process
+
+
+def ordered_batches(run: Callable[[list[Any]], list[Any]], items: list[Any], jobs: int) -> list[Any]:
+    """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1 the batches are queued
+    for jobs - 1 worker processes (forkserver, or spawn: a process that may hold library threads is never
+    forked) while this process takes batches from the back of the queue itself, so that the workers' start-up
+    overlaps useful work. (The same scheduling as validation.run.ordered_batches.)"""
+    size = max(1, min(MAX_BATCH, -(-len(items) // (max(jobs, 1) * 4))))
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    if jobs < 2 or len(batches) < 2:
+        return [outcome for batch in batches for outcome in run(batch)]
+    done: list[list[Any] | None] = [None] * len(batches)
+    with ProcessPoolExecutor(min(jobs - 1, len(batches) - 1), mp_context=_context()) as pool:
+        futures = [pool.submit(run, batch) for batch in batches]
+        for i in reversed(range(len(batches))):
+            if not futures[i].cancel():
+                break  # the workers take batches in order: every earlier one is theirs too
+            done[i] = run(batches[i])
+        for i, future in enumerate(futures):
+            if done[i] is None:
+                done[i] = future.result()
+    return [outcome for batch in done if batch is not None for outcome in batch]
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def resolve_jobs(jobs: int) -> int:
+    """The number of processes `jobs` asks for: itself, or one per usable CPU for 0; UsageError below 0."""
+    if jobs < 0:
+        detail = "must be 0 (one per CPU) or more"
+        raise UsageError(f"jobs={jobs}: {detail}", argument="jobs", detail=detail)
+    if jobs:
+        return jobs
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _check_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
@@ -330,33 +472,23 @@ def list_artifacts(
     *,
     progress: ProgressCallback | None = None,
     max_entries: int = MAX_ENTRIES,
+    jobs: int = 1,
 ) -> LsResult:
     """Every checkpoint and model artifact under `roots`, each read once for its metadata (never its tensor
     values): one Artifact per artifact, one ListingError per candidate that could not be read. Symlinks are
     never followed; at most `max_entries` directory entries are looked at (then the listing stops with an
-    error). `progress` is called before each artifact is read. Raises UsageError unless every root is a
-    directory."""
+    error). `progress` is called before each artifact is read. `jobs` > 1 reads that many candidates at a time
+    in worker processes (0: one per CPU), with the same result as one job. Raises UsageError unless every root
+    is a directory."""
     names = _check_roots(roots)
     if max_entries < 1:
         raise UsageError(
             f"max_entries={max_entries}: must be at least 1", argument="max_entries", detail="must be at least 1"
         )
-    walker = _Walker(max_entries, progress)
-    empty: list[str] = []
-    truncated = False
-    for root in names:
-        covered = Path(root).resolve() in walker.visited
-        before = walker.outcomes
-        try:
-            walker.walk(root)
-        except _Truncated as exc:
-            limit = f"stopped after {max_entries:,} directory entries (the limit): the listing is incomplete"
-            walker.fail(str(exc), f"{limit}; list a narrower directory")
-            truncated = True
-        if not covered and walker.outcomes == before:
-            empty.append(printable(root))
-        if truncated:
-            break
+    jobs = resolve_jobs(jobs)
+    walker = _Walker(max_entries, progress, deferred=jobs > 1)
+    segments, truncated = _walk_roots(walker, names, max_entries)
+    empty = _empty_roots(walker, segments, jobs)
     return LsResult(
         roots=tuple(printable(r) for r in names),
         artifacts=tuple(sorted(walker.rows, key=lambda a: natural_key(a.path))),
@@ -366,3 +498,40 @@ def list_artifacts(
         empty_roots=tuple(empty),
         truncated=truncated,
     )
+
+
+# One root's part of a walk: the root, whether an earlier root's walk had listed it already, the outcomes the
+# walk itself recorded under it (listing errors; every read, unless deferred) and its slice of deferred events.
+_Segment = tuple[str, bool, int, int, int]
+
+
+def _walk_roots(walker: _Walker, names: tuple[str, ...], max_entries: int) -> tuple[list[_Segment], bool]:
+    """Walk each root in turn until the entry budget runs out; what each root's walk recorded."""
+    segments: list[_Segment] = []
+    for root in names:
+        covered = Path(root).resolve() in walker.visited
+        before, first = walker.outcomes, len(walker.events)
+        truncated = False
+        try:
+            walker.walk(root)
+        except _Truncated as exc:
+            limit = f"stopped after {max_entries:,} directory entries (the limit): the listing is incomplete"
+            walker.fail(str(exc), f"{limit}; list a narrower directory")
+            truncated = True
+        segments.append((root, covered, walker.outcomes - before, first, len(walker.events)))
+        if truncated:
+            return segments, True
+    return segments, False
+
+
+def _empty_roots(walker: _Walker, segments: list[_Segment], jobs: int) -> list[str]:
+    """Read what a deferred walk recorded (in parallel), root by root; the roots under which nothing was found."""
+    outcomes = _read_all(walker.events, jobs) if walker.deferred else {}
+    empty = []
+    for root, covered, recorded, first, last in segments:
+        before = walker.outcomes
+        if walker.deferred:
+            walker.replay(walker.events[first:last], {i - first: o for i, o in outcomes.items() if first <= i < last})
+        if not covered and recorded == 0 and walker.outcomes == before:
+            empty.append(printable(root))
+    return empty

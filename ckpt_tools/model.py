@@ -108,7 +108,9 @@ class Variable:
 
     def iter_chunks(self, elements: int) -> Iterator[np.ndarray]:
         """The elements in C order as 1-D blocks of at most `elements`; memory bounded by one block when the
-        reader supports it (bundles), by the tensor otherwise. Checksums are verified by the end."""
+        reader supports it (bundles, HDF5 files and stored `.keras` members; compressed HDF5 by one row of
+        chunks), by the tensor otherwise. Checksums are verified by the end. A block may be a view of a buffer
+        the reader reuses: it is valid until the next block is asked for (copy it to keep it)."""
         if self.chunker is not None:
             yield from self.chunker(elements)
             return

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import math
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from google.protobuf.message import DecodeError
 
 from ckpt_tools.bundle import protos
 from ckpt_tools.bundle.orderedcode import encode_tensor_name_slice
-from ckpt_tools.bundle.shards import CHUNK, Guard, ShardFiles
+from ckpt_tools.bundle.shards import CHUNK, BlockObserver, Guard, ShardFiles, aligned_empty, current_observer
 from ckpt_tools.bundle.table import crc32c, read_table_info, unmask_crc
 from ckpt_tools.bundle.values import ValueFormatError, decode_fixed, decode_strings, decode_variants, fixed_dtype
 from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError, UsageError
@@ -34,6 +35,7 @@ MAX_SLICES = 1 << 16  # stored slices of one partitioned tensor
 MAX_GRID_CELLS = 1 << 22
 MAX_PAIRWISE_SLICES = 1 << 12
 
+_SHARD_MISSING = "data shard missing"
 Extents = tuple[tuple[int, int], ...]  # (start, length) per dimension; length -1 = the whole dimension
 
 
@@ -71,23 +73,6 @@ class BundleEntry:
     @property
     def num_elements(self) -> int:
         return math.prod(self.shape)
-
-
-# Read buffers reused across streamed tensors: fresh multi-MiB arrays cost a page fault per 4 KiB on every tensor.
-_BUFFERS: list[np.ndarray] = []
-MAX_POOLED = 4
-
-
-def _take_buffer(size: int) -> np.ndarray:
-    for i, buffer in enumerate(_BUFFERS):
-        if buffer.size >= size:
-            return _BUFFERS.pop(i)
-    return np.empty(size, dtype=np.uint8)
-
-
-def _give_back(buffer: np.ndarray) -> None:
-    if len(_BUFFERS) < MAX_POOLED:
-        _BUFFERS.append(buffer)
 
 
 def _key_text(raw: bytes) -> str:
@@ -284,8 +269,9 @@ class BundleReader:
     def iter_elements(self, key: str, elements: int, verify: bool = True) -> Iterator[np.ndarray]:
         """The elements of `key` in order, as 1-D arrays of at most `elements`, one block in memory at a time.
 
-        Blocks are views of one reused read buffer: each is valid until the next is requested (copy it to keep
-        it). The CRC32C is checked after the last block (ChecksumError then); stopping early skips the check.
+        Blocks are views of one reused, page-aligned read buffer: each is valid until the next is requested
+        (copy it to keep it). The CRC32C is checked after the
+        last block (ChecksumError then); stopping early skips the check.
         """
         entry = self.entries.get(key)
         if entry is None:
@@ -295,19 +281,12 @@ class BundleReader:
             raise UsageError(f"{self.prefix}: tensor {key!r} cannot be streamed; use read()")
         big = self.header.endianness == "big"
         block = max(1, elements) * dtype.itemsize
-        files = self._files
-        path = self._check_extent(entry, files)
-        buffer = _take_buffer(block)
+        path = self._check_extent(entry, self._files)
         crc = 0
-        try:
-            for start in range(0, entry.size, block):
-                raw = buffer[: min(block, entry.size - start)]
-                files.read_into(path, entry.offset + start, raw)
-                if verify:
-                    crc = crc32c(raw, crc)
-                yield decode_fixed(raw, dtype, (len(raw) // dtype.itemsize,), big)
-        finally:
-            _give_back(buffer)
+        for raw in self._files.blocks(path, entry.offset, entry.size, block):
+            if verify:
+                crc = crc32c(raw, crc)
+            yield decode_fixed(raw, dtype, (len(raw) // dtype.itemsize,), big)
         if verify and crc != unmask_crc(entry.crc32c):
             raise self._checksum_error(
                 path, entry, f"CRC32C mismatch (stored {unmask_crc(entry.crc32c):08x}, computed {crc:08x})"
@@ -318,7 +297,7 @@ class BundleReader:
         dtype = fixed_dtype(entry.dtype)
         big = self.header.endianness == "big"
         if dtype is not None:
-            buf = np.empty(entry.size, dtype=np.uint8)
+            buf = aligned_empty(entry.size)
             files.read_into(path, entry.offset, buf)
             crc = 0
             for start in range(0, entry.size, CHUNK):
@@ -391,32 +370,58 @@ class BundleReader:
         return full
 
     # ----------------------------------------------------------------- whole-bundle checks
-    def _verify_entry(self, entry: BundleEntry, files: ShardFiles) -> None:
-        if fixed_dtype(entry.dtype) is None:
+    def _verify_entry(self, entry: BundleEntry, files: ShardFiles, sink: Callable[[np.ndarray], None] | None) -> None:
+        """Check one stored entry's extent and CRC32C, reading it block by block into one pooled buffer; `sink`
+        sees each block's decoded values (read once for both)."""
+        dtype = fixed_dtype(entry.dtype)
+        if dtype is None:
             self._read_entry(entry, True, files)
             return
         path = self._check_extent(entry, files)
+        big = self.header.endianness == "big"
         crc = 0
-        for chunk in files.chunks(path, entry.offset, entry.size):
-            crc = crc32c(chunk, crc)
+        for raw in files.blocks(path, entry.offset, entry.size, CHUNK - CHUNK % dtype.itemsize):
+            crc = crc32c(raw, crc)
+            if sink is not None:
+                sink(decode_fixed(raw, dtype, (len(raw) // dtype.itemsize,), big))
         if crc != unmask_crc(entry.crc32c):
             raise self._checksum_error(path, entry, "CRC32C mismatch")
 
-    def verify_all(self) -> list[str]:
-        """Check every tensor's extent, size and checksum without keeping values; one line per problem."""
+    def verify_all(self, observer: BlockObserver | None = None) -> list[str]:
+        """Check every tensor's extent, size and checksum without keeping values; one line per problem.
+
+        Each byte is read once. `observer` (default: the one `shards.observing` set, if any) is handed the
+        decoded blocks of the tensors it wants, and told for each whether its bytes verified."""
+        observer = observer if observer is not None else current_observer()
         missing = self.missing_shards()
         problems = [f"{path}: data shard missing" for path in missing]
         missing_set = set(missing)
         with ShardFiles(self._guard) as files:
             for entry in self.entries.values():
-                try:
-                    parts = [p for _, p in self._slice_plan(entry)] if entry.slices else [entry]
-                    for part in parts:
-                        if self.data_path(part.shard_id) not in missing_set:
-                            self._verify_entry(part, files)
-                except CkptToolsError as exc:
-                    problems.append(str(exc))
+                watched = observer if observer is not None and observer.wants(entry.key) else None
+                problem = self._verify_tensor(entry, files, missing_set, watched)
+                if problem is not None and problem != _SHARD_MISSING:
+                    problems.append(problem)
+                if watched is not None:
+                    watched.done(entry.key, problem)
         return problems
+
+    def _verify_tensor(
+        self, entry: BundleEntry, files: ShardFiles, missing: set[Path], observer: BlockObserver | None
+    ) -> str | None:
+        """None when every stored part of `entry` verifies, else the problem (_SHARD_MISSING: already listed)."""
+        sink = None if observer is None else functools.partial(observer.block, entry.key)
+        problem = None
+        try:
+            parts = [p for _, p in self._slice_plan(entry)] if entry.slices else [entry]
+            for part in parts:
+                if self.data_path(part.shard_id) in missing:
+                    problem = _SHARD_MISSING
+                else:
+                    self._verify_entry(part, files, sink)
+        except CkptToolsError as exc:
+            return str(exc)
+        return problem
 
     def object_graph(self) -> Any | None:
         """The TrackableObjectGraph of a TF2 checkpoint, or None when the bundle has none."""

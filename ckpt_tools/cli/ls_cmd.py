@@ -76,15 +76,25 @@ Examples:
     show_default=True,
     help="Stop (with an error) after looking at this many directory entries.",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    "jobs",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Read N artifacts at a time, in worker processes (0: one per CPU); same output as with 1.",
+)
 @json_option
 @follow_symlinks_option
 @click.pass_context
-def command(ctx: click.Context, roots: tuple[str, ...], max_entries: int, as_json: bool) -> None:
+def command(ctx: click.Context, roots: tuple[str, ...], max_entries: int, jobs: int, as_json: bool) -> None:
     """List every checkpoint, SavedModel and Keras file under the directories DIR..., recursively."""
     tty = sys.stderr.isatty()
     progress = _counter() if tty else None
     try:
-        result = list_artifacts(roots, progress=progress, max_entries=max_entries)
+        result = list_artifacts(roots, progress=progress, max_entries=max_entries, jobs=jobs)
     finally:
         if tty:
             click.echo("\r\x1b[K", nl=False, file=raw_stderr())

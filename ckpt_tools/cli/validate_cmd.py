@@ -63,6 +63,18 @@ def _annotate(run: ValidationRun) -> None:
                 click.echo(line)
 
 
+jobs_option = click.option(
+    "-j",
+    "--jobs",
+    "jobs",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Validate N artifacts at a time, in worker processes (0: one per CPU); same output as with 1.",
+)
+
+
 EPILOG = """\b
 Exit codes: 0 all valid, 1 any invalid, 2 any unreadable (2 wins over 1) or a usage error.
 Needs no TensorFlow, except for V1-format (pre-2017) checkpoints.
@@ -92,6 +104,7 @@ Examples:
     metavar="FILE",
     help="Also write a JUnit XML report (one testcase per artifact) to FILE.",
 )
+@jobs_option
 @json_option
 @follow_symlinks_option
 @click.pass_context
@@ -101,11 +114,12 @@ def command(
     require: str | None,
     allow_weights_only: bool,
     junit_file: Path | None,
+    jobs: int,
     as_json: bool,
 ) -> None:
     """Check that checkpoints can resume training: files intact, weights, optimizer state, slots, step,
     finite values, consistent state file. PATHS may be quoted glob patterns."""
-    run = validate_paths(paths, _required(require, allow_weights_only), expand_globs=True)
+    run = validate_paths(paths, _required(require, allow_weights_only), expand_globs=True, jobs=jobs)
     if junit_file is not None:
         write_junit(junit_file, run.reports, run.durations)
     if as_json:

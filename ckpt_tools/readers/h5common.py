@@ -16,14 +16,16 @@ import math
 import os
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import h5py
 import numpy as np
 
+from ckpt_tools.bundle.shards import CHUNK, POOL, current_observer, read_at, read_blocks
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.model import COUNTER_DTYPES, Variable
 from ckpt_tools.readers import magic
@@ -44,8 +46,9 @@ MAX_CHUNK_BYTES = 64 << 20
 CHUNK_OVERHANG = 1 << 20
 MAX_CHUNKS = 1 << 20
 STORED_SLACK = 1024
-# A compressed dataset is read whole (`Variable.read`) only up to this size; diff, --stats and validate's file
-# check stream it block by block whatever its size. Streams hold at most MAX_SLAB_BYTES of decoded chunks.
+# A compressed dataset is read whole (`Variable.read`) only up to this size; diff, --stats and validate stream it
+# block by block whatever its size. Ordered streams (diff, --stats) hold at most MAX_SLAB_BYTES of decoded chunks
+# (one row of chunks); validate decodes one chunk at a time (at most MAX_CHUNK_BYTES).
 MAX_INFLATED_READ = 512 << 20
 MAX_SLAB_BYTES = 256 << 20
 VERIFY_BLOCK = 64 << 20
@@ -78,6 +81,8 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
     zlib.error,
 )
+
+_READ_ERRORS: tuple[type[BaseException], ...] = (CkptToolsError, *PARSE_ERRORS)
 
 
 def size_cap(file_size: int) -> int:
@@ -742,12 +747,96 @@ def read_dataset(f: h5py.File, raw: bytes, label: str, limit: int) -> np.ndarray
         return convert(out, dtype)
 
 
-def iter_dataset(ds: h5py.Dataset, key: str, label: str, limit: int, elements: int) -> Iterator[np.ndarray]:
+@dataclass(frozen=True)
+class ByteWindow:
+    """Where an HDF5 file's bytes lie: `length` bytes from `start` of the file at `path` (the whole file, or a
+    stored member of a zip archive). Uncompressed contiguous datasets are read from it directly (`readinto`
+    into a pooled, page-aligned buffer), never through libhdf5's copies."""
+
+    path: Path
+    start: int
+    length: int
+
+    @classmethod
+    def whole(cls, path: Path) -> ByteWindow:
+        return cls(path, 0, require_file(path))
+
+    def open(self) -> BinaryIO:
+        return self.path.open("rb", buffering=0)
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The bytes of an uncompressed contiguous dataset: `nbytes` at `offset` of its window, as `dtype` (in the
+    file's byte order)."""
+
+    offset: int
+    nbytes: int
+    dtype: np.dtype[Any]
+
+
+def contiguous_extent(
+    dsid: h5py.h5d.DatasetID, shape: tuple[int, ...], window: ByteWindow, where: str
+) -> Extent | None:
+    """The raw extent of a contiguous, allocated, fixed-size dataset, checked to lie inside the window; None for
+    the other layouts (compact, chunked, not yet written) and for strings."""
+    if dsid.get_create_plist().get_layout() != h5py.h5d.CONTIGUOUS:
+        return None
+    offset = dsid.get_offset()
+    dtype = dsid.dtype
+    if offset is None or dtype.kind not in "fiubcV" or dtype.names is not None or dtype.subdtype is not None:
+        return None
+    nbytes = math.prod(shape) * dtype.itemsize
+    if offset < 0 or offset + nbytes > window.length:
+        raise CorruptCheckpointError(
+            f"{where}: stored at bytes {offset}..{offset + nbytes}, past the end of the file ({window.length} bytes)"
+        )
+    return Extent(int(offset), nbytes, dtype)
+
+
+def read_window(handle: BinaryIO, window: ByteWindow, offset: int, out: np.ndarray) -> None:
+    """Fill the uint8 array `out` from `offset` of the window (short reads retried; the end of the file is an
+    error)."""
+    view = memoryview(out.data).cast("B")
+    filled = 0
+    while filled < len(view):
+        got = read_at(handle, window.start + offset + filled, view[filled:])
+        if not got:
+            raise CorruptCheckpointError(f"{window.path}: file ended while reading {len(view)} bytes at {offset}")
+        filled += got
+
+
+def _raw_blocks(
+    handle: BinaryIO, window: ByteWindow, extent: Extent, dtype: str, elements: int
+) -> Iterator[np.ndarray]:
+    """A contiguous dataset's values as 1-D views of one pooled, page-aligned buffer, `elements` per block."""
+    step = max(1, elements) * extent.dtype.itemsize
+    blocks = read_blocks(
+        lambda start, view: read_window(handle, window, extent.offset + start, view), extent.nbytes, step
+    )
+    for raw in blocks:
+        yield convert(raw.view(extent.dtype), dtype)
+
+
+def iter_dataset(
+    ds: h5py.Dataset,
+    key: str,
+    label: str,
+    limit: int,
+    elements: int,
+    raw: tuple[BinaryIO, ByteWindow] | None = None,
+) -> Iterator[np.ndarray]:
     """The dataset's elements in C order as 1-D blocks of at most `elements`, memory bounded by a block (by one
-    row of decoded chunks, at most MAX_SLAB_BYTES, for a compressed dataset)."""
+    row of decoded chunks, at most MAX_SLAB_BYTES, for a compressed dataset). With `raw` (an open handle on the
+    file's window), a contiguous dataset is read from the file directly, its blocks views of one reused buffer
+    (each valid until the next is asked for, as a bundle's)."""
     shape, dtype = check_dataset(ds.id, key, label, limit)
     size = math.prod(shape)
     if ds.shape is None or size == 0:
+        return
+    extent = None if raw is None else contiguous_extent(ds.id, shape, raw[1], f"{label}: dataset {key}")
+    if raw is not None and extent is not None:
+        yield from _raw_blocks(raw[0], raw[1], extent, dtype, elements)
         return
     plan = _Chunked.of(ds.id, f"{label}: dataset {key}")
     if plan is None and (not shape or size <= elements):
@@ -778,6 +867,22 @@ def _iter_chunked(plan: _Chunked, dtype: str, row_items: int, elements: int) -> 
         yield from _split(convert(part, dtype).reshape(-1).copy(), elements)
 
 
+def _iter_stored_chunks(plan: _Chunked, dtype: str, elements: int) -> Iterator[np.ndarray]:
+    """A compressed dataset's values in storage order, one decoded chunk at a time (each clipped to the dataset;
+    the elements of chunks never written come last, as the fill value): for checks that need every value but
+    not their order."""
+    covered = 0
+    for row in plan.stored().values():
+        for offset, _ in row:
+            inside = tuple(slice(0, min(c, s - o)) for o, c, s in zip(offset, plan.chunk, plan.shape, strict=True))
+            values = np.ascontiguousarray(plan.decoded(offset)[inside]).reshape(-1)
+            covered += int(values.size)
+            yield from _split(convert(values, dtype), elements)
+    missing = math.prod(plan.shape) - covered
+    for start in range(0, missing, elements):
+        yield convert(np.full(min(elements, missing - start), plan.fill[0], dtype=plan.dtype), dtype)
+
+
 def _split(flat: np.ndarray, elements: int) -> Iterator[np.ndarray]:
     for start in range(0, int(flat.size), elements):
         yield flat[start : start + elements]
@@ -793,29 +898,41 @@ def make_loader(opener: Opener, raw: bytes, label: str, limit: int) -> Callable[
     return load
 
 
-def make_chunker(opener: Opener, raw: bytes, label: str, limit: int) -> Callable[[int], Iterator[np.ndarray]]:
-    """A chunker (see model.Chunker) that opens the file and streams one dataset block by block."""
+def make_chunker(
+    opener: Opener, raw: bytes, label: str, limit: int, window: ByteWindow | None = None
+) -> Callable[[int], Iterator[np.ndarray]]:
+    """A chunker (see model.Chunker) that opens the file and streams one dataset block by block (contiguous
+    datasets straight from `window`, when given)."""
 
     def chunks(elements: int) -> Iterator[np.ndarray]:
         with translate_errors(label), opener() as f:
             ds = resolve(f, raw, label)
-            yield from iter_dataset(ds, decode(raw), label, limit, max(1, elements))
+            if window is None:
+                yield from iter_dataset(ds, decode(raw), label, limit, max(1, elements))
+                return
+            with window.open() as handle:
+                yield from iter_dataset(ds, decode(raw), label, limit, max(1, elements), (handle, window))
 
     return chunks
 
 
 @dataclass(frozen=True)
 class FileSource:
-    """Where the variables of one HDF5 file load from: its opener, the label messages use, and its size cap."""
+    """Where the variables of one HDF5 file load from: its opener, the label messages use, its size cap, and
+    the window its bytes lie in (for direct reads of contiguous datasets; None: through h5py only)."""
 
     opener: Opener
     label: str
     limit: int
+    window: ByteWindow | None = None
 
     def variable(
         self, info: DatasetInfo, name: str, role: Any, slot_of: str | None = None, slot: str | None = None
     ) -> Variable:
         """A variable of this file whose value is read (and re-checked) only when asked for; numbers stream."""
+        chunker = None
+        if info.dtype != "string":
+            chunker = make_chunker(self.opener, info.raw, self.label, self.limit, self.window)
         return Variable(
             info.key,
             name,
@@ -825,7 +942,7 @@ class FileSource:
             slot_of,
             slot,
             make_loader(self.opener, info.raw, self.label, self.limit),
-            None if info.dtype == "string" else make_chunker(self.opener, info.raw, self.label, self.limit),
+            chunker,
         )
 
 
@@ -857,17 +974,152 @@ def sniff_hdf5(path: Path, layout_reason: Callable[[h5py.File], str | None], cor
 
 
 def verify_file(path: Path) -> str:
-    """The `verify` hook of the HDF5 readers: every dataset read in full, in bounded blocks (compressed chunks
-    decoded and checked by ckpt-tools), through the same link-refusing, lock-free opener and size checks the
-    readers use."""
-    label = str(path)
-    limit = size_cap(require_file(path))
-    with translate_errors(label), open_h5(path, label) as f:
+    """The `verify` hook of the HDF5 readers: every dataset read in full, once, in bounded blocks (contiguous
+    data straight from the file, compressed chunks decoded and checked by ckpt-tools one chunk at a time),
+    through the same link-refusing, lock-free opener and size checks the readers use. A BlockObserver set with
+    `shards.observing` is handed the values read."""
+    return f"{verify_hdf5(path)} HDF5 datasets read in full"
+
+
+def verify_hdf5(path: Path, label: str | None = None) -> int:
+    """verify_file's pass over the file at `path` (named `label` in messages); the number of datasets."""
+    label = label or str(path)
+    window = ByteWindow.whole(path)
+    with open_h5(path, label) as f, window.open() as handle:
+        return verify_datasets(f, label, size_cap(window.length), (handle, window))
+
+
+def stream_window(f: h5py.File, label: str, limit: int, raw: tuple[BinaryIO, ByteWindow], crc: int) -> frozenset[bytes]:
+    """Read the whole window once, in order, checking its zip CRC-32 (`crc`) over every byte, and hand the
+    values of the contiguous datasets to the current BlockObserver from the same blocks; the raw paths of the
+    datasets so covered (the others, compressed or overlapping, are left to verify_datasets)."""
+    handle, window = raw
+    spans = _disjoint_extents(f, label, limit, window)
+    observer = current_observer()
+    watched = {info.key for info, _ in spans if observer is not None and observer.wants(info.key)}
+    crc32 = _BackgroundCrc32()
+    try:
+        with POOL.borrowed(CHUNK) as first, POOL.borrowed(CHUNK) as second:
+            buffers, busy = (first, second), [crc32.idle, crc32.idle]
+            for index, (start, stop, span) in enumerate(_segments(spans, window.length)):
+                slot = index % 2
+                busy[slot].result()  # the CRC of what this buffer held is done: it may be refilled
+                piece = buffers[slot][: stop - start]
+                read_window(handle, window, start, piece)
+                busy[slot] = crc32.add(piece)
+                if span is not None and observer is not None and span[0].key in watched:
+                    observer.block(span[0].key, convert(piece.view(span[1].dtype), span[0].dtype))
+            computed = crc32.result()
+    finally:
+        crc32.close()
+    for key in watched:  # HDF5 keeps no checksum per dataset: a member CRC mismatch is the file's problem
+        assert observer is not None
+        observer.done(key, None)
+    if computed != crc:
+        raise CorruptCheckpointError(f"{label}: CRC-32 mismatch (zip stores {crc:08x}, the data gives {computed:08x})")
+    return frozenset(info.raw for info, _ in spans)
+
+
+class _BackgroundCrc32:
+    """The zip CRC-32 of a stream of blocks, computed in one helper thread (zlib releases the GIL) while the
+    caller reads the next block and checks its values; blocks must stay unchanged until their future is done."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ckpt-crc32")
+        self.idle: Future[None] = Future()
+        self.idle.set_result(None)
+
+    def add(self, block: np.ndarray) -> Future[None]:
+        return self._pool.submit(self._extend, block)
+
+    def _extend(self, block: np.ndarray) -> None:
+        self._value = zlib.crc32(memoryview(block.data), self._value)
+
+    def result(self) -> int:
+        """The CRC-32 of every block added, once the helper has caught up."""
+        self._pool.submit(lambda: None).result()
+        return self._value
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _disjoint_extents(f: h5py.File, label: str, limit: int, window: ByteWindow) -> list[tuple[DatasetInfo, Extent]]:
+    """The contiguous datasets of the file by position, each sharing no byte with an earlier one."""
+    found = []
+    for info in scan(f, label, limit):
+        if info.dtype == "string":
+            continue
+        dsid = h5py.h5d.open(f.id, info.raw)
+        extent = contiguous_extent(dsid, info.shape, window, f"{label}: dataset {info.key}")
+        if extent is not None:
+            found.append((info, extent))
+    found.sort(key=lambda pair: (pair[1].offset, pair[1].nbytes))
+    kept: list[tuple[DatasetInfo, Extent]] = []
+    reach = 0
+    for info, extent in found:
+        if extent.offset >= reach:
+            kept.append((info, extent))
+            reach = extent.offset + extent.nbytes
+    return kept
+
+
+def _segments(
+    spans: list[tuple[DatasetInfo, Extent]], length: int
+) -> Iterator[tuple[int, int, tuple[DatasetInfo, Extent] | None]]:
+    """[start, stop) pieces of at most CHUNK bytes covering [0, length) in order, cut at every dataset's start
+    and end: each lies inside one dataset (given with it, its pieces starting on element boundaries) or
+    outside all (None)."""
+    pos = 0
+    for span in spans:
+        begin, end = span[1].offset, span[1].offset + span[1].nbytes
+        for start in range(pos, begin, CHUNK):
+            yield start, min(start + CHUNK, begin), None
+        for start in range(begin, end, CHUNK):
+            yield start, min(start + CHUNK, end), span
+        pos = max(pos, end)
+    for start in range(pos, length, CHUNK):
+        yield start, min(start + CHUNK, length), None
+
+
+def verify_datasets(
+    f: h5py.File, label: str, limit: int, raw: tuple[BinaryIO, ByteWindow] | None, skip: frozenset[bytes] = frozenset()
+) -> int:
+    """Read every dataset of an open file once (but those whose raw paths are in `skip`: a caller read them
+    already), raising on the first problem; the number of datasets. Values go to the current BlockObserver."""
+    observer = current_observer()
+    with translate_errors(label):
         infos = scan(f, label, limit)
         for info in infos:
-            if info.dtype == "string":
-                read_dataset(f, info.raw, label, limit)
+            if info.raw in skip:
                 continue
-            for _ in iter_dataset(resolve(f, info.raw, label), info.key, label, limit, VERIFY_BLOCK // 16):
-                pass
-    return f"{len(infos)} HDF5 datasets read in full"
+            watched = observer if observer is not None and observer.wants(info.key) else None
+            try:
+                for block in _verify_blocks(f, info, label, limit, raw):
+                    if watched is not None:
+                        watched.block(info.key, block)
+            except _READ_ERRORS as exc:
+                if watched is not None:
+                    watched.done(info.key, describe_error(exc))
+                raise
+            if watched is not None:
+                watched.done(info.key, None)
+    return len(infos)
+
+
+def _verify_blocks(
+    f: h5py.File, info: DatasetInfo, label: str, limit: int, raw: tuple[BinaryIO, ByteWindow] | None
+) -> Iterator[np.ndarray]:
+    """Every value of one dataset, in blocks of at most CHUNK bytes (compressed: one chunk), in any order."""
+    if info.dtype == "string":
+        read_dataset(f, info.raw, label, limit)
+        return
+    ds = resolve(f, info.raw, label)
+    elements = max(1, CHUNK // max(ds.id.dtype.itemsize, 1))
+    plan = _Chunked.of(ds.id, f"{label}: dataset {info.key}")
+    if plan is not None and plan.dtype.kind != "O" and h5py.check_vlen_dtype(plan.dtype) is None:
+        check_dataset(ds.id, info.key, label, limit)
+        yield from _iter_stored_chunks(plan, info.dtype, elements)
+        return
+    yield from iter_dataset(ds, info.key, label, limit, elements, raw)

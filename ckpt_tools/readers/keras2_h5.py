@@ -109,8 +109,8 @@ def _tie(
 def open(path: Path) -> VariableMap:
     path = Path(path)
     label = str(path)
-    limit = h5c.size_cap(h5c.require_file(path))
-    src = h5c.FileSource(h5c.path_opener(path), label, limit)
+    window = h5c.ByteWindow.whole(path)
+    src = h5c.FileSource(h5c.path_opener(path), label, h5c.size_cap(window.length), window)
     warnings: list[str] = []
     found = _read_file(src, warnings)
     infos = found.infos

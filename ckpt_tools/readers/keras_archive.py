@@ -21,7 +21,6 @@ from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFil
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers import h5common as h5c
 from ckpt_tools.readers import magic
-from ckpt_tools.readers.bundles import read_all
 from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.keras_h5 import read_keras3
 from ckpt_tools.readers.registry import Reader
@@ -218,6 +217,15 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
             with h5c.open_h5(window, label) as f:  # type: ignore[arg-type]
                 yield f
         return
+    with _extracted(member) as target, h5c.open_h5(target, label) as f:
+        yield f
+
+
+@contextmanager
+def _extracted(member: _Member) -> Iterator[Path]:
+    """A deflated member inflated once into a private temporary file (its zip CRC checked on the way: zipfile
+    raises at the end of a member whose CRC does not match), removed afterwards."""
+    label = f"{member.archive}:{member.name}"
     tmpdir = tempfile.mkdtemp(prefix="ckpt-keras-")
     try:
         target = Path(tmpdir) / "model.weights.h5"
@@ -233,10 +241,14 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
             raise
         except ZIP_ERRORS as exc:
             raise CorruptCheckpointError(f"{label}: cannot decompress ({h5c.describe_error(exc)})") from exc
-        with h5c.open_h5(target, label) as f:
-            yield f
+        yield target
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def member_window(member: _Member) -> h5c.ByteWindow | None:
+    """Where a stored member's bytes lie in the archive (None for a deflated one)."""
+    return h5c.ByteWindow(member.archive, member.data_offset, member.size) if member.stored else None
 
 
 @contextmanager
@@ -270,16 +282,18 @@ def open(path: Path) -> VariableMap:
         weights = confine(path, path / WEIGHTS, "weights file")
         if not weights.exists():
             raise MissingFileError(f"{path}: {WEIGHTS} missing from the Keras model directory")
-        opener, size, files = h5c.path_opener(weights), h5c.require_file(weights), (weights,)
-        label = str(weights)
+        window: h5c.ByteWindow | None = h5c.ByteWindow.whole(weights)
+        opener, files, label = h5c.path_opener(weights), (weights,), str(weights)
+        size = h5c.require_file(weights)
     else:
         config, meta, member = _open_zip(path, warnings)
         opener, size, files, label = _opener(member), member.size, (path,), f"{path}:{WEIGHTS}"
+        window = member_window(member)
         if not member.stored:
             warnings.append(f"{WEIGHTS} is compressed: each read decompresses it to a temporary file")
     if config is None:
         warnings.append(f"{CONFIG} absent or unreadable: slot mapping inferred from shapes")
-    result = read_keras3(opener, label, h5c.size_cap(size), config if isinstance(config, dict) else None)
+    result = read_keras3(opener, label, h5c.size_cap(size), config if isinstance(config, dict) else None, window)
     metadata = {**_describe(config, meta), **result.metadata}
     if warnings:
         metadata["warnings"] = warnings
@@ -304,27 +318,49 @@ def _open_zip(path: Path, warnings: list[str]) -> tuple[Any, Any, _Member]:
 
 
 def verify(vmap: VariableMap) -> str:
-    """Every zip member passes its CRC (a directory layout has none), then every tensor reads."""
+    """Every zip member passes its CRC (a directory layout has none) and every tensor reads, in one pass over
+    the bytes: model.weights.h5 is read once, its zip CRC computed on the same blocks the tensors are read
+    from (and handed to a BlockObserver set with `shards.observing`)."""
     if vmap.root is not None:
         return h5c.verify_file(confine(vmap.root, vmap.root / WEIGHTS, "weights file"))
-    members = _verify_zip(vmap.path)
-    return f"{members} zip members pass their CRC; " + read_all(vmap)
-
-
-def _verify_zip(path: Path) -> int:
-    """Inflate every member once (members were checked not to share bytes), checking its CRC."""
+    path = vmap.path
     try:
         with zipfile.ZipFile(path) as archive:
             infos = check_archive(path, archive, h5c.require_file(path))
+            by_name = {i.filename: i for i in infos}
+            if WEIGHTS not in by_name:
+                raise MissingFileError(f"{path}: {WEIGHTS} missing from the .keras archive")
             for info in infos:
-                with archive.open(info) as member:
-                    while member.read(VERIFY_READ):
-                        pass
+                if info.filename != WEIGHTS:
+                    _check_member_crc(archive, info)
+            member = _member(path, archive, by_name[WEIGHTS], h5c.require_file(path))
     except CkptToolsError:
         raise
     except ZIP_ERRORS as exc:
         raise CorruptCheckpointError(f"{path}: zip archive check failed: {h5c.describe_error(exc)}") from exc
-    return len(infos)
+    datasets = _verify_weights(member, by_name[WEIGHTS].CRC)
+    return f"{len(infos)} zip members pass their CRC; {datasets} tensors read"
+
+
+def _check_member_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Inflate one member (members were checked not to share bytes); zipfile raises on a CRC mismatch."""
+    with archive.open(info) as member:
+        while member.read(VERIFY_READ):
+            pass
+
+
+def _verify_weights(member: _Member, crc: int) -> int:
+    """model.weights.h5 read once: a stored member in order, its CRC-32 over every byte while the contiguous
+    tensors are cut from the same blocks; a deflated one inflated once (zipfile checks its CRC), then read."""
+    label = f"{member.archive}:{member.name}"
+    window = member_window(member)
+    if window is None:
+        with _extracted(member) as target:
+            return h5c.verify_hdf5(target, label)
+    limit = h5c.size_cap(member.size)
+    with _open_member(member) as f, window.open() as handle, h5c.translate_errors(label):
+        done = h5c.stream_window(f, label, limit, (handle, window), crc)
+        return h5c.verify_datasets(f, label, limit, (handle, window), skip=done)
 
 
 def _dir_json(path: Path, warnings: list[str]) -> tuple[Any, Any]:

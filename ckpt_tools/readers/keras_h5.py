@@ -54,8 +54,8 @@ def sniff(path: Path) -> str | None:
 
 def open(path: Path) -> VariableMap:
     path = Path(path)
-    limit = h5c.size_cap(h5c.require_file(path))
-    result = read_keras3(h5c.path_opener(path), str(path), limit, None)
+    window = h5c.ByteWindow.whole(path)
+    result = read_keras3(h5c.path_opener(path), str(path), h5c.size_cap(window.length), None, window)
     return result.to_map(path, FORMAT, metadata=result.metadata, files=(path,))
 
 
@@ -294,9 +294,16 @@ def _choose(
     return best[0] if best else None
 
 
-def read_keras3(opener: h5c.Opener, label: str, limit: int, config: dict[str, Any] | None) -> Keras3Result:
-    """Build the variable list of a Keras 3 weights file (opened by `opener`); `config` is config.json if known."""
-    src = h5c.FileSource(opener, label, limit)
+def read_keras3(
+    opener: h5c.Opener,
+    label: str,
+    limit: int,
+    config: dict[str, Any] | None,
+    window: h5c.ByteWindow | None = None,
+) -> Keras3Result:
+    """Build the variable list of a Keras 3 weights file (opened by `opener`, its bytes in `window` when known:
+    contiguous tensors are then read from it directly); `config` is config.json if known."""
+    src = h5c.FileSource(opener, label, limit, window)
     found = _scan_file(src, config)
     weights, step_info = found.weights, found.step_info
     variables: dict[str, Variable] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from ckpt_tools.bundle.shards import observing
 from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import Variable, VariableMap
@@ -28,6 +30,7 @@ JSON_SCHEMA = "ckpt-tools/validate/1"
 FINITE_ROLES = ("weight", "optimizer", "step")
 FLOAT_KINDS = {"float16", "bfloat16", "float32", "float64", "complex64", "complex128", "float8_e5m2", "float8_e4m3fn"}
 CHUNK_ELEMENTS = 1 << 20
+STREAM_ELEMENTS = 1 << 21  # elements per block when the finite check reads a tensor itself (8 MiB of float32)
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ def validate(
     *,
     require: str | Iterable[str] | None = None,
     allow_weights_only: bool = False,
+    jobs: int = 1,
 ) -> ValidationRun: ...
 
 
@@ -141,6 +145,7 @@ def validate(
     *,
     require: str | Iterable[str] | None = None,
     allow_weights_only: bool = False,
+    jobs: int = 1,
 ) -> ValidationReport | ValidationRun:
     """Run the checks on one artifact (a ValidationReport) or on each of a list of them (a ValidationRun).
 
@@ -148,12 +153,14 @@ def validate(
     `allow_weights_only` drops the training-state checks (optimizer, slots, step) from it. Checks that are not
     required are reported as `skip`. An artifact that cannot be opened at all (missing, unrecognized, corrupt
     metadata) gives a report with `error` set and exit_code 2; problems found by the checks give exit_code 1.
+    With a list, `jobs` > 1 validates that many artifacts at a time in worker processes (0: one per CPU),
+    the reports in the order given as with one job.
     """
     required = required_checks(require, allow_weights_only)
     if isinstance(path, (list, tuple)):
         from ckpt_tools.validation.run import validate_paths
 
-        return validate_paths(path, required)
+        return validate_paths(path, required, jobs=jobs)
     return validate_one(path, required)
 
 
@@ -171,14 +178,16 @@ def validate_one(path: PathArg, required: tuple[str, ...]) -> ValidationReport:
 
 
 def run_checks(vmap: VariableMap, required: tuple[str, ...]) -> tuple[CheckResult, ...]:
-    """Every check in CHECKS order: the required ones run, the others reported as skipped."""
+    """Every check in CHECKS order: the required ones run, the others reported as skipped. With both `files`
+    and `finite` required, the finite check counts NaN/Inf on the blocks the file check reads (one pass)."""
+    tally = FiniteTally(vmap) if "files" in required and "finite" in required else None
     runners: dict[str, Callable[[VariableMap], tuple[Status, str]]] = {
-        "files": check_files,
+        "files": check_files if tally is None else functools.partial(_files_observed, tally=tally),
         "weights": check_weights,
         "optimizer": check_optimizer,
         "slots": check_slots,
         "step": check_step,
-        "finite": check_finite,
+        "finite": check_finite if tally is None else functools.partial(check_finite, tally=tally),
         "state": check_state,
     }
     results = []
@@ -189,6 +198,11 @@ def run_checks(vmap: VariableMap, required: tuple[str, ...]) -> tuple[CheckResul
         status, reason = runners[name](vmap)
         results.append(CheckResult(name, status, reason, True))
     return tuple(results)
+
+
+def _files_observed(vmap: VariableMap, tally: FiniteTally) -> tuple[Status, str]:
+    with observing(tally):
+        return check_files(vmap)
 
 
 def check_weights(vmap: VariableMap) -> tuple[Status, str]:
@@ -214,36 +228,93 @@ def _training_check(vmap: VariableMap, name: str) -> tuple[Status, str]:
     return found.status, found.reason
 
 
+# Float formats of one or two bytes, whose numpy ufuncs are slow (float16) or absent (ml_dtypes): (mask of the
+# bits below the sign, the smallest masked value that is not finite). e4m3fn has no infinity, only NaN (0x7F).
+_SMALL_FLOATS: dict[str, tuple[np.dtype[Any], int, int]] = {
+    "float16": (np.dtype(np.uint16), 0x7FFF, 0x7C00),
+    "bfloat16": (np.dtype(np.uint16), 0x7FFF, 0x7F80),
+    "float8_e5m2": (np.dtype(np.uint8), 0x7F, 0x7C),
+    "float8_e4m3fn": (np.dtype(np.uint8), 0x7F, 0x7F),
+}
+
+
+def all_finite(block: np.ndarray) -> bool:
+    """Whether a 1-D float/complex block holds no NaN or Inf (bit tests for 1- and 2-byte floats)."""
+    small = _SMALL_FLOATS.get(block.dtype.name)
+    if small is not None and block.dtype.isnative:
+        unit, mask, lowest = small
+        return not block.size or int(np.bitwise_and(block.view(unit), unit.type(mask)).max()) < lowest
+    return bool(np.isfinite(block).all())
+
+
 def count_nonfinite(value: np.ndarray) -> tuple[int, int]:
     """(NaN count, Inf count) of a float/complex array, chunk by chunk."""
     flat = value.reshape(-1)
     nan = inf = 0
     for start in range(0, flat.size, CHUNK_ELEMENTS):
         chunk = flat[start : start + CHUNK_ELEMENTS]
+        if all_finite(chunk):
+            continue
         if chunk.dtype.kind not in ("f", "c"):
             chunk = chunk.astype(np.float32)
         finite = np.isfinite(chunk)
-        if bool(finite.all()):
-            continue
         nans = int(np.count_nonzero(np.isnan(chunk)))
         nan += nans
         inf += int(np.count_nonzero(~finite)) - nans
     return nan, inf
 
 
-def check_finite(vmap: VariableMap) -> tuple[Status, str]:
-    """Read every float tensor of the weights and optimizer state, one at a time, counting NaN/Inf."""
+class FiniteTally:
+    """NaN/Inf counts of the finite check's candidates, taken from the blocks another pass reads (a
+    shards.BlockObserver: the `files` check's verification hands over what it reads). `results` holds, per
+    tensor key the pass finished, its (NaN, Inf) counts or why its bytes did not verify."""
+
+    def __init__(self, vmap: VariableMap) -> None:
+        self.keys = {v.key for v in _finite_candidates(vmap)}
+        self.running: dict[str, list[int]] = {}
+        self.results: dict[str, tuple[int, int] | str] = {}
+
+    def wants(self, key: str) -> bool:
+        return key in self.keys
+
+    def block(self, key: str, values: np.ndarray) -> None:
+        nan, inf = count_nonfinite(values)
+        counts = self.running.setdefault(key, [0, 0])
+        counts[0] += nan
+        counts[1] += inf
+
+    def done(self, key: str, problem: str | None) -> None:
+        counts = self.running.pop(key, [0, 0])
+        self.results[key] = problem if problem is not None else (counts[0], counts[1])
+
+
+def _stream_count(var: Variable) -> tuple[int, int]:
+    """(NaN, Inf) of one tensor read block by block (checksums verified by the end of the stream)."""
+    nan = inf = 0
+    for block in var.iter_chunks(STREAM_ELEMENTS):
+        more_nan, more_inf = count_nonfinite(block)
+        nan += more_nan
+        inf += more_inf
+    return nan, inf
+
+
+def check_finite(vmap: VariableMap, tally: FiniteTally | None = None) -> tuple[Status, str]:
+    """Count NaN/Inf in every float tensor of the weights and optimizer state: from `tally` where the file
+    check already read a tensor, else by streaming it, one tensor and one block at a time."""
     checked = 0
     bad: list[str] = []
     unreadable: list[str] = []
     for var in _finite_candidates(vmap):
-        try:
-            value = var.read()
-        except (CkptToolsError, OSError) as exc:
-            unreadable.append(f"{var.key} ({flat(exc)})")
+        found = tally.results.get(var.key) if tally is not None else None
+        if found is None:
+            try:
+                found = _stream_count(var)
+            except (CkptToolsError, OSError) as exc:
+                found = flat(exc)
+        if isinstance(found, str):
+            unreadable.append(f"{var.key} ({' '.join(found.split())})")
             continue
-        nan, inf = count_nonfinite(value)
-        del value
+        nan, inf = found
         checked += 1
         if nan or inf:
             parts = [f"{nan} NaN" if nan else "", f"{inf} Inf" if inf else ""]

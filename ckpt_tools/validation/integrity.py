@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from ckpt_tools.errors import CkptToolsError
@@ -20,12 +22,42 @@ _SHARD = re.compile(r"\.data-(\d{5,9})-of-(\d{5,9})")
 _STEP = re.compile(r"-(\d+)$")  # the step TensorFlow appends to a checkpoint's name (`model.ckpt-6`, `ckpt-2`)
 
 
+# Within one validation run (`remembering`), what each checkpoint's integrity check found, by resolved prefix:
+# None when intact, else the problem. A folder of N retained checkpoints is then verified N times, not N^2.
+_VERIFIED: ContextVar[dict[Path, str | None] | None] = ContextVar("ckpt_verified", default=None)
+
+
+@contextmanager
+def remembering(memo: dict[Path, str | None] | None = None) -> Iterator[None]:
+    """Integrity checks inside the `with` block remember their findings (in `memo`, or a fresh dict)."""
+    token = _VERIFIED.set({} if memo is None else memo)
+    try:
+        yield
+    finally:
+        _VERIFIED.reset(token)
+
+
+def _remember(vmap: VariableMap, problem: str | None) -> None:
+    """Note the finding for a checkpoint opened by its own prefix (what the state check would open again)."""
+    memo = _VERIFIED.get()
+    if memo is None or vmap.prefix is None:
+        return
+    try:
+        if vmap.path.resolve() == vmap.prefix.resolve():
+            memo[vmap.prefix.resolve()] = problem
+    except (OSError, RuntimeError):
+        pass
+
+
 def check_files(vmap: VariableMap) -> tuple[Status, str]:
     """Every file present with consistent sizes; checksums verified where the format stores them."""
     try:
         detail = verify_files(vmap)
     except (CkptToolsError, OSError) as exc:
-        return "fail", flat(exc) or type(exc).__name__
+        problem = flat(exc) or type(exc).__name__
+        _remember(vmap, problem)
+        return "fail", problem
+    _remember(vmap, None)
     return "pass", detail
 
 
@@ -118,7 +150,8 @@ def verify_state(directory: Path, checked: Path | None = None) -> tuple[Status, 
         problems.append(f"state file lists {how_many} that {verb} not exist: {listed(missing, MAX_LISTED)}")
     if problems:
         return "fail", "; ".join(problems)
-    damaged = _damaged(p for p in prefixes if checked is None or p.resolve() != checked.resolve())
+    skipped = None if checked is None else checked.resolve()
+    damaged = _damaged((p, key) for p, key in ((p, p.resolve()) for p in prefixes) if key != skipped)
     if damaged:
         return "fail", f"retained {counted(len(damaged), 'checkpoint')} damaged: {listed(damaged, 2)}"
     latest = f"; latest {Path(state.latest).name}" if state.latest else ""
@@ -161,15 +194,29 @@ def _short(entry: str) -> str:
     return repr(name if len(name) <= 80 else name[:60] + "..." + name[-12:])
 
 
-def _damaged(prefixes: Iterable[Path]) -> list[str]:
-    """`name (problem)` for each retained checkpoint whose bytes fail its reader's own check."""
+def _damaged(prefixes: Iterable[tuple[Path, Path]]) -> list[str]:
+    """`name (problem)` for each retained checkpoint (prefix, resolved) whose bytes fail its reader's own check
+    (what this run found already is not checked again)."""
+    memo = _VERIFIED.get()
+    out = []
+    for prefix, key in prefixes:
+        if memo is not None and key in memo:
+            problem = memo[key]
+        else:
+            problem = _verify_prefix(prefix)
+            if memo is not None:
+                memo[key] = problem
+        if problem is not None:
+            out.append(f"{prefix.name} ({problem[:200]})")
+    return out
+
+
+def _verify_prefix(prefix: Path) -> str | None:
     from ckpt_tools.readers.registry import open_checkpoint
 
-    out = []
-    for prefix in prefixes:
-        try:
-            with open_checkpoint(prefix) as vmap:
-                reader_of(vmap).verify(vmap)
-        except (CkptToolsError, OSError) as exc:
-            out.append(f"{prefix.name} ({flat(exc)[:200]})")
-    return out
+    try:
+        with open_checkpoint(prefix) as vmap:
+            reader_of(vmap).verify(vmap)
+    except (CkptToolsError, OSError) as exc:
+        return flat(exc)
+    return None
