@@ -109,6 +109,7 @@ class _Accumulator:
         self.same_dtype = dtype_a == dtype_b
         self.floating = dtype_a.kind not in ("b", "i", "u") and not self.strings
         self.integer_same = self.same_dtype and dtype_a.kind in ("b", "i", "u")
+        self.narrow = _component_bytes(dtype_a) <= 4 and _component_bytes(dtype_b) <= 4
         self.rtol, self.atol = rtol, atol
         self.size = self.differing = self.nonfinite = 0
         self.max_abs = self.max_rel = 0.0
@@ -119,26 +120,33 @@ class _Accumulator:
             ne = np.fromiter(map(_bytes_ne, chunk_a, chunk_b), bool, len(chunk_a))
             self.differing += int(np.count_nonzero(ne))
             return
-        rtol, atol, exact = self.rtol, self.atol, self.exact
-        equal: np.ndarray | None = None
-        if self.same_dtype:
-            equal = chunk_a == chunk_b
-            if bool(equal.all()):  # the common case: one pass, no NaN masks, no float64 copies
-                return
+        if not self.same_dtype:
+            self._add_floats(chunk_a, chunk_b, chunk_a == chunk_b)
+            return
+        equal = chunk_a == chunk_b
+        if bool(equal.all()):  # the common case: one pass, no NaN masks, no float64 copies
+            return
         if self.integer_same:
             self._add_integers(chunk_a, chunk_b)
             return
+        # Equal positions add nothing (a difference of 0 raises no maximum and is within any tolerance): only the
+        # differing elements are compared, gathered when they are few.
+        if int(np.count_nonzero(equal)) * 2 >= equal.size:
+            differs = ~equal
+            self._add_floats(chunk_a[differs], chunk_b[differs], None)
+        else:
+            self._add_floats(chunk_a, chunk_b, equal)
+
+    def _add_floats(self, chunk_a: np.ndarray, chunk_b: np.ndarray, equal: np.ndarray | None) -> None:
+        """Float (or complex, bfloat16, float8, mixed) positions; `equal` is a == b, None when none are equal."""
+        rtol, atol, exact = self.rtol, self.atol, self.exact
         dtype = _compute_dtype(chunk_a)
         native = chunk_a.dtype.kind == "f" and chunk_b.dtype.kind == "f"  # numpy's own real float types
         # ufuncs widen native floats on the fly (no float64 copies); complex and ml_dtypes (bfloat16, float8) are
         # widened first
         wide_a = chunk_a if native else chunk_a.astype(dtype)
         wide_b = chunk_b if native else chunk_b.astype(dtype)
-        finite = np.isfinite(wide_a)
-        finite &= np.isfinite(wide_b)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            close = wide_a == wide_b if equal is None else equal
-            close |= np.isnan(wide_a) & np.isnan(wide_b)
             if native:
                 abs_diff = np.subtract(wide_a, wide_b, dtype=np.float64)
                 np.abs(abs_diff, out=abs_diff)
@@ -146,6 +154,17 @@ class _Accumulator:
             else:
                 abs_diff = np.abs(np.subtract(wide_a, wide_b))
                 ref = np.abs(wide_b)
+            if self.narrow and bool(np.isfinite(abs_diff).all()):
+                # both sides finite everywhere (a difference of values of 4 bytes or less cannot overflow
+                # float64): no NaN rules, no masks
+                self._add_finite(abs_diff, ref, equal)
+                return
+            finite = np.isfinite(wide_a)
+            finite &= np.isfinite(wide_b)
+            if equal is None:
+                close = np.isnan(wide_a) & np.isnan(wide_b)
+            else:
+                close = equal | (np.isnan(wide_a) & np.isnan(wide_b))
             if not exact:
                 close |= finite & (abs_diff <= atol + rtol * ref)
             differs = ~close
@@ -157,6 +176,23 @@ class _Accumulator:
                 finite &= ref != 0
                 np.divide(abs_diff, ref, out=abs_diff, where=finite)
                 self.max_rel = max(self.max_rel, float(np.max(abs_diff, where=finite, initial=0.0)))
+
+    def _add_finite(self, abs_diff: np.ndarray, ref: np.ndarray, equal: np.ndarray | None) -> None:
+        """Totals of positions where both sides are finite: |a-b| and |b| in float64."""
+        if self.exact:
+            close_count = 0 if equal is None else int(np.count_nonzero(equal))
+        else:
+            close = abs_diff <= self.atol + self.rtol * ref
+            if equal is not None:
+                close |= equal
+            close_count = int(np.count_nonzero(close))
+        self.differing += int(abs_diff.size) - close_count
+        if not abs_diff.size:
+            return
+        self.max_abs = max(self.max_abs, float(abs_diff.max()))
+        ref[ref == 0] = np.inf  # |a-b| / inf = 0: positions where b == 0 raise no relative maximum
+        np.divide(abs_diff, ref, out=abs_diff)
+        self.max_rel = max(self.max_rel, float(abs_diff.max()))
 
     def _add_integers(self, chunk_a: np.ndarray, chunk_b: np.ndarray) -> None:
         rtol, atol, exact = self.rtol, self.atol, self.exact
@@ -177,6 +213,16 @@ class _Accumulator:
         return ValueStats(
             self.size, self.differing, finite_or_none(self.max_abs), finite_or_none(self.max_rel), self.nonfinite
         )
+
+
+def _component_bytes(dtype: np.dtype[Any]) -> int:
+    """Bytes of one real component of a float type (complex: half its size); 8 for anything not a float, so that
+    only float16/32, bfloat16, float8 and complex64 count as narrow (their differences never overflow float64)."""
+    if dtype.kind == "c":
+        return dtype.itemsize // 2
+    if dtype.kind == "f" or dtype.type.__module__.startswith("ml_dtypes"):
+        return dtype.itemsize
+    return 8
 
 
 def _int_abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:

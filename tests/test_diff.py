@@ -501,6 +501,55 @@ def test_compare_arrays_matches_numpy(x: np.ndarray, data: st.DataObject) -> Non
     assert stats.max_abs_diff == (float(diffs.max()) if diffs.size else 0.0)
 
 
+def _numpy_truth(x: np.ndarray, y: np.ndarray, rtol: float, atol: float) -> tuple[int, float, float, int]:
+    """(differing, max |a-b|, max |a-b|/|b|, non-finite mismatches) computed by numpy in float64 / complex128."""
+    wide = np.complex128 if x.dtype.kind == "c" else np.float64
+    a, b = x.astype(wide), y.astype(wide)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        differs = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        finite = np.isfinite(a) & np.isfinite(b)
+        diff = np.abs(a - b)
+        ref = np.abs(b)
+    rel = diff[finite & (ref != 0)] / ref[finite & (ref != 0)]
+    return (
+        int(differs.sum()),
+        float(diff[finite].max(initial=0.0)),
+        float(rel.max(initial=0.0)),
+        int((differs & ~finite).sum()),
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "complex64", "float64"])
+@pytest.mark.parametrize("changed", [1, 37, 1000, 300_000])
+@pytest.mark.parametrize("tolerance", [(0.0, 0.0), (1e-3, 1e-6)])
+def test_compare_arrays_few_and_many_changes_match_numpy(dtype: str, changed: int, tolerance: tuple) -> None:
+    """Several blocks of values, a few or most of them changed, some NaN / Inf / zero on either side: the counts
+    and maxima numpy computes in float64 (the paths for few changes, all-finite blocks and non-finite values)."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(changed)
+    numpy_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    n = 300_000
+    base = rng.standard_normal(n) * 10
+    if dtype == "complex64":
+        base = base + 1j * rng.standard_normal(n)
+    x = base.astype(numpy_dtype)
+    y = x.copy()
+    where = rng.choice(n, size=changed, replace=False)
+    y[where] = (base[where] * 1.001 + 0.5).astype(numpy_dtype)
+    if changed >= 37:  # non-finite values and zeros on either side, some equal, some not
+        x[where[:3]] = np.array([np.nan, np.inf, 0.0]).astype(numpy_dtype)
+        y[where[3:6]] = np.array([np.nan, -np.inf, 0.0]).astype(numpy_dtype)
+        x[where[6]] = y[where[6]] = np.array(np.nan).astype(numpy_dtype)
+    rtol, atol = tolerance
+    stats = compare_arrays(x, y, rtol=rtol, atol=atol)
+    differing, max_abs, max_rel, nonfinite = _numpy_truth(x, y, rtol, atol)
+    assert stats.differing == differing
+    assert stats.nonfinite_mismatches == nonfinite
+    assert stats.max_abs_diff == max_abs
+    assert stats.max_rel_diff == max_rel
+
+
 def test_yaml_rules_without_pyyaml_say_what_to_install(tmp_path: Path) -> None:
     import importlib.util
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,53 @@ def test_damaged_index_is_reported_as_damaged_not_unrecognized(tmp_path: Path) -
     index.write_bytes(index.read_bytes()[:100])
     line = run_cli(["inspect", ckpt], expect=2).stderr.strip()
     assert "model.ckpt-6.index" in line and "not a recognized checkpoint" not in line
+
+
+@pytest.mark.parametrize("truth", TRUTHS, ids=IDS)
+def test_text_is_what_tabulate_and_json_write(truth: dict) -> None:
+    """The table is tabulate's "simple" layout of the listed rows and `--json` is `json.dumps(indent=2)` of the
+    object it holds, byte for byte (ckpt lays out plain tables and writes JSON itself, for speed at scale)."""
+    from tabulate import tabulate
+
+    path = fixture_path(truth)
+    text = run_cli(["inspect", path]).stdout
+    out = run_cli(["inspect", path, "--json"]).stdout
+    report = json.loads(out)
+    assert out == json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    variables = report["variables"]
+    show_key = any(v["key"] != v["name"] for v in variables)
+    rows = [
+        [
+            v["name"],
+            "[" + ", ".join(map(str, v["shape"])) + "]",
+            v["dtype"],
+            "alias" if "alias_of" in v else v["role"],
+            *([v["key"] if v["key"] != v["name"] else ""] if show_key else []),
+        ]
+        for v in variables
+    ]
+    headers = ["name", "shape", "dtype", "role", *(["key"] if show_key else [])]
+    expected = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    assert text.split("\n\npath:", 1)[0] == expected
+
+
+def test_an_index_changed_in_place_is_parsed_again(tmp_path: Path) -> None:
+    """Detection and the reader share one parse of an index; an index whose bytes changed since (same size, same
+    second) is parsed again, so the damage is reported rather than the remembered entries used."""
+    import shutil
+
+    from ckpt_tools.errors import CorruptCheckpointError
+    from ckpt_tools.inspection import inspect
+
+    ckpt = tmp_path / "tf1_adam"
+    shutil.copytree(FIXTURES / "tf1_adam", ckpt)
+    index = ckpt / "model.ckpt-6.index"
+    expected = len(inspect(FIXTURES / "tf1_adam").variables)
+    assert len(inspect(ckpt).variables) == expected  # the last index parsed: ckpt's
+    data = bytearray(index.read_bytes())
+    data[10] ^= 0xFF  # inside the first data block: its CRC no longer matches
+    stat = index.stat()
+    index.write_bytes(bytes(data))
+    os.utime(index, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CorruptCheckpointError, match="checksum"):
+        inspect(ckpt)

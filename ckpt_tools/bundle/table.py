@@ -306,13 +306,24 @@ def read_table(path: Path) -> list[tuple[bytes, bytes]]:
     return read_table_info(path)[0]
 
 
+# The bytes and entries of the last table parsed: format detection and the reader both read an artifact's index
+# (a 100,000-entry index takes a while to parse, reading it again and comparing the bytes does not).
+_last_parsed: tuple[bytes, list[tuple[bytes, bytes]], set[int]] | None = None
+
+
 def read_table_info(path: Path) -> tuple[list[tuple[bytes, bytes]], set[int]]:
-    """Like read_table, also returning the block compression types found (0 none, 1 snappy)."""
+    """Like read_table, also returning the block compression types found (0 none, 1 snappy). The same bytes
+    read again (the index of the artifact being detected, then opened) are not parsed again."""
+    global _last_parsed
     data = _read_file(path)
+    if _last_parsed is not None and _last_parsed[0] == data:
+        return list(_last_parsed[1]), set(_last_parsed[2])
     try:
-        return parse_table(data)
+        entries, kinds = parse_table(data)
     except TableFormatError as exc:
         raise CorruptCheckpointError(f"{path}: corrupt table: {exc}") from exc
+    _last_parsed = (data, entries, kinds)
+    return list(entries), set(kinds)
 
 
 def has_table_magic(path: Path) -> bool:

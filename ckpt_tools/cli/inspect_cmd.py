@@ -9,7 +9,7 @@ import click
 from ckpt_tools.cli.render import echo_json, follow_symlinks_option, human_bytes, json_option, shape_text, table
 from ckpt_tools.errors import UsageError
 from ckpt_tools.facts import short_number
-from ckpt_tools.inspection import InspectResult, inspect
+from ckpt_tools.inspection import InspectResult, gc_paused, inspect
 from ckpt_tools.messages import counted, printable
 from ckpt_tools.model import OptimizerInfo
 from ckpt_tools.readers.registry import formats
@@ -35,16 +35,25 @@ def _variable_table(result: InspectResult) -> str:
     if result.stats:
         headers += ["min", "max", "mean", "nan", "inf"]
     rows = []
+    shapes: dict[tuple[int, ...], str] = {}  # a few distinct shapes among many variables: each formatted once
     for var in result.variables:
         role = "alias" if var.alias_of is not None else var.role
-        row = [printable(var.name), shape_text(var.shape), var.dtype, role]
+        shape = shapes.get(var.shape)
+        if shape is None:
+            shape = shapes[var.shape] = shape_text(var.shape)
+        row = [_shown(var.name), shape, var.dtype, role]
         if show_key:
-            row.append(printable(var.key) if var.key != var.name else "")
+            row.append(_shown(var.key) if var.key != var.name else "")
         if result.stats:
             st = result.stats[var.key]
             row += [_fmt(st.min), _fmt(st.max), _fmt(st.mean), str(st.nan), str(st.inf)]
         rows.append(row)
     return table(rows, headers)
+
+
+def _shown(text: str) -> str:
+    """`printable(text)`, skipped for ASCII text (which holds no undecodable bytes)."""
+    return text if text.isascii() else printable(text)
 
 
 def render_tree(result: InspectResult) -> str:
@@ -226,12 +235,13 @@ def command(
     result = inspect(path, filter=pattern, stats=stats, format=fmt, values=values, tree=tree, full_values=full_values)
     if result.empty_match:
         click.echo(f"ckpt: no variable matches {printable(result.pattern or '')!r}", err=True)
-    if as_json:
-        echo_json(result.to_json())
-    elif values is not None:
-        click.echo(render_values(result, threshold=threshold, precision=precision, full=full))
-    else:
-        click.echo(render_text(result))
+    with gc_paused():  # rows and JSON objects by the hundred thousand, all alive until printed
+        if as_json:
+            echo_json(result.to_json())
+        elif values is not None:
+            click.echo(render_values(result, threshold=threshold, precision=precision, full=full))
+        else:
+            click.echo(render_text(result))
 
 
 def _history(path: str, plot: str | None, as_json: bool) -> None:

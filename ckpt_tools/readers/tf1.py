@@ -24,7 +24,7 @@ from ckpt_tools.readers.bundles import (
     table_magic_at_end,
     verify_bundle,
 )
-from ckpt_tools.readers.naming import keep_unique, slot_name
+from ckpt_tools.readers.naming import keep_unique, new_variable, slot_name, with_fields
 from ckpt_tools.readers.paths import artifact_root, bundle_prefix, is_state_file, read_state, resolve_state_entry
 from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import NON_SLOT, GraphSource, apply_graph, classify, decide, meta_graph_source
@@ -90,7 +90,7 @@ def build_map(path: Path, fmt: str, entries: Sequence[Entry], source: GraphSourc
     variables: dict[str, Variable] = {}
     for key, shape, dtype, loader, chunker in entries:
         role, slot_of, slot = roles[key]
-        variables[key] = Variable(key, key, shape, dtype, role, slot_of, slot, loader, chunker)
+        variables[key] = new_variable(key, key, shape, dtype, role, slot_of, slot, loader, chunker)
     info = dataclasses.replace(decide(variables, source), dialect="tf1")
     variables = canonical_names(variables, info)
     step_var = next((v for v in variables.values() if v.role == "step"), None)
@@ -106,13 +106,13 @@ def canonical_names(variables: dict[str, Variable], info: OptimizerInfo) -> dict
     for key, var in variables.items():
         if var.slot_of is not None and var.slot is not None:
             idle = idle_momentum and var.slot == "momentum"
-            var = dataclasses.replace(
+            var = with_fields(
                 var,
                 name=slot_name(var.slot_of, var.slot),
                 format_specific=FORMAT_SPECIFIC["rmsprop_momentum_zero"] if idle else None,
             )
         elif var.role == "optimizer" and NON_SLOT.search(key):
-            var = dataclasses.replace(var, format_specific=FORMAT_SPECIFIC["beta_power"])
+            var = with_fields(var, format_specific=FORMAT_SPECIFIC["beta_power"])
         out[key] = var
     return keep_unique(out, {})
 

@@ -30,8 +30,10 @@ from ckpt_tools.readers.naming import (
     common_owner,
     keep_unique,
     mark_aliases,
+    new_variable,
     slot_name,
     strip_model_scope,
+    with_fields,
 )
 from ckpt_tools.readers.paths import bundle_prefix
 from ckpt_tools.readers.registry import Reader
@@ -66,12 +68,21 @@ class Graph:
     nodes: Any
     paths: dict[int, list[str]] = field(default_factory=dict)
     optimizer_paths: frozenset[str] = frozenset()
+    # Per node, from its VARIABLE_VALUE attribute: the checkpoint key and the recorded full name (read once:
+    # every protobuf field access builds a Python object).
+    value_keys: list[str | None] = field(default_factory=list)
+    full_names: list[str] = field(default_factory=list)
+    key_node: dict[str, int] = field(default_factory=dict)  # every attribute's checkpoint key -> its node
+    children: list[list[tuple[int, str]]] = field(default_factory=list)  # per node: (child id, local name)
     _by_path: dict[str, int] | None = field(default=None, repr=False)
     _lengths: tuple[frozenset[str], list[int]] = field(default=(frozenset(), []), repr=False)
+    _names: tuple[frozenset[str], dict[int, str | None]] = field(default=(frozenset(), {}), repr=False)
 
     def through_optimizer(self, path: str) -> bool:
         """Whether `path` runs through (or is) an optimizer object found by structure (one prefix look-up per
         distinct optimizer path length: linear in the path, whatever its depth)."""
+        if not self.optimizer_paths:
+            return False
         if self._lengths[0] is not self.optimizer_paths:
             self._lengths = (self.optimizer_paths, sorted({len(p) for p in self.optimizer_paths}))
         for length in self._lengths[1]:
@@ -93,58 +104,86 @@ class Graph:
     @classmethod
     def parse(cls, graph: Any) -> Graph:
         self = cls(graph.nodes)
-        if not len(graph.nodes):
+        self._index_nodes()
+        count = len(self.children)
+        if not count:
             return self
-        self.paths[0] = [""]
+        paths = self.paths
+        paths[0] = [""]
         queue = deque([0])
         budget = MAX_PATH_CHARS
         while queue:
             node_id = queue.popleft()
-            for child in graph.nodes[node_id].children:
-                cid = child.node_id
-                if cid < 0 or cid >= len(graph.nodes):
+            for cid, local_name in self.children[node_id]:
+                if cid < 0 or cid >= count:
                     raise CorruptCheckpointError(f"object graph child id {cid} out of range")
-                known = self.paths.setdefault(cid, [])
+                known = paths.setdefault(cid, [])
                 first_visit = not known
                 if len(known) < MAX_PATHS_PER_NODE:
-                    for parent in self.paths[node_id][:MAX_PATHS_PER_NODE]:
-                        budget -= len(parent) + len(child.local_name) + 1
+                    for parent in paths[node_id][:MAX_PATHS_PER_NODE]:
+                        budget -= len(parent) + len(local_name) + 1
                         if budget < 0:
                             raise CorruptCheckpointError(
                                 f"object graph paths exceed {MAX_PATH_CHARS} characters (implausibly deep nesting)"
                             )
-                        known.append(f"{parent}/{child.local_name}" if parent else child.local_name)
+                        known.append(f"{parent}/{local_name}" if parent else local_name)
                 if first_visit:
                     queue.append(cid)
         return self
 
+    def _index_nodes(self) -> None:
+        """One pass over every node (each protobuf field access builds Python objects, so each is read once): its
+        children, value key, full name, and the checkpoint key -> node index."""
+        value_keys: list[str | None] = []
+        full_names: list[str] = []
+        children = self.children
+        key_node = self.key_node
+        for index, node in enumerate(self.nodes):
+            children.append([(child.node_id, str(child.local_name)) for child in node.children])
+            value_key: str | None = None
+            full_name = ""
+            for attr in node.attributes:
+                key = str(attr.checkpoint_key)
+                key_node[key] = index
+                if value_key is None and attr.name == "VARIABLE_VALUE":
+                    value_key, full_name = key, str(attr.full_name)
+            value_keys.append(value_key)
+            full_names.append(full_name)
+        self.value_keys, self.full_names = value_keys, full_names
+
+    def value_key(self, node_id: int) -> str | None:
+        """The checkpoint key of the node's value (its VARIABLE_VALUE attribute), if it holds one."""
+        return self.value_keys[node_id]
+
+    def full_name(self, node_id: int) -> str:
+        """The recorded full name of the node's value (a Keras path such as `dense/kernel`), else ""."""
+        return self.full_names[node_id]
+
     def name(self, node_id: int) -> str | None:
         """The node's canonical path: its checkpoint key's path when that avoids the optimizer, else the
-        shortest path that does, else the shortest."""
+        shortest path that does, else the shortest (remembered while the optimizer paths stay the same)."""
+        if self._names[0] is not self.optimizer_paths:
+            self._names = (self.optimizer_paths, {})
+        names = self._names[1]
+        if node_id not in names:
+            names[node_id] = self._name(node_id)
+        return names[node_id]
+
+    def _name(self, node_id: int) -> str | None:
         paths = self.paths.get(node_id)
         if not paths:
             return None
-        key = _value_key(self.nodes[node_id])
+        key = self.value_keys[node_id]
         if key is not None and key.endswith(ATTR_SUFFIX) and not self.through_optimizer(key[: -len(ATTR_SUFFIX)]):
             return key[: -len(ATTR_SUFFIX)]
         return min(paths, key=lambda p: (self.through_optimizer(p), p.count("/"), len(p), p))
-
-
-def _value_attr(node: Any) -> Any | None:
-    """The node's VARIABLE_VALUE attribute (checkpoint key and recorded full name), if it holds a value."""
-    return next((attr for attr in node.attributes if attr.name == "VARIABLE_VALUE"), None)
-
-
-def _value_key(node: Any) -> str | None:
-    attr = _value_attr(node)
-    return None if attr is None else str(attr.checkpoint_key)
 
 
 def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> VariableMap:
     """Build the variable map of an object-graph bundle (TF2 checkpoint or SavedModel variables)."""
     bundle = source
     graph = _parse_graph(bundle, path)
-    key_node = {str(attr.checkpoint_key): index for index, node in enumerate(graph.nodes) for attr in node.attributes}
+    key_node = graph.key_node
     try:
         optimizer_roots, wrappers = _optimizer_nodes(graph, bundle)
         graph.optimizer_paths = frozenset(p for r in [*optimizer_roots, *wrappers] for p in graph.paths.get(r, ()))
@@ -161,10 +200,10 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
         for entry in bundle.entries.values()
         if entry.key != OBJECT_GRAPH_KEY
     }
-    counters = [_value_key(graph.nodes[f.iterations]) for f in findings if f.iterations is not None]
+    counters = [graph.value_key(f.iterations) for f in findings if f.iterations is not None]
     step_var = _pick_step(variables.values(), counters)
     if step_var is not None and step_var.role != "step":
-        variables[step_var.key] = dataclasses.replace(step_var, role="step")
+        variables[step_var.key] = with_fields(step_var, role="step")
     info = _optimizer_info(graph, findings, variables, bundle)
     variables, info = _canonical(graph, bundle, key_node, variables, info, {f.root for f in findings})
     step = read_scalar(step_var) if step_var is not None else None
@@ -199,7 +238,7 @@ def _canonical(
     aliases = _alias_groups(graph, bundle, key_node, variables)
     secondary = {key for keys in aliases for key in keys[1:]}
     full = {
-        v.name: _full_name(graph.nodes[key_node[v.key]])
+        v.name: graph.full_name(key_node[v.key])
         for v in variables.values()
         if v.role == "weight" and v.slot_of is None and v.key in key_node and v.key not in secondary
     }
@@ -211,7 +250,7 @@ def _canonical(
         else {}
     )
     lr_keys = {
-        _value_key(graph.nodes[kid]): graph.name(root) or "optimizer"
+        graph.value_key(kid): graph.name(root) or "optimizer"
         for root in optimizer_roots
         for attr, kid in _children(graph, root).items()
         if attr in ("_learning_rate", "learning_rate")
@@ -221,19 +260,19 @@ def _canonical(
     for key, var in variables.items():
         if var.slot_of is not None and var.slot is not None:
             weight = renamed.get(var.slot_of, var.slot_of)
-            var = dataclasses.replace(var, slot_of=weight, name=slot_name(weight, var.slot))
+            var = with_fields(var, slot_of=weight, name=slot_name(weight, var.slot))
         elif var.name in renamed:
-            var = dataclasses.replace(var, name=renamed[var.name])
+            var = with_fields(var, name=renamed[var.name])
         elif key in lr_keys:
-            var = dataclasses.replace(
+            var = with_fields(
                 var, name=f"{lr_keys[key]}/learning_rate", format_specific=FORMAT_SPECIFIC["learning_rate"]
             )
         elif var.role == "optimizer" and var.size == 1 and _hyper_attribute(var.name, optimizer_paths):
-            var = dataclasses.replace(var, format_specific=FORMAT_SPECIFIC["hyperparameter"])
+            var = with_fields(var, format_specific=FORMAT_SPECIFIC["hyperparameter"])
         elif var.name == "save_counter":
-            var = dataclasses.replace(var, format_specific=SAVE_COUNTER)
+            var = with_fields(var, format_specific=SAVE_COUNTER)
         elif METRIC_PATH.search(var.name):
-            var = dataclasses.replace(var, format_specific=METRIC_STATE)
+            var = with_fields(var, format_specific=METRIC_STATE)
         out[key] = var
     fallback = {key: variables[key].name for key in variables}
     unique = keep_unique({k: v for k, v in out.items() if k not in secondary}, fallback)
@@ -256,7 +295,7 @@ def _is_layer(graph: Graph, path: str, checkpoint_root: bool) -> bool:
     node = graph.node_at(path)
     if node is None:
         return False
-    names = [str(c.local_name) for c in graph.nodes[node].children]
+    names = [name for _, name in graph.children[node]]
     return any(not (name.isascii() and name.isdigit()) for name in names) and not path.endswith("/_functional")
 
 
@@ -278,7 +317,7 @@ def _alias_groups(
         entry = bundle.entries.get(key)
         if key not in key_node or entry is None or entry.partitioned:
             continue
-        full = _full_name(graph.nodes[key_node[key]])
+        full = graph.full_name(key_node[key])
         if "/" not in full:
             continue
         groups.setdefault((full, var.shape, var.dtype, entry.size, entry.crc32c), []).append(key)
@@ -344,7 +383,7 @@ def _variable(graph: Graph, bundle: Bundle, entry: Any, node_id: int | None, rol
         role = "optimizer"
     elif name == "save_counter" or METRIC_PATH.search(name) or entry.dtype in ("string", "resource", "variant"):
         role = "other"
-    return Variable(
+    return new_variable(
         entry.key,
         name,
         entry.shape,
@@ -401,6 +440,8 @@ def _optimizer_nodes(graph: Graph, bundle: Bundle) -> tuple[list[int], list[int]
 
 
 def _looks_like_optimizer(graph: Graph, bundle: Bundle, node_id: int) -> bool:
+    if not graph.children[node_id] and not len(graph.nodes[node_id].slot_variables):  # a leaf: ruled out cheaply
+        return False
     node = graph.nodes[node_id]
     kids = _children(graph, node_id)
     lists = any(k in slot_lists() for k in kids) or "_variables" in kids
@@ -420,12 +461,12 @@ def _integer_scalar(graph: Graph, bundle: Bundle, node_id: int) -> bool:
 
 def _entry_of(graph: Graph, bundle: Bundle, node_id: int) -> Any | None:
     """The bundle entry holding a node's value, if the node is in range and stores one."""
-    key = _value_key(graph.nodes[node_id]) if 0 <= node_id < len(graph.nodes) else None
+    key = graph.value_key(node_id) if 0 <= node_id < len(graph.nodes) else None
     return bundle.entries.get(key) if key else None
 
 
 def _children(graph: Graph, node_id: int) -> dict[str, int]:
-    return {str(c.local_name): c.node_id for c in graph.nodes[node_id].children}
+    return {name: child for child, name in graph.children[node_id]}
 
 
 @dataclass
@@ -525,15 +566,10 @@ def _split_variables(
 
 def _slot_name_of(graph: Graph, node_id: int) -> str | None:
     """A Keras 3 slot's own name, from its recorded full name (`adam/dense_kernel_momentum`)."""
-    full = _full_name(graph.nodes[node_id])
+    full = graph.full_name(node_id)
     tail = full.rpartition("/")[2]
     names = sorted(set(slot_lists().values()), key=len, reverse=True)
     return next((n for n in names if tail.endswith("_" + n) or tail == n), None)
-
-
-def _full_name(node: Any) -> str:
-    attr = _value_attr(node)
-    return "" if attr is None else str(attr.full_name)
 
 
 def _ordered(graph: Graph, list_node: int) -> list[int]:
@@ -579,10 +615,11 @@ def _assign(
 def _guess_trainable(graph: Graph, optimizer_root: int, bundle: Bundle) -> list[int]:
     """Float weights outside the optimizer, in path order (tf_keras records no trainable list)."""
     found = []
-    for node_id, node in enumerate(graph.nodes):
-        key = _value_key(node)
+    for node_id, key in enumerate(graph.value_keys):
+        if key is None or key not in bundle.entries:
+            continue
         name = graph.name(node_id)
-        if key is None or name is None or graph.through_optimizer(name) or key not in bundle.entries:
+        if name is None or graph.through_optimizer(name):
             continue
         entry = bundle.entries[key]
         if entry.dtype in FLOAT_DTYPES and not NON_TRAINABLE.search(name) and not name.startswith("keras_api/metrics"):
@@ -660,9 +697,9 @@ def _found(graph: Graph, finding: RootFinding, variables: dict[str, Variable]) -
     )
     step = None
     if finding.iterations is not None:
-        key = _value_key(graph.nodes[finding.iterations])
+        key = graph.value_key(finding.iterations)
         step = read_scalar(variables[key]) if key in variables else None
-    group = next((_full_name(graph.nodes[n]).partition("/")[0] for n in finding.slots), "")
+    group = next((graph.full_name(n).partition("/")[0] for n in finding.slots), "")
     fam = family_of_group(group) if group else None
     fam = fam or guess_family(slots)
     return FoundOptimizer(
