@@ -511,6 +511,86 @@ def test_slot_transforms() -> None:
     assert adam_steps_from_power(0.5, 0.9) is None
 
 
+def _spoil(model: Any, which: str) -> None:
+    """Move one element of the first weight (or first Adam momentum slot) to the next float32 up."""
+    import keras
+
+    if which == "weight":
+        variable = model.weights[0]
+    else:
+        variable = next(v for v in model.optimizer.variables if "momentum" in v.path)
+    value = keras.ops.convert_to_numpy(variable).copy()
+    value.flat[0] = np.nextafter(value.flat[0], np.float32(np.inf))
+    variable.assign(value)
+
+
+@pytest.mark.parametrize(("to", "which"), [("keras", "weight"), ("keras", "slot"), ("tf2", "weight"), ("tf2", "slot")])
+def test_verification_refuses_an_output_holding_one_wrong_value(
+    tf1_checkpoints: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to: str, which: str
+) -> None:
+    """One element one ulp off in what Keras / TensorFlow writes: the streamed read-back must catch it (through
+    ckpt-tools' reader, and for .keras also through keras.models.load_model), and OUT is not written."""
+    import keras
+    import tensorflow as tf
+
+    from ckpt_tools.conversion.run import convert
+    from ckpt_tools.errors import ConversionError
+
+    if to == "keras":
+        save = keras.Model.save
+
+        def spoiled_save(self: Any, *args: Any, **kwargs: Any) -> Any:
+            _spoil(self, which)
+            return save(self, *args, **kwargs)
+
+        monkeypatch.setattr(keras.Model, "save", spoiled_save)
+    else:
+        write = tf.train.Checkpoint.write
+
+        def spoiled_write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            _spoil(self.model, which)
+            return write(self, *args, **kwargs)
+
+        monkeypatch.setattr(tf.train.Checkpoint, "write", spoiled_write)
+    source, _ = tf1_checkpoints["adam"]
+    out = tmp_path / ("out.keras" if to == "keras" else "out")
+    with pytest.raises(ConversionError, match="read-back verification failed") as failure:
+        convert(source, model=factory("adam"), out=out, to=to)
+    message = str(failure.value)
+    if to == "keras":
+        assert f"no output tensor holds the expected {which} values" in message, message
+        assert "holds other values after keras.models.load_model" in message, message
+    else:
+        assert f"does not hold the expected {which} values" in message, message
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_verification_refuses_a_corrupted_data_file(
+    tf1_checkpoints: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte flipped in the written TF2 data file (after TensorFlow wrote it) fails the read-back."""
+    import tensorflow as tf
+
+    from ckpt_tools.conversion.run import convert
+    from ckpt_tools.errors import CkptToolsError
+
+    write = tf.train.Checkpoint.write
+
+    def damaging_write(self: Any, prefix: str, *args: Any, **kwargs: Any) -> Any:
+        written = write(self, prefix, *args, **kwargs)
+        [data] = Path(prefix).parent.glob(Path(prefix).name + ".data-*")
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        data.write_bytes(bytes(raw))
+        return written
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", damaging_write)
+    source, _ = tf1_checkpoints["adam"]
+    with pytest.raises(CkptToolsError):
+        convert(source, model=factory("adam"), out=tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path) -> None:
     from ckpt_tools.conversion.atomic import AtomicOutput
     from ckpt_tools.errors import OutputExistsError

@@ -44,7 +44,9 @@ class AtomicOutput:
     """A temporary file or directory beside OUT that replaces OUT on `commit()`, or vanishes.
 
     Use as a context manager: write into `.path`, call `commit()`; leaving the block without committing (an
-    error, a failed verification) removes the temporary path and leaves OUT as it was.
+    error, a failed verification) removes the temporary path and leaves OUT as it was. A file is written inside
+    a temporary directory (`.stage`), so that whatever the writer stages beside it (Keras' temporary
+    `model.weights.h5`) goes away with it, also after a kill.
     """
 
     def __init__(
@@ -64,26 +66,26 @@ class AtomicOutput:
         token = secrets.token_hex(4)
         # The temporary name carries our pid (to recognise leftovers of killed runs) and ends with OUT's own name,
         # so suffixes that libraries insist on (.keras) survive.
-        self.path = self.out.parent / f".ckpt-tmp-{os.getpid()}-{token}-{self.out.name}"
+        self.stage = self.out.parent / f".ckpt-tmp-{os.getpid()}-{token}-{self.out.name}"
+        self.path = self.stage if directory else self.stage / self.out.name
         self.committed = False
 
     def __enter__(self) -> AtomicOutput:
         check_output(self.out, force=self.force, protect=self.protect, members=self.members)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out)
-        if self.directory:
-            self.path.mkdir()
+        self.stage.mkdir()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if not self.committed:
-            remove(self.path)
+            remove(self.stage)
 
     def commit(self) -> None:
         """fsync everything written, then move it over OUT atomically (replacing OUT only with force)."""
-        if not self.path.exists():
+        if not (self.path.is_dir() if self.directory else self.path.is_file()):
             raise UsageError(f"{self.out}: nothing was written")
         check_output(self.out, force=self.force, protect=self.protect, members=self.members)
         fsync_tree(self.path)
@@ -103,6 +105,8 @@ class AtomicOutput:
                 remove(old)
             else:
                 os.replace(self.path, self.out)
+            if not self.directory:
+                remove(self.stage)  # what the writer staged beside the file
         fsync_dir(self.out.parent)
         self.committed = True
 

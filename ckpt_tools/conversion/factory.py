@@ -6,7 +6,8 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,24 @@ def check_model(model: Any, label: str, keras: Any) -> Any:
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise ConversionError(f"{label}: the model's optimizer is {type(optimizer).__name__}, not a Keras 3 optimizer")
     return model
+
+
+@contextmanager
+def weights_through_disk() -> Iterator[None]:
+    """Make Keras' .keras saving and loading stage `model.weights.h5` in a file beside the archive instead of
+    in memory (Keras 3.15 buffers it whole, twice, when `saving_lib.is_memory_sufficient` says there is room):
+    the weights then never have a second and third copy in RAM. A Keras without that switch is left as it is."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        yield
+        return
+    original = getattr(saving_lib, "is_memory_sufficient", None)
+    if original is None:
+        yield
+        return
+    saving_lib.is_memory_sufficient = lambda *_args, **_kwargs: False
+    try:
+        yield
+    finally:
+        saving_lib.is_memory_sufficient = original

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import re
 import time
@@ -14,6 +15,7 @@ import numpy as np
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.atomic import AtomicOutput, check_output
+from ckpt_tools.conversion.factory import weights_through_disk
 from ckpt_tools.conversion.plan import (
     IGNORED_TARGET,
     MAX_LISTED,
@@ -28,7 +30,7 @@ from ckpt_tools.conversion.plan import (
     prefix_of,
     step_of,
 )
-from ckpt_tools.conversion.verify import CheckpointResult, Expected, verify_keras, verify_tf2
+from ckpt_tools.conversion.verify import CheckpointResult, Expected, Fingerprints, verify_keras, verify_tf2
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
 from ckpt_tools.model import VariableMap, numpy_dtype
@@ -38,6 +40,7 @@ from ckpt_tools.readers.registry import detect, open_checkpoint
 from ckpt_tools.renames import RenameRules, build_rules
 
 MAX_STEP = 2**63 - 1
+_FULL_DISK = ("No space left on device", "File too large", "Disk quota exceeded")
 
 __all__ = [
     "IGNORED_TARGET",
@@ -167,7 +170,9 @@ def convert(
         if out_path.exists():
             report.warnings.append(f"{out_path}: exists; a real run needs force=True")
         return report
-    _write_atomically(vmaps, plan, keras_model, report, out_path, force=force, protect=protect, members=source_members)
+    target = _Target(keras_model, owned=isinstance(model, str))
+    del keras_model  # from here on only `target` holds the model (see _Target)
+    _write_atomically(vmaps, plan, target, report, out_path, force=force, protect=protect, members=source_members)
     return report
 
 
@@ -230,7 +235,7 @@ def _add_steps(src: Path, vmaps: list[VariableMap], plan: Plan, report: ConvertR
 def _write_atomically(
     vmaps: list[VariableMap],
     plan: Plan,
-    keras_model: Any,
+    target: _Target,
     report: ConvertReport,
     out_path: Path,
     *,
@@ -244,11 +249,15 @@ def _write_atomically(
         with AtomicOutput(
             out_path, directory=(report.to == "tf2"), force=force, protect=protect, members=members
         ) as output:
-            _write_all(vmaps, plan, keras_model, report, output.path, report.to)
+            _write_all(vmaps, plan, target, report, output.path, report.to)
             output.commit()
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise ConversionError(f"{out_path}: {exc.strerror} while writing; OUT was not replaced") from exc
+        text = " ".join(str(exc).split())
+        full = next((m for m in _FULL_DISK if m in text), None)
+        if exc.errno is None and full is not None:  # h5py's errors carry the C errno only in their text
+            raise ConversionError(f"{out_path}: {full} while writing; OUT was not replaced") from exc
         raise
     except Exception as exc:
         if not type(exc).__module__.startswith(("tensorflow", "keras", "h5py", "tf_keras")):
@@ -294,50 +303,109 @@ def _open_source(path: Path) -> VariableMap:
 
 
 # ---------------------------------------------------------------------------------------------- execution
+@dataclass
+class _Target:
+    """The model convert writes, and whether convert built it from a factory: then nothing else holds it, and
+    it is released once the .keras file is written, before Keras loads that file back (one model in memory)."""
+
+    model: Any
+    owned: bool
+
+    def release(self) -> None:
+        if self.owned:
+            self.model = None
+            gc.collect()  # Keras layers, trackers and optimizers reference each other
+
+
 def _write_all(
-    vmaps: list[VariableMap], plan: Plan, keras_model: Any, report: ConvertReport, tmp: Path, to: str
+    vmaps: list[VariableMap], plan: Plan, target: _Target, report: ConvertReport, tmp: Path, to: str
 ) -> None:
+    if to == "keras":
+        (vmap,) = vmaps  # all_checkpoints is refused for this target
+        expected, order = _save_keras(vmap, plan, target, report.checkpoints[0], tmp, report.weights_only)
+        vmap.close()
+        target.release()
+        verify_keras(tmp, order, plan, expected, report.checkpoints[0])
+        return
+    slot_vars = _prepare(target.model, plan)
+    for vmap, result in zip(vmaps, report.checkpoints, strict=True):
+        model, expected = _load_into(target.model, vmap, plan, slot_vars, result, report.weights_only)
+        _save_tf2(model, expected, plan, result, tmp, report.weights_only)
+        vmap.close()
+    _write_state_file(report, tmp)
+
+
+def _prepare(keras_model: Any, plan: Plan) -> dict[tuple[str, str], Any]:
+    """Build the optimizer's slots and remember each pair's slot variable paths; the slot variables by key."""
     optimizer = keras_model.optimizer
     if not optimizer.built:
         optimizer.build(keras_model.trainable_variables)
     slot_vars = target_slot_variables(keras_model, plan)
     for pair in plan.pairs:
         pair.slot_paths = {slot: slot_vars[(pair.target, slot)].path for slot in pair.slots}
-    for vmap, result in zip(vmaps, report.checkpoints, strict=True):
-        expected = load_state(vmap, plan, keras_model, slot_vars, result.step, report.weights_only)
-        model = keras_model
-        result.weights_only = report.weights_only
-        if report.weights_only:  # no optimizer state at all: every reader then reports it absent
-            model, expected = weights_only_copy(keras_model, expected)
-        if to == "tf2":
-            import tensorflow as tf
+    return slot_vars
 
-            prefix = tmp / f"ckpt-{result.step}"
-            tracked = {"model": model} if report.weights_only else {"model": model, "optimizer": optimizer}
-            checkpoint = tf.train.Checkpoint(**tracked)
-            # CheckpointManager tracks save_counter; storing it (= the step) lets managers restore with
-            # assert_existing_objects_matched() and number their next save after this step.
-            checkpoint.save_counter.assign(result.step)
-            checkpoint.write(os.fspath(prefix))
-            result.output = os.fspath(prefix)
-            verify_tf2(prefix, checkpoint, plan, expected, result)
-        else:
-            model.save(os.fspath(tmp))
-            result.output = os.fspath(tmp)
-            verify_keras(tmp, model, plan, expected, result)
-        vmap.close()
-    if to == "tf2":
-        names = [f"ckpt-{r.step}" for r in report.checkpoints]
-        # Timestamps as tf.train.CheckpointManager writes them, so a manager adopts (and rotates) these too.
-        now = time.time()
-        lines = [
-            f'model_checkpoint_path: "{names[-1]}"',
-            *(f'all_model_checkpoint_paths: "{n}"' for n in names),
-            *(f"all_model_checkpoint_timestamps: {now - len(names) + i + 1:.6f}" for i in range(len(names))),
-            f"last_preserved_timestamp: {now - len(names) - 1:.6f}",
-        ]
-        (tmp / "checkpoint").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        latest = open_checkpoint(tmp)
+
+def _load_into(
+    keras_model: Any,
+    vmap: VariableMap,
+    plan: Plan,
+    slot_vars: dict[tuple[str, str], Any],
+    result: CheckpointResult,
+    weights_only: bool,
+) -> tuple[Any, Expected]:
+    """The model to write, holding one source checkpoint, and what each of its variables must hold."""
+    expected = load_state(vmap, plan, keras_model, slot_vars, result.step, weights_only)
+    result.weights_only = weights_only
+    if weights_only:  # no optimizer state at all: every reader then reports it absent
+        return weights_only_copy(keras_model, expected)
+    return keras_model, expected
+
+
+def _save_keras(
+    vmap: VariableMap, plan: Plan, target: _Target, result: CheckpointResult, tmp: Path, weights_only: bool
+) -> tuple[Expected, list[str]]:
+    """Write the .keras file; what each variable must hold and the model's variable paths in Keras' order."""
+    slot_vars = _prepare(target.model, plan)
+    model, expected = _load_into(target.model, vmap, plan, slot_vars, result, weights_only)
+    with weights_through_disk():
+        model.save(os.fspath(tmp))
+    result.output = os.fspath(tmp)
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None else [])]
+    return expected, [v.path for v in variables]
+
+
+def _save_tf2(
+    model: Any, expected: Expected, plan: Plan, result: CheckpointResult, tmp: Path, weights_only: bool
+) -> None:
+    """Write one TF2 checkpoint `ckpt-<step>` and verify it."""
+    import tensorflow as tf
+
+    prefix = tmp / f"ckpt-{result.step}"
+    tracked = {"model": model} if weights_only else {"model": model, "optimizer": model.optimizer}
+    checkpoint = tf.train.Checkpoint(**tracked)
+    # CheckpointManager tracks save_counter; storing it (= the step) lets managers restore with
+    # assert_existing_objects_matched() and number their next save after this step.
+    checkpoint.save_counter.assign(result.step)
+    checkpoint.write(os.fspath(prefix))
+    result.output = os.fspath(prefix)
+    verify_tf2(prefix, checkpoint, plan, expected, result)
+
+
+def _write_state_file(report: ConvertReport, tmp: Path) -> None:
+    """The `checkpoint` state file naming every written step, then a check that it reads back as the last."""
+    names = [f"ckpt-{r.step}" for r in report.checkpoints]
+    # Timestamps as tf.train.CheckpointManager writes them, so a manager adopts (and rotates) these too.
+    now = time.time()
+    lines = [
+        f'model_checkpoint_path: "{names[-1]}"',
+        *(f'all_model_checkpoint_paths: "{n}"' for n in names),
+        *(f"all_model_checkpoint_timestamps: {now - len(names) + i + 1:.6f}" for i in range(len(names))),
+        f"last_preserved_timestamp: {now - len(names) - 1:.6f}",
+    ]
+    (tmp / "checkpoint").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open_checkpoint(tmp) as latest:
         want = None if report.weights_only else report.checkpoints[-1].step
         if latest.format != "tf2-checkpoint" or latest.step != want:
             raise ConversionError(f"{report.out}: the written directory does not read back as the latest step")
@@ -348,7 +416,10 @@ def weights_only_copy(keras_model: Any, expected: Expected) -> tuple[Any, Expect
     converted weights; `expected` re-keyed to its variable paths. Refused for models that cannot be rebuilt."""
     try:
         copy = type(keras_model).from_config(keras_model.get_config())
-        copy.set_weights(keras_model.get_weights())
+        if len(copy.weights) != len(keras_model.weights):
+            raise ValueError("the rebuilt model has other variables")
+        for mine, theirs in zip(keras_model.weights, copy.weights, strict=True):
+            theirs.assign(mine.value)  # one variable at a time: no second copy of every weight
     except Exception as exc:  # Keras raises many types for models without a usable get_config/from_config
         raise ConversionError(
             f"a weights-only output needs a model that can be rebuilt from its config ({type(exc).__name__}); "
@@ -385,15 +456,26 @@ def load_state(
     """Assign one source checkpoint to the model and optimizer; returns what every variable must now hold."""
     variables = {v.path: v for v in keras_model.weights}
     optimizer = keras_model.optimizer
-    expected: Expected = {}
-    for pair in plan.pairs:
-        value = _read(vmap, pair.source, pair.shape, pair.dtype)
-        variables[pair.target].assign(value)
-        expected[pair.target] = ("weight", value)
-    learning_rate = current_learning_rate(optimizer, step)
-    expected[optimizer.iterations.path] = ("step", np.asarray(step, dtype=np.int64))
-    if weights_only:
-        return expected
+    with Fingerprints() as expected:  # each tensor is dropped once assigned and digested
+        for pair in plan.pairs:
+            value = _read(vmap, pair.source, pair.shape, pair.dtype)
+            variables[pair.target].assign(value)
+            expected.add(pair.target, "weight", value)
+        learning_rate = current_learning_rate(optimizer, step)
+        expected.add(optimizer.iterations.path, "step", np.asarray(step, dtype=np.int64))
+        if not weights_only:
+            _load_slots(vmap, plan, slot_vars, learning_rate, expected)
+        return expected.expected()
+
+
+def _load_slots(
+    vmap: VariableMap,
+    plan: Plan,
+    slot_vars: dict[tuple[str, str], Any],
+    learning_rate: float,
+    expected: Fingerprints,
+) -> None:
+    """Assign every translated slot of one source checkpoint to the optimizer's slot variables."""
     epsilon = float(plan.target_config.get("epsilon") or 0.0)
     rules = {r.target: r for r in plan.rules if r.target is not None}
     for pair in plan.pairs:
@@ -403,8 +485,7 @@ def load_state(
             )
             target = slot_vars[(pair.target, slot)]
             target.assign(value)
-            expected[target.path] = ("slot", value)
-    return expected
+            expected.add(target.path, "slot", value)
 
 
 def _read(vmap: VariableMap, key: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
