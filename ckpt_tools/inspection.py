@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from ckpt_tools.facts import Facts, facts
 from ckpt_tools.model import ROLES, Variable, VariableMap
 from ckpt_tools.readers.registry import open_checkpoint
+from ckpt_tools.storage import as_path
 from ckpt_tools.tree import Tree, build_tree, natural_key
 from ckpt_tools.values import MAX_VALUE_BYTES, check_budget, read_for_print
 from ckpt_tools.values import to_json as values_json
@@ -188,7 +188,7 @@ def inspect(
     `--all` — prints every element); `tree` builds the layer tree; `format` skips detection. The result keeps the
     VariableMap (`result.vmap`) for further reads.
     """
-    vmap = open_checkpoint(Path(path), format)
+    vmap = open_checkpoint(as_path(path), format)
     pattern = values if values is not None else filter
     chosen = sorted(
         (v for v in vmap.values() if pattern is None or matches(v, pattern)), key=lambda v: natural_key(v.name)

@@ -93,7 +93,7 @@ class ShardFiles:
         handle = self._handles.get(path)
         if handle is None:
             self.size(path, path.name)
-            handle = self._handles[path] = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+            handle = self._handles[path] = path.open("rb", buffering=0)  # closed by close()
         return handle
 
     def close(self) -> None:
