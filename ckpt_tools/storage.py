@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import io
 import os
 import re
 import stat
+import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,8 +34,9 @@ _BACKENDS = {  # protocol -> (package providing it, the ckpt-tools extra that in
 BLOCK = 32 << 10  # reads smaller than this go through cached blocks; larger ones fetch exactly their range
 READAHEAD = 8 << 20  # a read that continues the previous one fetches this much at once (sequential passes)
 MAX_REQUEST = 64 << 20  # one ranged GET never asks for more
-CACHE_BYTES = 64 << 20  # blocks and small whole files kept per process, least recently used dropped first
-WHOLE_FILE_CACHE = 16 << 20  # a file read whole (an index, a state file) up to this size is kept
+# Fetched ranges are kept in unnamed temporary files (deleted with the process), up to this many bytes in all:
+# nothing is fetched twice (validate's two passes, checksums then finiteness, transfer each byte once).
+SPOOL_BYTES = int(os.environ.get("CKPT_REMOTE_SPOOL_MB", "8192")) << 20
 RETRIES = 4  # attempts per request for transient failures (throttling, 5xx, timeouts, dropped connections)
 BACKOFF = 0.25  # seconds before the second attempt, doubled each time
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -99,8 +101,7 @@ def forget() -> None:
     """Drop every cached listing, size and block (a long-lived process re-reading artifacts that changed)."""
     with _LOCK:
         _INFO.clear()
-        _BLOCKS.clear()
-        _BLOCKS_SIZE[0] = 0
+        _SPOOL.clear()
 
 
 # ------------------------------------------------------------------------------------------- back ends
@@ -207,7 +208,12 @@ def _denied(exc: BaseException) -> bool:
 
 
 def _missing(exc: BaseException) -> bool:
-    return isinstance(exc, FileNotFoundError) or _status(exc) in (404, 410)
+    """Not found: a 404/410, or a FileNotFoundError not caused by some other status (fsspec's HTTP backend
+    reports a 403 or a 503 while asking for a size as FileNotFoundError)."""
+    statuses = {s for s in map(_status, _chain(exc)) if s is not None}
+    if statuses - {404, 410}:
+        return False
+    return bool(statuses) or isinstance(exc, FileNotFoundError)
 
 
 # ------------------------------------------------------------------------------------------- metadata
@@ -519,39 +525,83 @@ class RemotePath:
 
 
 # ------------------------------------------------------------------------------------------- reading
-_BLOCKS: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
-_BLOCKS_SIZE = [0]
-_WHOLE = -1  # block number under which a small file read whole is cached
+Key = tuple[str, int]  # (URL, size): an object replaced by one of another size is another object
 
 
-def _cached(key: tuple[str, int, int]) -> bytes | None:
-    with _LOCK:
-        data = _BLOCKS.get(key)
-        if data is not None:
-            _BLOCKS.move_to_end(key)
-        return data
+class _Spool:
+    """The bytes fetched from each remote file, kept in one unnamed temporary file per remote file (sparse, at
+    the same offsets; deleted when the process ends), with the intervals it covers. Bounded by SPOOL_BYTES in
+    all: past it (or on a full disk) reads still work, fetching what they need without keeping it."""
+
+    def __init__(self) -> None:
+        self._files: dict[Key, tuple[IO[bytes], list[list[int]]]] = {}
+        self._total = 0
+
+    def segments(self, key: Key, start: int, end: int) -> list[tuple[int, int, bool]]:
+        """[start, end) cut into (start, end, kept) pieces, in order."""
+        with _LOCK:
+            spans = self._files[key][1] if key in self._files else []
+            out: list[tuple[int, int, bool]] = []
+            pos = start
+            for lo, hi in spans[max(0, bisect.bisect_right(spans, [start, end]) - 1) :]:
+                if lo >= end:
+                    break
+                if hi <= pos:
+                    continue
+                if lo > pos:
+                    out.append((pos, lo, False))
+                out.append((max(pos, lo), min(hi, end), True))
+                pos = min(hi, end)
+            if pos < end:
+                out.append((pos, end, False))
+            return out
+
+    def read(self, key: Key, start: int, end: int) -> bytes:
+        with _LOCK:
+            return os.pread(self._files[key][0].fileno(), end - start, start)
+
+    def keep(self, key: Key, start: int, data: bytes) -> None:
+        with _LOCK:
+            if not data or self._total + len(data) > SPOOL_BYTES:
+                return
+            try:
+                if key not in self._files:
+                    self._files[key] = (tempfile.TemporaryFile(prefix="ckpt-remote-"), [])  # noqa: SIM115 (clear() closes)
+                spool, spans = self._files[key]
+                os.pwrite(spool.fileno(), data, start)
+            except OSError:  # a full or read-only temporary folder: go on without keeping
+                return
+            self._total += len(data)
+            bisect.insort(spans, [start, start + len(data)])
+            merged: list[list[int]] = []
+            for span in spans:
+                if merged and span[0] <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], span[1])
+                else:
+                    merged.append(span)
+            spans[:] = merged
+
+    def clear(self) -> None:
+        with _LOCK:
+            for spool, _ in self._files.values():
+                spool.close()
+            self._files.clear()
+            self._total = 0
 
 
-def _keep(key: tuple[str, int, int], data: bytes) -> None:
-    with _LOCK:
-        if key in _BLOCKS or len(data) > CACHE_BYTES // 2:
-            return
-        _BLOCKS[key] = data
-        _BLOCKS_SIZE[0] += len(data)
-        while _BLOCKS_SIZE[0] > CACHE_BYTES:
-            _, dropped = _BLOCKS.popitem(last=False)
-            _BLOCKS_SIZE[0] -= len(dropped)
+_SPOOL = _Spool()
 
 
 class RangedFile(io.RawIOBase):
-    """A read-only, seekable view of a remote file: small reads through a shared, bounded LRU of BLOCK-sized
-    blocks, larger ones fetched exactly, a read continuing the previous one fetching READAHEAD at once, and a
-    small file read whole kept whole (reading an index twice costs one transfer)."""
+    """A read-only, seekable view of a remote file. A read fetches only what no earlier read of the process
+    fetched (kept in the spool): a small read rounds out to its BLOCK-aligned blocks (HDF5 and zip headers come
+    as many small reads), a large one fetches exactly its range, and one continuing the previous read fetches
+    READAHEAD at once (a sequential pass makes few large requests)."""
 
     def __init__(self, path: RemotePath, size: int) -> None:
         super().__init__()
         self._path, self._size, self._pos = path, size, 0
-        self._window_start, self._window = 0, b""
+        self._key: Key = (path.url, size)
         self._last_end = -1
 
     def readable(self) -> bool:
@@ -591,39 +641,28 @@ class RangedFile(io.RawIOBase):
         self._pos += len(data)
         return data
 
-    def _range(self, start: int, end: int) -> bytes:
-        whole = _cached((self._path.url, self._size, _WHOLE))
-        if whole is not None:
-            return whole[start:end]
-        if self._window_start <= start and end <= self._window_start + len(self._window):
-            data = self._window[start - self._window_start : end - self._window_start]
-        elif start == 0 and end == self._size and self._size <= WHOLE_FILE_CACHE:
-            data = self._path.fetch(0, self._size)
-            _keep((self._path.url, self._size, _WHOLE), data)
-        elif end - start < BLOCK:
-            data = self._blocks(start, end)
-        elif start == self._last_end:  # sequential: fetch ahead, serve the next reads from the window
-            self._window_start = start
-            self._window = self._path.fetch(start, min(self._size, max(end, start + READAHEAD)))
-            data = self._window[: end - start]
-        else:
-            data = self._path.fetch(start, end)
-        self._last_end = start + len(data)
-        return data
+    def _wanted(self, start: int, end: int) -> tuple[int, int]:
+        """What to fetch for the read [start, end)."""
+        if end - start < BLOCK:
+            return start // BLOCK * BLOCK, min(self._size, ((end - 1) // BLOCK + 1) * BLOCK)
+        if start == self._last_end:
+            return start, min(self._size, max(end, start + READAHEAD))
+        return start, end
 
-    def _blocks(self, start: int, end: int) -> bytes:
-        first, last = start // BLOCK, (end - 1) // BLOCK
-        found = {i: _cached((self._path.url, self._size, i)) for i in range(first, last + 1)}
-        missing = [i for i, data in found.items() if data is None]
-        if missing:
-            lo, hi = missing[0], missing[-1]
-            fetched = self._path.fetch(lo * BLOCK, min(self._size, (hi + 1) * BLOCK))
-            for i in range(lo, hi + 1):
-                piece = fetched[(i - lo) * BLOCK : (i - lo + 1) * BLOCK]
-                found[i] = piece
-                _keep((self._path.url, self._size, i), piece)
-        joined = b"".join(found[i] or b"" for i in range(first, last + 1))
-        return joined[start - first * BLOCK : end - first * BLOCK]
+    def _range(self, start: int, end: int) -> bytes:
+        lo, hi = self._wanted(start, end)
+        pieces = []
+        for a, b, kept in _SPOOL.segments(self._key, lo, hi):
+            if kept:
+                pieces.append(_SPOOL.read(self._key, a, b))
+            else:
+                data = self._path.fetch(a, b)
+                _SPOOL.keep(self._key, a, data)
+                pieces.append(data)
+                if len(data) < b - a:
+                    break
+        self._last_end = end
+        return b"".join(pieces)[start - lo : end - lo]
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation(f"{self._path}: a remote file has no file descriptor")
