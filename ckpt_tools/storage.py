@@ -32,7 +32,8 @@ _BACKENDS = {  # protocol -> (package providing it, the ckpt-tools extra that in
     "https": ("aiohttp", "http"),
 }
 BLOCK = 32 << 10  # reads smaller than this go through cached blocks; larger ones fetch exactly their range
-READAHEAD = 8 << 20  # a read that continues the previous one fetches this much at once (sequential passes)
+READAHEAD = 8 << 20  # a read that continues an earlier one fetches this much at once (sequential passes)
+STREAMS = 16  # reads remembered per file to tell a continuation (interleaved sequential passes)
 MAX_REQUEST = 64 << 20  # one ranged GET never asks for more
 # Fetched ranges are kept in unnamed temporary files (deleted with the process), up to this many bytes in all:
 # nothing is fetched twice (validate's two passes, checksums then finiteness, transfer each byte once).
@@ -102,6 +103,7 @@ def forget() -> None:
     with _LOCK:
         _INFO.clear()
         _SPOOL.clear()
+        _LAST_ENDS.clear()
 
 
 # ------------------------------------------------------------------------------------------- back ends
@@ -556,6 +558,9 @@ class _Spool:
                 out.append((pos, end, False))
             return out
 
+    def has_room(self, size: int) -> bool:
+        return self._total + size <= SPOOL_BYTES
+
     def read(self, key: Key, start: int, end: int) -> bytes:
         with _LOCK:
             return os.pread(self._files[key][0].fileno(), end - start, start)
@@ -590,6 +595,7 @@ class _Spool:
 
 
 _SPOOL = _Spool()
+_LAST_ENDS: dict[Key, list[int]] = {}  # where the last STREAMS reads of each remote file ended
 
 
 class RangedFile(io.RawIOBase):
@@ -602,7 +608,6 @@ class RangedFile(io.RawIOBase):
         super().__init__()
         self._path, self._size, self._pos = path, size, 0
         self._key: Key = (path.url, size)
-        self._last_end = -1
 
     def readable(self) -> bool:
         return True
@@ -642,14 +647,30 @@ class RangedFile(io.RawIOBase):
         return data
 
     def _wanted(self, start: int, end: int) -> tuple[int, int]:
-        """What to fetch for the read [start, end)."""
+        """What to fetch for the read [start, end): READAHEAD when it continues one of the last reads of this
+        file (by any file object: readers reopen a shard per tensor, and interleave regions of it), BLOCK-aligned
+        blocks for a small read, else exactly the range."""
+        if self._note_end(start, end) and _SPOOL.has_room(READAHEAD):
+            return start, min(self._size, max(end, start + READAHEAD))
         if end - start < BLOCK:
             return start // BLOCK * BLOCK, min(self._size, ((end - 1) // BLOCK + 1) * BLOCK)
-        if start == self._last_end:
-            return start, min(self._size, max(end, start + READAHEAD))
         return start, end
 
+    def _note_end(self, start: int, end: int) -> bool:
+        """Remember where this read ends; whether it continues one of the last STREAMS reads of the file."""
+        ends = _LAST_ENDS.setdefault(self._key, [])
+        sequential = start in ends
+        if sequential:
+            ends.remove(start)
+        ends.append(end)
+        del ends[:-STREAMS]
+        return sequential
+
     def _range(self, start: int, end: int) -> bytes:
+        known = _SPOOL.segments(self._key, start, end)
+        if len(known) == 1 and known[0][2]:  # fetched before (read ahead of a sequential pass): no request
+            self._note_end(start, end)
+            return _SPOOL.read(self._key, start, end)
         lo, hi = self._wanted(start, end)
         pieces = []
         for a, b, kept in _SPOOL.segments(self._key, lo, hi):
@@ -661,7 +682,6 @@ class RangedFile(io.RawIOBase):
                 pieces.append(data)
                 if len(data) < b - a:
                     break
-        self._last_end = end
         return b"".join(pieces)[start - lo : end - lo]
 
     def fileno(self) -> int:
