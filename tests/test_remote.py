@@ -403,6 +403,24 @@ def test_ls_lists_a_bucket_prefix_like_the_local_folder(s3: tuple[str, Traffic])
     assert strip(remote["artifacts"]) == strip(local["artifacts"]) and remote["artifacts"]
 
 
+def test_scan_refuses_urls_in_one_line() -> None:
+    line = _one_line_error(["scan", "s3://fixtures/tf1_adam?token=SECRET"])
+    assert "local paths only" in line and "SECRET" not in line
+
+
+def test_endpoint_from_fsspec_config(s3: tuple[str, Traffic], monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSSPEC_S3_ENDPOINT_URL (fsspec's configuration) works as well as botocore's AWS_ENDPOINT_URL."""
+    import fsspec.config
+
+    from ckpt_tools import storage
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3[0]})
+    monkeypatch.setattr(storage, "_STORES", {})
+    report = json.loads(run_cli(["inspect", f"s3://{BUCKET}/tf1_adam", "--json"]).stdout)
+    assert report["format"] == "tf1-checkpoint"
+
+
 def test_file_urls_are_local_paths() -> None:
     from ckpt_tools.storage import as_path
 
