@@ -8,7 +8,6 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ckpt_tools.elementwise import ValueStats, compare_arrays, compare_streams
@@ -27,6 +26,7 @@ from ckpt_tools.slot_meaning import (
     power_matches_step,
     translator,
 )
+from ckpt_tools.storage import as_path
 
 JSON_SCHEMA = "ckpt-tools/diff/2"
 
@@ -108,7 +108,7 @@ class Side:
     def of(cls, vmap: VariableMap, selection: Selection) -> Side:
         primaries = vmap.primaries()
         return cls(
-            os.fspath(vmap.path),
+            str(vmap.path),
             vmap.format,
             len(primaries),
             len(vmap) - len(primaries),
@@ -196,7 +196,7 @@ def _open(source: PathOrMap, opened: contextlib.ExitStack) -> VariableMap:
         return source
     from ckpt_tools.readers.registry import open_checkpoint
 
-    return opened.enter_context(open_checkpoint(Path(source)))
+    return opened.enter_context(open_checkpoint(as_path(source)))
 
 
 def _compare_all(

@@ -16,6 +16,7 @@ from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageErr
 from ckpt_tools.messages import flat, printable
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
+from ckpt_tools.storage import as_path, is_url, not_found
 from ckpt_tools.tree import natural_key as name_key
 
 JSON_SCHEMA = "ckpt-tools/ls/1"
@@ -159,7 +160,7 @@ def _shown(root: str, path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        inside = path.resolve().relative_to(Path(root).resolve())
+        inside = path.resolve().relative_to(as_path(root).resolve())
     except (ValueError, OSError):
         return printable(str(path))
     return printable(os.path.join(root, str(inside)) if str(inside) != "." else root)
@@ -297,6 +298,8 @@ class _Walker:
         files: set[str] = set()
         dirs: set[str] = set()
         try:
+            if is_url(shown):
+                return self.scan_remote(shown)
             with os.scandir(shown) as it:
                 for entry in it:
                     self.entries += 1
@@ -313,9 +316,20 @@ class _Walker:
             return None
         return files, dirs
 
+    def scan_remote(self, shown: str) -> tuple[set[str], set[str]]:
+        """scan() for a folder behind a URL: one listing (an object store has no symlinks)."""
+        files: set[str] = set()
+        dirs: set[str] = set()
+        for entry in as_path(shown).iterdir():
+            self.entries += 1
+            if self.entries > self.max_entries:
+                raise _Truncated(shown)
+            (dirs if entry.is_dir() else files).add(entry.name)
+        return files, dirs
+
     def directory(self, root: str, shown: str) -> list[str]:
         """Read the artifacts of one directory; return the subdirectories to descend into."""
-        here = Path(shown).resolve()
+        here = as_path(shown).resolve()
         if here in self.visited:
             return []
         self.visited.add(here)
@@ -323,17 +337,17 @@ class _Walker:
         if listing is None:
             return []
         files, dirs = listing
-        if _is_sealed(Path(shown), files, dirs):
+        if _is_sealed(as_path(shown), files, dirs):
             self.read(root, shown, here)
             return []
-        if STATE_FILE in files and is_state_file(Path(shown) / STATE_FILE):
-            latest = _state_latest(Path(shown))
+        if STATE_FILE in files and is_state_file(as_path(shown) / STATE_FILE):
+            latest = _state_latest(as_path(shown))
             if latest is not None:
                 self.mark(latest)  # the directory's row stands for its latest checkpoint
             self.read(root, shown, here)
         for name, guess in _file_candidates(files):
             path = os.path.join(shown, name)
-            self.read(root, path, Path(path).resolve(), guess=guess)
+            self.read(root, path, as_path(path).resolve(), guess=guess)
         return [os.path.join(shown, name) for name in sorted(dirs, key=natural_key)]
 
     def mark(self, key: Path) -> None:
@@ -459,12 +473,24 @@ def _check_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
         raise UsageError("name at least one directory to list")
     out = []
     for name in names:
+        if is_url(name):
+            out.append(_check_remote_root(name))
+            continue
         if not os.path.exists(name):
             raise UsageError(f"{name}: no such directory")
         if not os.path.isdir(name):
             raise UsageError(f"{name}: not a directory (list the directory that holds it)")
         out.append(name.rstrip(os.sep) or os.sep)
     return tuple(out)
+
+
+def _check_remote_root(name: str) -> str:
+    path = as_path(name)
+    if not path.exists():
+        raise UsageError(not_found(path))
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a directory (list the folder that holds it)")
+    return name.rstrip("/")
 
 
 def list_artifacts(
@@ -509,7 +535,7 @@ def _walk_roots(walker: _Walker, names: tuple[str, ...], max_entries: int) -> tu
     """Walk each root in turn until the entry budget runs out; what each root's walk recorded."""
     segments: list[_Segment] = []
     for root in names:
-        covered = Path(root).resolve() in walker.visited
+        covered = as_path(root).resolve() in walker.visited
         before, first = walker.outcomes, len(walker.events)
         truncated = False
         try:

@@ -15,6 +15,7 @@ from ckpt_tools.elementwise import aligned_blocks, finite_or_none
 from ckpt_tools.errors import CorruptCheckpointError, FormatNotRecognizedError, MissingFileError, UsageError
 from ckpt_tools.model import Variable, VariableMap, numpy_dtype
 from ckpt_tools.readers.paths import artifact_root, read_state, state_prefixes
+from ckpt_tools.storage import as_path, suffixed
 
 JSON_SCHEMA = "ckpt-tools/history/1"
 
@@ -221,7 +222,7 @@ def _row(path: Path, vmap: VariableMap, previous: VariableMap | None) -> Checkpo
         _layer_stats(layer, weights, before.get(layer) if previous is not None else None)
         for layer, weights in current.items()
     )
-    return CheckpointHistory(os.fspath(path), vmap.format, vmap.step, layers)
+    return CheckpointHistory(str(path), vmap.format, vmap.step, layers)
 
 
 def _as_given(directory: Path, prefix: Path) -> Path:
@@ -235,7 +236,7 @@ def _as_given(directory: Path, prefix: Path) -> Path:
 def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
     """The directory a user's path stands for and its retained checkpoints in state-file order (the directory
     itself, as one checkpoint, when it has no state file)."""
-    given = Path(path)
+    given = as_path(path)
     if not given.exists():
         raise MissingFileError(f"{given}: no such file or directory")
     directory = artifact_root(given)
@@ -250,7 +251,7 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
     if not prefixes:
         raise CorruptCheckpointError(f"{directory / 'checkpoint'}: the state file lists no checkpoints")
     for prefix in prefixes:
-        if not Path(str(prefix) + ".index").is_file() and not prefix.is_file():
+        if not suffixed(prefix, ".index").is_file() and not prefix.is_file():
             raise MissingFileError(f"{directory / 'checkpoint'}: listed checkpoint {prefix.name!r} does not exist")
     return directory, [_as_given(directory, prefix) for prefix in prefixes]
 
@@ -297,4 +298,4 @@ def history(path: str | os.PathLike[str]) -> HistoryResult:
     checkpoint directory, MissingFileError when a listed checkpoint is gone).
     """
     directory, paths = checkpoint_paths(path)
-    return HistoryResult(os.fspath(directory), tuple(_rows(paths, directory)))
+    return HistoryResult(str(directory), tuple(_rows(paths, directory)))

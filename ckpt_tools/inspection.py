@@ -8,7 +8,6 @@ import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from ckpt_tools.facts import Facts, facts
 from ckpt_tools.model import ROLES, Variable, VariableMap
 from ckpt_tools.readers.registry import open_checkpoint
+from ckpt_tools.storage import as_path
 from ckpt_tools.tree import Tree, build_tree, natural_key
 from ckpt_tools.values import MAX_VALUE_BYTES, check_budget, read_for_print
 from ckpt_tools.values import to_json as values_json
@@ -199,7 +199,7 @@ def inspect(
     VariableMap (`result.vmap`) for further reads.
     """
     with gc_paused():
-        vmap = open_checkpoint(Path(path), format)
+        vmap = open_checkpoint(as_path(path), format)
         pattern = values if values is not None else filter
         chosen = sorted(
             (v for v in vmap.values() if pattern is None or matches(v, pattern)), key=lambda v: natural_key(v.name)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ckpt_tools.bundle import protos
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.storage import as_path
 
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf refuses to parse a message larger than this
 MAX_TENSOR_ELEMENTS = 1 << 24  # a constant with more elements keeps its dtype and shape but no value
@@ -236,7 +237,7 @@ GraphLike: TypeAlias = "MetaGraph | Function"
 # --------------------------------------------------------------------------------------------- reading
 def read_meta_graph(path: Path) -> MetaGraph:
     """Parse a TF1 `.meta` file (a serialized MetaGraphDef); the graph is never imported or run."""
-    message = _parse_file(Path(path), protos.MetaGraphDef, "MetaGraphDef")
+    message = _parse_file(as_path(path), protos.MetaGraphDef, "MetaGraphDef")
     if not message.HasField("graph_def"):
         raise CorruptCheckpointError(f"{path}: holds no graph_def (empty or not a MetaGraphDef)")
     return _build(message, str(path), _Decoder())
@@ -244,7 +245,7 @@ def read_meta_graph(path: Path) -> MetaGraph:
 
 def saved_model_graphs(path: Path) -> list[MetaGraph]:
     """Every MetaGraphDef of a `saved_model.pb` (the file, or the SavedModel directory holding it)."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         path = path / "saved_model.pb"
     return saved_model_graphs_of(read_saved_model(path), str(path))
@@ -253,7 +254,7 @@ def saved_model_graphs(path: Path) -> list[MetaGraph]:
 def read_saved_model(path: Path) -> Any:
     """The parsed SavedModel message of a `saved_model.pb`, with the size and shape checks of every graph read;
     a file without any MetaGraphDef is refused."""
-    message = _parse_file(Path(path), protos.SavedModel, "SavedModel")
+    message = _parse_file(as_path(path), protos.SavedModel, "SavedModel")
     if not message.meta_graphs:
         raise CorruptCheckpointError(f"{path}: holds no MetaGraphDef (empty or not a SavedModel)")
     return message

@@ -6,7 +6,6 @@ import bisect
 import dataclasses
 import functools
 import math
-import os
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ckpt_tools.bundle.shards import CHUNK, BlockObserver, Guard, ShardFiles, al
 from ckpt_tools.bundle.table import crc32c, read_table_info, unmask_crc
 from ckpt_tools.bundle.values import ValueFormatError, decode_fixed, decode_strings, decode_variants, fixed_dtype
 from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError, UsageError
+from ckpt_tools.storage import as_path, suffixed
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 BUNDLE_VERSION = 1  # the format version this reader implements (TF's kTensorBundleVersion)
@@ -87,8 +87,8 @@ class BundleReader:
     def __init__(self, prefix: Path | str, guard: Guard | None = None) -> None:
         """`guard(path, what)` is called before the index and each data shard is first looked at, and may
         refuse it by raising (readers keep reads inside the artifact's folder with it)."""
-        self.prefix = Path(prefix)
-        self.index_path = Path(f"{self.prefix}.index")
+        self.prefix = as_path(prefix)
+        self.index_path = suffixed(self.prefix, ".index")
         self._guard = guard
         if not self.index_path.exists():
             raise MissingFileError(f"{self.index_path}: bundle index not found")
@@ -202,7 +202,7 @@ class BundleReader:
         """`PREFIX.data-0000K-of-0000N` for shard K of N."""
         path = self._data_paths.get(shard_id)
         if path is None:
-            path = Path(f"{self.prefix}.data-{shard_id:05d}-of-{self.header.num_shards:05d}")
+            path = suffixed(self.prefix, f".data-{shard_id:05d}-of-{self.header.num_shards:05d}")
             self._data_paths[shard_id] = path
         return path
 
@@ -440,7 +440,7 @@ class BundleReader:
         self._files.close()
 
     def __repr__(self) -> str:
-        return f"BundleReader({os.fspath(self.prefix)!r}, {len(self.entries)} entries)"
+        return f"BundleReader({str(self.prefix)!r}, {len(self.entries)} entries)"
 
 
 class _Spans:

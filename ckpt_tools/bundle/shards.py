@@ -7,6 +7,7 @@ import io
 import mmap
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -119,9 +120,18 @@ def read_at(handle: BinaryIO, offset: int, view: memoryview) -> int:
     """One read into `view` at `offset` of an unbuffered file, without moving a shared file position where the
     platform can (os.preadv); the number of bytes read (0 at the end of the file)."""
     if hasattr(os, "preadv"):
-        return int(os.preadv(handle.fileno(), [view], offset))
-    handle.seek(offset)
-    return int(cast(io.RawIOBase, handle).readinto(view) or 0)
+        try:
+            descriptor = handle.fileno()
+        except (OSError, AttributeError):  # io.UnsupportedOperation: a file object behind a URL (storage.py)
+            descriptor = None
+        if descriptor is not None:
+            return int(os.preadv(descriptor, [view], offset))
+    with _SEEKING:  # seek + read is one step for threads sharing the handle
+        handle.seek(offset)
+        return int(cast(io.RawIOBase, handle).readinto(view) or 0)
+
+
+_SEEKING = threading.Lock()
 
 
 class ShardFiles:
@@ -203,7 +213,7 @@ class ShardFiles:
         handle = self._handles.get(path)
         if handle is None:
             self.size(path, path.name)
-            handle = self._handles[path] = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+            handle = self._handles[path] = path.open("rb", buffering=0)  # closed by close()
         return handle
 
     def close(self) -> None:

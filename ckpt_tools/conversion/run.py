@@ -38,6 +38,7 @@ from ckpt_tools.readers.membership import Members, members
 from ckpt_tools.readers.paths import state_prefixes
 from ckpt_tools.readers.registry import detect, open_checkpoint
 from ckpt_tools.renames import RenameRules, build_rules
+from ckpt_tools.storage import as_path, is_url, scrub
 
 MAX_STEP = 2**63 - 1
 _FULL_DISK = ("No space left on device", "File too large", "Disk quota exceeded")
@@ -145,7 +146,10 @@ def convert(
 ) -> ConvertReport:
     """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, or a `MODULE:FACTORY` string naming a
     function that builds one; see docs/convert.md and docs/api.md."""
-    src, out_path = Path(source), Path(out)
+    if is_url(os.fspath(out)):
+        detail = "convert writes to a local folder or file (object stores have no atomic rename); upload the result"
+        raise UsageError(f"out={scrub(os.fspath(out))!r}: {detail}", argument="out", detail=detail)
+    src, out_path = as_path(source), Path(out)
     _check_target(to, out_path)
     rename = _rename_rules(rules)
     vmaps = _open_sources(src, all_checkpoints, to)
@@ -158,7 +162,7 @@ def convert(
     keras_model = build_model(model)
     plan = make_plan(vmaps[-1], keras_model, rename)
     label = model if isinstance(model, str) else f"<{type(model).__name__} {getattr(model, 'name', '')}>"
-    report = ConvertReport(os.fspath(src), vmaps[-1].format, os.fspath(out_path), to, label, plan, dry_run=dry_run)
+    report = ConvertReport(str(src), vmaps[-1].format, os.fspath(out_path), to, label, plan, dry_run=dry_run)
     report.warnings += plan_warnings(plan)
     blocking = plan.weight_problems + ([] if allow_weights_only else plan.state_problems)
     if not dry_run:

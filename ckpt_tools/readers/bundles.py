@@ -11,6 +11,7 @@ import numpy as np
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError
 from ckpt_tools.model import COUNTER_DTYPES, Chunker, Variable, VariableMap
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
+from ckpt_tools.storage import suffixed
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -67,7 +68,7 @@ class Bundle:
         return chunks
 
     def files(self) -> list[Path]:
-        return [Path(str(self.prefix) + ".index"), *self.reader.data_files]
+        return [suffixed(self.prefix, ".index"), *self.reader.data_files]
 
     def close(self) -> None:
         self.reader.close()
@@ -79,7 +80,7 @@ class Bundle:
 
 def open_bundle(prefix: Path, root: Path | None = None) -> Bundle:
     """Parse a bundle index (each call its own reader, with its own shard handles); `root` as for Bundle."""
-    index = Path(str(prefix) + ".index")
+    index = suffixed(prefix, ".index")
     if not index.is_file():
         raise CorruptCheckpointError(f"{prefix}: no .index file")
     return Bundle(prefix, root)
@@ -90,7 +91,7 @@ def sniff_bundle(prefix: Path) -> str | None:
     else why it is not a bundle. Reads the raw index table only (no entry parsing, no data files)."""
     from ckpt_tools.bundle import has_object_graph
 
-    index = Path(str(prefix) + ".index")
+    index = suffixed(prefix, ".index")
     if not FOLLOW_SYMLINKS.get() and not is_inside(prefix.parent, index):
         return None  # a link out of the folder is never opened to sniff it; open() refuses it in one line
     if not table_magic_at_end(index):

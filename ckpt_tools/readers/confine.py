@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ckpt_tools.errors import UnsafeInputError
+from ckpt_tools.storage import RemotePath
 
 # Off by default; `--follow-symlinks` (every command) and `following_symlinks()` turn it on for one call.
 FOLLOW_SYMLINKS: contextvars.ContextVar[bool] = contextvars.ContextVar("ckpt_follow_symlinks", default=False)
@@ -25,7 +26,10 @@ def following_symlinks(enabled: bool = True) -> Iterator[None]:
 
 
 def is_inside(root: Path | str, path: Path | str) -> bool:
-    """Whether `path`, symlinks resolved, lies in `root` (also resolved). Nothing is opened: the links are read."""
+    """Whether `path`, symlinks resolved, lies in `root` (also resolved). Nothing is opened: the links are read.
+    A remote path (no symlinks) lies in a remote root when its URL continues the root's, component by component."""
+    if isinstance(root, RemotePath) or isinstance(path, RemotePath):
+        return isinstance(path, RemotePath) and path.is_relative_to(root) and ".." not in path.parts
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
@@ -43,4 +47,4 @@ def confine(root: Path | str, path: Path | str, what: str = "file") -> Path:
             f"{path}: this {what} of the artifact resolves to {target!r}, outside {os.fspath(root)!r} "
             "(a symbolic link; refused, use --follow-symlinks if you trust it)"
         )
-    return Path(path)
+    return path if isinstance(path, RemotePath) else Path(path)

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import h5py
 import numpy as np
@@ -29,6 +29,7 @@ from ckpt_tools.bundle.shards import CHUNK, POOL, current_observer, read_at, rea
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.model import COUNTER_DTYPES, Variable
 from ckpt_tools.readers import magic
+from ckpt_tools.storage import is_remote, openable
 
 # A dataset stored without compression cannot hold more than the file does; we allow SIZE_FACTOR times the file
 # size plus SIZE_SLACK (fill-value-only datasets, odd layouts) and refuse anything larger before allocating it.
@@ -151,7 +152,9 @@ def _refuse_if_write_locked(path: Path, label: str) -> None:
 def open_h5(target: Path | IO[bytes], label: str) -> h5py.File:
     """Open read-only without taking a file lock (nothing is ever written); a file another process is writing
     (it holds the HDF5 write lock) is refused."""
-    if isinstance(target, (str, Path)):
+    if is_remote(target):
+        target = cast(IO[bytes], openable(cast(Path, target)))  # h5py reads through the ranged file object
+    elif isinstance(target, (str, Path)):
         _refuse_if_write_locked(Path(target), label)
     with translate_errors(label):
         return h5py.File(target, "r", locking=False)

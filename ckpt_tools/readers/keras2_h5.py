@@ -17,6 +17,7 @@ from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summariz
 from ckpt_tools.optimizers.lookup import keras2_slot, keras_family
 from ckpt_tools.readers import h5common as h5c
 from ckpt_tools.readers.registry import Reader
+from ckpt_tools.storage import as_path
 
 FORMAT = "keras2-h5"
 _SUFFIX = re.compile(r":\d+$")
@@ -107,7 +108,7 @@ def _tie(
 
 
 def open(path: Path) -> VariableMap:
-    path = Path(path)
+    path = as_path(path)
     label = str(path)
     window = h5c.ByteWindow.whole(path)
     src = h5c.FileSource(h5c.path_opener(path), label, h5c.size_cap(window.length), window)

@@ -24,6 +24,7 @@ from ckpt_tools.readers import magic
 from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.keras_h5 import read_keras3
 from ckpt_tools.readers.registry import Reader
+from ckpt_tools.storage import as_path, openable
 
 FORMAT = "keras-archive"
 VERIFY_READ = 1 << 20
@@ -64,7 +65,7 @@ def sniff(path: Path) -> str | None:
     if not magic.has_zip_magic(path):
         return "not a zip file (magic bytes)"
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(openable(path)) as zf:
             names = set(zf.namelist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return None if path.suffix == ".keras" else "zip magic bytes but unreadable central directory"
@@ -231,7 +232,7 @@ def _extracted(member: _Member) -> Iterator[Path]:
         target = Path(tmpdir) / "model.weights.h5"
         written = 0
         try:
-            with zipfile.ZipFile(member.archive) as zf, zf.open(member.name) as src, target.open("wb") as dst:
+            with zipfile.ZipFile(openable(member.archive)) as zf, zf.open(member.name) as src, target.open("wb") as dst:
                 while chunk := src.read(1 << 20):
                     written += len(chunk)
                     if written > member.size:
@@ -256,7 +257,7 @@ def open_member_h5(path: Path, name: str) -> Iterator[h5py.File]:
     """h5py over one member of the archive at `path`, with the reader's size and ratio checks (for ckpt scan)."""
     archive_size = path.stat().st_size
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(openable(path)) as zf:
             check_archive(path, zf, archive_size, names=False)
             member = _member(path, zf, zf.getinfo(name), archive_size)
     except CkptToolsError:
@@ -275,7 +276,7 @@ def _opener(member: _Member) -> h5c.Opener:
 
 
 def open(path: Path) -> VariableMap:
-    path = Path(path)
+    path = as_path(path)
     warnings: list[str] = []
     if path.is_dir():
         config, meta = _dir_json(path, warnings)
@@ -304,7 +305,7 @@ def _open_zip(path: Path, warnings: list[str]) -> tuple[Any, Any, _Member]:
     """config.json, metadata.json and where model.weights.h5 lies, after `check_archive`."""
     archive_size = h5c.require_file(path)
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(openable(path)) as zf:
             by_name = {i.filename: i for i in check_archive(path, zf, archive_size)}
             if WEIGHTS not in by_name:
                 raise MissingFileError(f"{path}: {WEIGHTS} missing from the .keras archive")
@@ -325,7 +326,7 @@ def verify(vmap: VariableMap) -> str:
         return h5c.verify_file(confine(vmap.root, vmap.root / WEIGHTS, "weights file"))
     path = vmap.path
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(openable(path)) as archive:
             infos = check_archive(path, archive, h5c.require_file(path))
             by_name = {i.filename: i for i in infos}
             if WEIGHTS not in by_name:

@@ -23,6 +23,7 @@ from ckpt_tools.optimizers.lookup import (
 )
 from ckpt_tools.readers import h5common as h5c
 from ckpt_tools.readers.registry import Reader
+from ckpt_tools.storage import as_path
 
 FORMAT = "keras-weights-h5"
 
@@ -53,7 +54,7 @@ def sniff(path: Path) -> str | None:
 
 
 def open(path: Path) -> VariableMap:
-    path = Path(path)
+    path = as_path(path)
     window = h5c.ByteWindow.whole(path)
     result = read_keras3(h5c.path_opener(path), str(path), h5c.size_cap(window.length), None, window)
     return result.to_map(path, FORMAT, metadata=result.metadata, files=(path,))

@@ -10,6 +10,7 @@ from pathlib import Path
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers.paths import STATE_FILE
 from ckpt_tools.readers.registry import reader_of
+from ckpt_tools.storage import is_remote, suffixed
 
 COMPANIONS = (".index", ".meta")  # files TensorFlow keeps beside a bundle prefix
 
@@ -45,7 +46,7 @@ def members(vmaps: Iterable[VariableMap], extra: Iterable[Path] = ()) -> Members
         files.update(_absolute(p) for p in vmap.files)
         if vmap.prefix is not None:
             files.add(_absolute(vmap.prefix))
-            files.update(_absolute(Path(f"{vmap.prefix}{suffix}")) for suffix in COMPANIONS)
+            files.update(_absolute(suffixed(vmap.prefix, suffix)) for suffix in COMPANIONS)
         state_directory = reader_of(vmap).state_directory(vmap)
         if state_directory is not None:
             files.add(_absolute(state_directory / STATE_FILE))
@@ -56,10 +57,12 @@ def members(vmaps: Iterable[VariableMap], extra: Iterable[Path] = ()) -> Members
 
 
 def _absolute(path: Path) -> Path:
-    return Path(os.path.abspath(path))
+    return path if is_remote(path) else Path(os.path.abspath(path))
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    if is_remote(a) or is_remote(b):
+        return a == b
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 import warnings
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
+from ckpt_tools.storage import as_path, is_remote, is_url, suffixed
 
 STATE_FILE = "checkpoint"
 # A state file of 8 MiB retains ~90 000 checkpoints with their timestamps (TensorFlow writes ~90 bytes per
@@ -78,7 +80,8 @@ def _state_text(state_path: Path) -> str:
     """The state file's text: a regular file of at most MAX_STATE_BYTES of UTF-8."""
     try:
         with state_path.open("rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            mode = state_path.stat().st_mode if is_remote(state_path) else os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
                 raise CorruptCheckpointError(f"{state_path}: checkpoint state file is not a regular file")
             raw = fh.read(MAX_STATE_BYTES + 1)
     except OSError as exc:
@@ -141,7 +144,29 @@ def resolve_state_entry(directory: Path, entry: str) -> Path:
     must not resolve through a symlink to a place outside the directory (readers.confine: refused unless
     following symlinks is on).
     """
+    if is_remote(directory):
+        return _remote_entry(directory, entry)
     return _resolve_entry(directory, Path(os.path.realpath(directory)), entry)
+
+
+def _remote_entry(directory: Path, entry: str) -> Path:
+    """resolve_state_entry for a folder behind a URL (no symlinks there): the same rules on the URL's path.
+    A relative entry may not climb out with `..`; an absolute one (a local path or a URL elsewhere, written by
+    the job) is used when it lies inside the folder, else its base name is looked up in the folder."""
+    state_path = directory / STATE_FILE
+    if "\x00" in entry:
+        raise UnsafeInputError(f"{state_path}: entry {entry!r} holds a NUL byte")
+    if is_url(entry) or entry.startswith("/"):
+        protocol, _, rest = entry.rpartition("://")
+        normal = posixpath.normpath("/" + rest).lstrip("/")
+        candidate = as_path(f"{protocol}://{normal}") if protocol else None
+        if candidate is not None and candidate != directory and is_inside(directory, candidate):
+            return candidate
+        return directory / posixpath.basename(normal)
+    normal = posixpath.normpath(entry)
+    if normal in (".", "..") or normal.startswith("../"):
+        raise UnsafeInputError(f"{state_path}: entry {entry!r} points outside its directory")
+    return directory / normal
 
 
 def _resolve_entry(directory: Path, real_root: Path, entry: str) -> Path:
@@ -193,6 +218,8 @@ def state_prefixes(directory: Path, state: CheckpointState | None = None) -> lis
     entries = list(state.all)
     if state.latest is not None and state.latest not in entries:
         entries.append(state.latest)
+    if is_remote(directory):
+        return [_remote_entry(directory, e) for e in entries]
     real_root = Path(os.path.realpath(directory))
     return [_resolve_entry(directory, real_root, e) for e in entries]
 
@@ -204,7 +231,7 @@ def artifact_root(path: Path) -> Path:
         return path.parent
     if path.name.endswith(".meta") and path.is_file():
         prefix = path.with_name(path.name[: -len(".meta")])
-        if Path(str(prefix) + ".index").is_file() or prefix.is_file():
+        if suffixed(prefix, ".index").is_file() or prefix.is_file():
             return prefix
     return path
 
@@ -227,13 +254,13 @@ def bundle_prefix(path: Path) -> Path | None:
             if state.latest is None:
                 raise CorruptCheckpointError(f"{path / STATE_FILE}: state file names no model_checkpoint_path")
             prefix = resolve_state_entry(path, state.latest)
-            if not Path(str(prefix) + ".index").is_file() and not prefix.is_file():
+            if not suffixed(prefix, ".index").is_file() and not prefix.is_file():
                 raise MissingFileError(f"{path / STATE_FILE}: latest checkpoint {state.latest!r} does not exist")
             return prefix
         indexes = sorted(p for p in path.iterdir() if p.name.endswith(".index") and p.is_file())
         if len(indexes) == 1:
             return indexes[0].with_name(indexes[0].name[: -len(".index")])
         return None
-    if Path(str(path) + ".index").is_file():
+    if suffixed(path, ".index").is_file():
         return path
     return None

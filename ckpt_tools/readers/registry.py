@@ -10,6 +10,7 @@ from pathlib import Path
 from ckpt_tools.errors import FormatNotRecognizedError, MissingFileError, UsageError
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers import magic
+from ckpt_tools.storage import as_path, not_found, suffixed
 
 Sniff = Callable[[Path], "str | None"]
 
@@ -99,9 +100,9 @@ def reader_of(vmap: VariableMap) -> Reader:
 
 def detect(path: Path | str) -> str:
     """The format of the artifact at `path`; raises with every reader's reason when none accepts it."""
-    path = Path(path)
-    if not path.exists() and not Path(str(path) + ".index").exists():
-        raise MissingFileError(f"{path}: no such file or directory")
+    path = as_path(path)
+    if not path.exists() and not suffixed(path, ".index").exists():
+        raise MissingFileError(not_found(path))
     if path.exists() and not (path.is_file() or path.is_dir()):
         raise UsageError(f"{path}: not a regular file or directory (a FIFO, socket or device is never read)")
     reasons = []
@@ -117,7 +118,7 @@ def detect(path: Path | str) -> str:
 
 def open_checkpoint(path: Path | str, fmt: str | None = None) -> VariableMap:
     """Read the metadata of any supported artifact into a VariableMap (tensors stay on disk until read())."""
-    path = Path(path)
+    path = as_path(path)
     if fmt is None:
         fmt = detect(path)
     else:

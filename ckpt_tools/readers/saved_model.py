@@ -15,6 +15,7 @@ from ckpt_tools.readers.bundles import OBJECT_GRAPH_KEY, open_bundle, verify_bun
 from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import GraphSource
+from ckpt_tools.storage import suffixed
 
 FORMAT = "saved-model"
 
@@ -80,7 +81,7 @@ def open(path: Path) -> VariableMap:
     metadata: dict[str, Any] = {"root": str(root), **described}
     prefix = root / "variables" / "variables"
     pb_files = (root / "saved_model.pb",)
-    if not Path(str(prefix) + ".index").is_file():
+    if not suffixed(prefix, ".index").is_file():
         metadata["variables"] = "none (no variables/variables.index)"
         return VariableMap(root, FORMAT, {}, summarize([]), root=root, metadata=metadata, files=pb_files)
     confine(root, prefix.parent, "variables/ directory")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
+from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError, UsageError
 from ckpt_tools.messages import flat
 from ckpt_tools.model import Chunker, Loader, OptimizerInfo, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC
@@ -28,6 +28,7 @@ from ckpt_tools.readers.naming import keep_unique, new_variable, slot_name, with
 from ckpt_tools.readers.paths import artifact_root, bundle_prefix, is_state_file, read_state, resolve_state_entry
 from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import NON_SLOT, GraphSource, apply_graph, classify, decide, meta_graph_source
+from ckpt_tools.storage import is_remote, suffixed
 from ckpt_tools.tfimport import import_tensorflow
 
 FORMAT = "tf1-checkpoint"
@@ -56,7 +57,7 @@ def _v1_file(path: Path) -> Path | None:
         candidate.is_file()
         and not candidate.name.endswith(".index")
         and not is_state_file(candidate)
-        and not Path(str(candidate) + ".index").exists()
+        and not suffixed(candidate, ".index").exists()
         and table_magic_at_end(candidate)
     ):
         return candidate
@@ -79,7 +80,7 @@ def sniff(path: Path) -> str | None:
         return "has an object graph (TF2 checkpoint)"
     # A file named like a bundle index that does not parse is a damaged checkpoint: accept it, so that
     # open() reports what is wrong with it instead of "not a recognized checkpoint".
-    return None if reason == "TF1" or Path(str(prefix) + ".index").is_file() else reason
+    return None if reason == "TF1" or suffixed(prefix, ".index").is_file() else reason
 
 
 def build_map(path: Path, fmt: str, entries: Sequence[Entry], source: GraphSource, **extra: Any) -> VariableMap:
@@ -153,6 +154,8 @@ def _tf_argument(file: Path) -> str:
 
 
 def _open_v1(path: Path, file: Path) -> VariableMap:
+    if is_remote(file):
+        raise UsageError(f"{file}: V1-format checkpoints are read through TensorFlow, which ckpt reads only locally")
     argument = _tf_argument(file)
     tf1 = import_tensorflow(f"{file}: reading a V1-format checkpoint").compat.v1
     try:

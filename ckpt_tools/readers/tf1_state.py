@@ -21,6 +21,7 @@ from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse, training_evidence
 from ckpt_tools.optimizers.lookup import family, keras2_slot, tf1_slot, tf1_suffixes
 from ckpt_tools.readers.confine import confine
+from ckpt_tools.storage import suffixed
 
 Tie = tuple[Role, str | None, str | None]
 STEP_NAMES = re.compile(TF1_STEP_PATTERN)
@@ -44,7 +45,7 @@ def meta_graph_source(prefix: Path) -> GraphSource:
     """The training graph saved beside a Saver checkpoint (`PREFIX.meta`), parsed natively."""
     from ckpt_tools.bundle.graph import read_meta_graph
 
-    meta = Path(str(prefix) + ".meta")
+    meta = suffixed(prefix, ".meta")
     if not meta.is_file():
         return GraphSource(None, problem=f"no {meta.name} graph beside the checkpoint")
     try:

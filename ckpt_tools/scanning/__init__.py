@@ -13,6 +13,7 @@ from ckpt_tools.scanning.artifacts import kind_of, scan_artifact
 from ckpt_tools.scanning.findings import JSON_SCHEMA, ArtifactScan, Finding, ScanReport, Skipped
 from ckpt_tools.scanning.policy import Policy, load_policy
 from ckpt_tools.scanning.rules import PICKLE_SUFFIXES, RULES, Rule, Severity
+from ckpt_tools.storage import is_url, scrub
 
 MAX_ARTIFACTS = 100_000
 FINDINGS_PER_ARTIFACT = 10_000
@@ -46,6 +47,8 @@ def scan(paths: Iterable[str | Path], *, fail_on: Severity = Severity.HIGH, poli
 
 def _expand(given: str) -> list[Path]:
     """A path as given, or the matches of a glob pattern that is not itself a path."""
+    if is_url(given):
+        raise UsageError(f"{scrub(given)}: ckpt scan reads local paths only; copy the artifact first (docs/remote.md)")
     if os.path.lexists(given) or not glob.has_magic(given):
         return [Path(given)]
     matches = sorted(glob.glob(given, recursive=True), key=natural_key)

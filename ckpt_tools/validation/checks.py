@@ -6,7 +6,6 @@ import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -15,6 +14,7 @@ from ckpt_tools.bundle.shards import observing
 from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import Variable, VariableMap
+from ckpt_tools.storage import as_path
 from ckpt_tools.validation.integrity import MAX_LISTED, check_files, check_state
 from ckpt_tools.verdict import Status, resume_finding
 
@@ -170,7 +170,7 @@ def validate_one(path: PathArg, required: tuple[str, ...]) -> ValidationReport:
 
     shown = os.fspath(path)
     try:
-        vmap = open_checkpoint(Path(path))
+        vmap = open_checkpoint(as_path(path))
     except (CkptToolsError, OSError) as exc:
         return ValidationReport.unreadable(shown, flat(exc) or type(exc).__name__, required)
     with vmap:

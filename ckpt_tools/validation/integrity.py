@@ -15,6 +15,7 @@ from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers.paths import CheckpointState
 from ckpt_tools.readers.registry import reader_of
+from ckpt_tools.storage import is_remote
 from ckpt_tools.verdict import Status
 
 MAX_LISTED = 5
@@ -98,8 +99,11 @@ class _Listings:
     def files(self, directory: Path) -> frozenset[str]:
         if directory not in self._files:
             try:
-                with os.scandir(directory) as entries:
-                    self._files[directory] = frozenset(e.name for e in entries if e.is_file())
+                if is_remote(directory):  # one listing request; the sizes and kinds come with it
+                    self._files[directory] = frozenset(p.name for p in directory.iterdir() if p.is_file())
+                else:
+                    with os.scandir(directory) as entries:
+                        self._files[directory] = frozenset(e.name for e in entries if e.is_file())
             except OSError:
                 self._files[directory] = frozenset()
         return self._files[directory]

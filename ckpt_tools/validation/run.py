@@ -16,6 +16,7 @@ from typing import Any
 
 from ckpt_tools.errors import UsageError
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS
+from ckpt_tools.storage import is_url
 from ckpt_tools.validation.checks import JSON_SCHEMA, PathArg, ValidationReport, validate_one
 from ckpt_tools.validation.integrity import remembering
 
@@ -80,7 +81,8 @@ def expand_patterns(patterns: Iterable[str]) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for pattern in patterns:
-        if os.path.lexists(pattern) or os.path.exists(pattern + ".index") or not glob.has_magic(pattern):
+        literal = is_url(pattern) or os.path.lexists(pattern) or os.path.exists(pattern + ".index")
+        if literal or not glob.has_magic(pattern):
             matches = [pattern]
         else:
             matches = sorted(glob.glob(pattern, recursive=True))

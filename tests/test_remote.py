@@ -1,0 +1,443 @@
+"""Artifacts read in place behind URLs: moto's S3 server and a Range-serving HTTP server on the loopback."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import FIXTURES, child_env, expected_fixtures, read_through_tensorflow, run_cli
+
+pytest.importorskip("fsspec")
+pytest.importorskip("s3fs")
+pytest.importorskip("aiohttp")
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+
+pytestmark = pytest.mark.remote
+BUCKET = "fixtures"
+
+
+class Traffic:
+    """Requests and response-body bytes a server sent, per path (counted by the server, not the client)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+
+    def add(self, path: str, size: int) -> None:
+        with self.lock:
+            self.requests[path] += 1
+            self.bytes[path] += size
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.bytes.clear()
+
+    def total_bytes(self, prefix: str = "") -> int:
+        return sum(n for p, n in self.bytes.items() if p.startswith(prefix))
+
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+class _Counting:
+    """WSGI middleware around moto's app: counts the bytes of every response body by request path."""
+
+    def __init__(self, app: Any, traffic: Traffic) -> None:
+        self.app, self.traffic = app, traffic
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        path = environ.get("PATH_INFO", "")
+        size = 0
+        for chunk in self.app(environ, start_response):
+            size += len(chunk)
+            yield chunk
+        self.traffic.add(path, size)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic]]:
+    """moto's standalone S3 server on 127.0.0.1 (random port), every fixture uploaded under s3://fixtures/."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    traffic = Traffic()
+    server._server.app = _Counting(server._server.app, traffic)
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("AWS_PROFILE", raising=False)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        for file in sorted(FIXTURES.rglob("*")):
+            if file.is_file() and not file.is_symlink() and "__pycache__" not in file.parts:
+                client.upload_file(str(file), BUCKET, file.relative_to(FIXTURES).as_posix())
+        yield endpoint, traffic
+    server.stop()
+
+
+@pytest.fixture
+def s3_client(s3: tuple[str, Traffic]) -> Any:
+    return boto3.client("s3", endpoint_url=s3[0])
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single `Range: bytes=a-b` support; `/_403/...` is forbidden, `/_503/...` always fails,
+    `/_flaky/...` fails twice per path before serving it."""
+
+    traffic: Traffic
+    flaky: Counter[str]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _special(self) -> bool:
+        for code, marker in ((403, "/_403/"), (503, "/_503/")):
+            if self.path.startswith(marker):
+                self.send_error(code)
+                return True
+        if self.path.startswith("/_flaky/"):
+            self.flaky[self.path] += 1
+            if self.flaky[self.path] <= 2:
+                self.send_error(503)
+                return True
+            self.path = self.path[len("/_flaky") :]
+        return False
+
+    def do_HEAD(self) -> None:
+        if not self._special():
+            super().do_HEAD()
+
+    def do_GET(self) -> None:
+        if self._special():
+            return
+        file = Path(self.translate_path(self.path))
+        spec = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if not file.is_file() or spec is None:
+            body = self._whole()
+            self.traffic.add(self.path, body)
+            return
+        data = file.read_bytes()
+        start = int(spec.group(1))
+        end = min(len(data), int(spec.group(2)) + 1 if spec.group(2) else len(data))
+        if start >= len(data):
+            self.send_error(416)
+            return
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self.wfile.write(data[start:end])
+        self.traffic.add(self.path, end - start)
+
+    def _whole(self) -> int:
+        fh = self.send_head()
+        if fh is None:
+            return 0
+        try:
+            data = fh.read()
+            self.wfile.write(data)
+            return len(data)
+        finally:
+            fh.close()
+
+
+@pytest.fixture(scope="session")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic]]:
+    """A threaded HTTP server with Range support on 127.0.0.1 (random port), serving a copy of fixtures/."""
+    root = tmp_path_factory.mktemp("web")
+    shutil.copytree(FIXTURES, root / "fixtures", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    traffic = Traffic()
+    handler = type("Handler", (_RangeHandler,), {"traffic": traffic, "flaky": Counter()})
+
+    def make(*args: Any) -> http.server.SimpleHTTPRequestHandler:
+        return handler(*args, directory=str(root))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", traffic
+    server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    from ckpt_tools import storage
+
+    storage.forget()
+
+
+def _same(local: str, remote: str, args: list[str], expect: int | None = None) -> tuple[Any, Any]:
+    """The JSON both give, paths spelled as `ROOT/...` (the local one possibly resolved)."""
+    a = run_cli([*args, local, "--json"], expect)
+    b = run_cli([*args, remote, "--json"], a.exit_code)
+    base_local, base_remote = str(FIXTURES), remote.rsplit("/fixtures/", 1)[0] + "/fixtures"
+    text_a = a.stdout.replace(str(FIXTURES.resolve()), "ROOT").replace(base_local, "ROOT")
+    text_b = b.stdout.replace(base_remote, "ROOT")
+    return json.loads(text_a), json.loads(text_b)
+
+
+REMOTE_FIXTURES = [t for t in expected_fixtures() if not read_through_tensorflow(t)]
+# One artifact per format family for the web server (every fixture goes through S3).
+WEB_FIXTURES = [
+    t
+    for t in REMOTE_FIXTURES
+    if t["id"]
+    in (
+        "tf1_sharded",
+        "tf1_partitioned",
+        "tf2_keras3_adam",
+        "keras3_adam",
+        "keras2_adam",
+        "saved_model_module",
+        "backup_keras3",
+        "backup_tfkeras",
+    )
+    or t["path"].endswith(".weights.h5")
+][:10]
+
+
+@pytest.mark.parametrize("truth", REMOTE_FIXTURES, ids=[t["id"] for t in REMOTE_FIXTURES])
+def test_s3_inspect_validate_diff_match_local(s3: tuple[str, Traffic], truth: dict[str, Any]) -> None:
+    local, remote = str(FIXTURES / truth["path"]), f"s3://{BUCKET}/{truth['path']}"
+    a, b = _same(local, remote, ["inspect"])
+    assert a == b
+    assert b["format"] == truth["format"] and b["step"] == truth["step"]
+    got = sorted([v["key"], v["shape"], v["dtype"]] for v in b["variables"])
+    assert got == sorted([k, list(s), d] for k, s, d in truth["tensors"])
+    a, b = _same(local, remote, ["validate"])
+    assert a == b
+    run_cli(["diff", remote, local], 0)
+
+
+@pytest.mark.parametrize("truth", WEB_FIXTURES, ids=[t["id"] for t in WEB_FIXTURES])
+def test_http_inspect_validate_diff_match_local(web: tuple[str, Traffic], truth: dict[str, Any]) -> None:
+    local, remote = str(FIXTURES / truth["path"]), f"{web[0]}/fixtures/{truth['path']}"
+    assert _same(local, remote, ["inspect"]) == _same(local, local, ["inspect"])
+    a, b = _same(local, remote, ["validate"])
+    assert a == b
+    run_cli(["diff", local, remote], 0)
+
+
+def test_http_web_directory_listing_finds_the_bundle(web: tuple[str, Traffic]) -> None:
+    """A folder URL without a state file: the one `.index` in the server's directory listing is the bundle."""
+    data = run_cli(["inspect", f"{web[0]}/fixtures/tf2_keras3_adam", "--json"]).stdout
+    assert json.loads(data)["format"] == "tf2-checkpoint"
+
+
+def _one_line_error(args: list[str]) -> str:
+    result = run_cli(args, 2)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ckpt: error: "), result.stderr
+    assert "Traceback" not in result.output and "internal error" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["inspect", "diff"])
+def test_missing_bucket_and_key_are_one_line(s3: tuple[str, Traffic], command: str) -> None:
+    extra = [str(FIXTURES / "tf1_adam")] if command == "diff" else []
+    line = _one_line_error([command, "s3://no-such-bucket-here/ckpt", *extra])
+    assert "no such bucket 'no-such-bucket-here'" in line
+    line = _one_line_error([command, f"s3://{BUCKET}/tf1_adam/model.ckpt-404", *extra])
+    assert "no such file or directory" in line and "s3://fixtures/tf1_adam/model.ckpt-404" in line
+
+
+def test_validate_reports_a_missing_remote_artifact_as_unreadable(s3: tuple[str, Traffic]) -> None:
+    result = run_cli(["validate", "--json", "s3://no-such-bucket-here/ckpt"], 2)
+    report = json.loads(result.stdout)
+    assert report["artifacts"][0]["verdict"] == "unreadable"
+    assert "no such bucket" in json.dumps(report)
+
+
+def test_forbidden_is_one_line_and_hides_the_query(web: tuple[str, Traffic]) -> None:
+    line = _one_line_error(["inspect", f"{web[0]}/_403/fixtures/keras3_adam/model.keras?X-Amz-Signature=SECRET"])
+    assert "access denied" in line
+    assert "SECRET" not in line and "X-Amz-Signature" not in line
+
+
+def test_user_and_password_in_a_url_are_never_printed(web: tuple[str, Traffic]) -> None:
+    host = web[0].removeprefix("http://")
+    line = _one_line_error(["inspect", f"http://alice:hunter2@{host}/_403/fixtures/tf1_adam"])
+    assert "hunter2" not in line and "alice" not in line
+
+
+def test_transient_failures_are_retried(web: tuple[str, Traffic], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_tools import storage
+
+    monkeypatch.setattr(storage, "BACKOFF", 0.0)
+    remote = f"{web[0]}/_flaky/fixtures/keras3_adam/model.keras"
+    data = json.loads(run_cli(["inspect", remote, "--json"]).stdout)
+    assert data["format"] == "keras-archive"
+    line = _one_line_error(["inspect", f"{web[0]}/_503/fixtures/keras3_adam/model.keras"])
+    assert f"after {storage.RETRIES} attempts" in line
+
+
+def test_missing_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    from ckpt_tools import storage
+
+    def missing(protocol: str) -> Any:
+        raise ImportError(f"Install {protocol} backend")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    monkeypatch.setattr(storage, "_STORES", {})
+    line = _one_line_error(["inspect", "gs://bucket/run/ckpt-1"])
+    assert line == "ckpt: error: gs:// needs gcsfs: pip install 'ckpt-tools[gcs]'"
+
+
+def test_convert_refuses_a_remote_output(s3: tuple[str, Traffic]) -> None:
+    line = _one_line_error(
+        ["convert", f"s3://{BUCKET}/tf1_adam", "--model", "x:y", "--out", "s3://fixtures/out?token=SECRET"]
+    )
+    assert "writes to a local folder" in line and "SECRET" not in line
+
+
+def _put_state(client: Any, folder: str, entry: str) -> None:
+    """A copy of tf1_adam under `folder`, its state file pointing at `entry`."""
+    for file in (FIXTURES / "tf1_adam").iterdir():
+        client.upload_file(str(file), BUCKET, f"{folder}/{file.name}")
+    text = f'model_checkpoint_path: "{entry}"\nall_model_checkpoint_paths: "{entry}"\n'
+    client.put_object(Bucket=BUCKET, Key=f"{folder}/checkpoint", Body=text.encode())
+
+
+def test_state_entry_leaving_the_prefix_is_refused(s3: tuple[str, Traffic], s3_client: Any) -> None:
+    """`../other/...` would read another prefix of the bucket: refused, and nothing there is fetched."""
+    _put_state(s3_client, "escape/run", "../../tf2_keras3_adam/ckpt-1")
+    s3[1].reset()
+    line = _one_line_error(["inspect", f"s3://{BUCKET}/escape/run"])
+    assert "points outside its directory" in line
+    assert not [p for p in s3[1].requests if "tf2_keras3_adam" in p]
+
+
+def test_absolute_state_entry_elsewhere_is_looked_up_in_the_folder(s3: tuple[str, Traffic], s3_client: Any) -> None:
+    """A job that saved under another bucket: its entries' base names are found beside the state file."""
+    prefix = next(p.name[: -len(".index")] for p in (FIXTURES / "tf1_adam").glob("*.index"))
+    _put_state(s3_client, "moved/run", f"s3://other-bucket/jobs/run/{prefix}")
+    s3[1].reset()
+    data = json.loads(run_cli(["inspect", f"s3://{BUCKET}/moved/run", "--json"]).stdout)
+    assert data["metadata"]["prefix"] == f"s3://{BUCKET}/moved/run/{prefix}"
+    assert all(p.startswith(f"/{BUCKET}") for p in s3[1].requests)
+
+
+_WRITE_BIG = """
+import sys, numpy as np, tensorflow as tf
+vs = {f"layer{i}": tf.Variable(np.full((256, 256), i, np.float32)) for i in range(24)}
+step = tf.Variable(7, dtype=tf.int64)
+manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, **vs), sys.argv[1], max_to_keep=1)
+manager.save()
+"""
+
+
+@pytest.fixture(scope="session")
+def big(s3: tuple[str, Traffic], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6 MiB TF2 checkpoint written by TensorFlow (24 variables of 256 KiB), uploaded to s3://fixtures/big/."""
+    pytest.importorskip("tensorflow")
+    folder = tmp_path_factory.mktemp("big")
+    env = {**child_env(), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", _WRITE_BIG, str(folder)], check=True, env=env, timeout=300)
+    client = boto3.client("s3", endpoint_url=s3[0])
+    for file in folder.iterdir():
+        client.upload_file(str(file), BUCKET, f"big/{file.name}")
+    return folder
+
+
+def _sent(s3: tuple[str, Traffic], folder: Path) -> dict[str, int]:
+    return {f.name: s3[1].total_bytes(f"/{BUCKET}/big/{f.name}") for f in folder.iterdir()}
+
+
+def test_listing_transfers_the_index_not_the_data(s3: tuple[str, Traffic], big: Path) -> None:
+    """inspect reads the state file and index once each, and of the data shard the object graph (and the
+    blocks of the step counter): not the weights."""
+    from ckpt_tools.bundle import BundleReader
+    from ckpt_tools.storage import BLOCK
+
+    index = next(big.glob("*.index"))
+    graph = BundleReader(index.with_suffix("")).entries["_CHECKPOINTABLE_OBJECT_GRAPH"].size
+    s3[1].reset()
+    report = json.loads(run_cli(["inspect", f"s3://{BUCKET}/big", "--json"]).stdout)
+    assert report["step"] == 7 and len(report["variables"]) == 26  # 24 layers, step, save_counter
+    sent = _sent(s3, big)
+    data = next(name for name in sent if ".data-" in name)
+    assert sent["checkpoint"] == (big / "checkpoint").stat().st_size
+    assert sent[index.name] == index.stat().st_size
+    assert sent[data] <= graph + 2 * BLOCK, sent
+    assert sent[data] < (big / data).stat().st_size / 20
+
+
+def test_validate_transfers_each_byte_once(s3: tuple[str, Traffic], big: Path) -> None:
+    s3[1].reset()
+    report = json.loads(run_cli(["validate", f"s3://{BUCKET}/big", "--json"], 1).stdout)  # no optimizer
+    assert {c["name"]: c["status"] for c in report["artifacts"][0]["checks"]}["files"] == "pass"
+    assert _sent(s3, big) == {f.name: f.stat().st_size for f in big.iterdir()}
+
+
+def test_ls_lists_a_bucket_prefix_like_the_local_folder(s3: tuple[str, Traffic]) -> None:
+    local = json.loads(run_cli(["ls", str(FIXTURES / "tf1_sharded"), "--json"]).stdout)
+    remote = json.loads(run_cli(["ls", f"s3://{BUCKET}/tf1_sharded", "--json"]).stdout)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "root", "prefix")} for r in rows]  # noqa: E731
+    assert strip(remote["artifacts"]) == strip(local["artifacts"]) and remote["artifacts"]
+
+
+def test_scan_refuses_urls_in_one_line() -> None:
+    line = _one_line_error(["scan", "s3://fixtures/tf1_adam?token=SECRET"])
+    assert "local paths only" in line and "SECRET" not in line
+
+
+def test_endpoint_from_fsspec_config(s3: tuple[str, Traffic], monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSSPEC_S3_ENDPOINT_URL (fsspec's configuration) works as well as botocore's AWS_ENDPOINT_URL."""
+    import fsspec.config
+
+    from ckpt_tools import storage
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3[0]})
+    monkeypatch.setattr(storage, "_STORES", {})
+    report = json.loads(run_cli(["inspect", f"s3://{BUCKET}/tf1_adam", "--json"]).stdout)
+    assert report["format"] == "tf1-checkpoint"
+
+
+def test_file_urls_are_local_paths() -> None:
+    from ckpt_tools.storage import as_path
+
+    assert as_path("file://" + str(FIXTURES / "tf1_adam")) == FIXTURES / "tf1_adam"
+    a = json.loads(run_cli(["inspect", "file://" + str(FIXTURES / "tf1_adam"), "--json"]).stdout)
+    b = json.loads(run_cli(["inspect", str(FIXTURES / "tf1_adam"), "--json"]).stdout)
+    assert a["variables"] == b["variables"]
+
+
+def test_remote_path_operations() -> None:
+    from ckpt_tools.storage import as_path, scrub, suffixed
+
+    path = as_path("s3://bucket/run/model.ckpt-5")
+    assert str(path) == "s3://bucket/run/model.ckpt-5" and path.name == "model.ckpt-5"
+    assert str(path.parent) == "s3://bucket/run" and str(path.parent.parent.parent) == "s3://bucket"
+    assert str(suffixed(path, ".index")) == "s3://bucket/run/model.ckpt-5.index"
+    assert str(path.parent / "checkpoint") == "s3://bucket/run/checkpoint"
+    assert path.with_name("x.h5").suffix == ".h5" and path.resolve() is path and not path.is_symlink()
+    assert scrub("https://u:p@h/x?sig=1 and gs://b/k#frag") == "https://h/x and gs://b/k"
+    assert os.fspath(as_path("plain/dir")) == "plain/dir"
