@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import functools
-import multiprocessing
-import multiprocessing.context
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageError
 from ckpt_tools.messages import flat, printable
 from ckpt_tools.model import VariableMap
+from ckpt_tools.parallel import ordered_batches, resolve_jobs
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
 from ckpt_tools.storage import as_path, is_url, not_found
 from ckpt_tools.tree import natural_key as name_key
@@ -412,58 +410,12 @@ def _read_all(events: list[_Candidate | Path], jobs: int) -> dict[int, _Outcome]
     indexes = _worth_reading(events)
     candidates = [events[i] for i in indexes]
     read = functools.partial(_read_batch, follow_symlinks=FOLLOW_SYMLINKS.get())
-    outcomes = ordered_batches(read, candidates, jobs)
+    outcomes = ordered_batches(read, candidates, jobs, preload=[__name__])
     return dict(zip(indexes, outcomes, strict=True))
 
 
 def _read_batch(candidates: list[_Candidate], follow_symlinks: bool) -> list[_Outcome]:
     return [_read_candidate(c, follow_symlinks) for c in candidates]
-
-
-MAX_BATCH = 16  # candidates per batch handed to a worker process
-
-
-def ordered_batches(run: Callable[[list[Any]], list[Any]], items: list[Any], jobs: int) -> list[Any]:
-    """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1 the batches are queued
-    for jobs - 1 worker processes (forkserver, or spawn: a process that may hold library threads is never
-    forked) while this process takes batches from the back of the queue itself, so that the workers' start-up
-    overlaps useful work. (The same scheduling as validation.run.ordered_batches.)"""
-    size = max(1, min(MAX_BATCH, -(-len(items) // (max(jobs, 1) * 4))))
-    batches = [items[i : i + size] for i in range(0, len(items), size)]
-    if jobs < 2 or len(batches) < 2:
-        return [outcome for batch in batches for outcome in run(batch)]
-    done: list[list[Any] | None] = [None] * len(batches)
-    with ProcessPoolExecutor(min(jobs - 1, len(batches) - 1), mp_context=_context()) as pool:
-        futures = [pool.submit(run, batch) for batch in batches]
-        for i in reversed(range(len(batches))):
-            if not futures[i].cancel():
-                break  # the workers take batches in order: every earlier one is theirs too
-            done[i] = run(batches[i])
-        for i, future in enumerate(futures):
-            if done[i] is None:
-                done[i] = future.result()
-    return [outcome for batch in done if batch is not None for outcome in batch]
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def resolve_jobs(jobs: int) -> int:
-    """The number of processes `jobs` asks for: itself, or one per usable CPU for 0; UsageError below 0."""
-    if jobs < 0:
-        detail = "must be 0 (one per CPU) or more"
-        raise UsageError(f"jobs={jobs}: {detail}", argument="jobs", detail=detail)
-    if jobs:
-        return jobs
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _check_roots(roots: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:

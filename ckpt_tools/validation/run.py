@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import functools
 import glob
-import multiprocessing
-import multiprocessing.context
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ckpt_tools.errors import UsageError
+from ckpt_tools.parallel import ordered_batches, resolve_jobs
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS
 from ckpt_tools.storage import is_url
 from ckpt_tools.validation.checks import JSON_SCHEMA, PathArg, ValidationReport, validate_one
 from ckpt_tools.validation.integrity import remembering
 
 VERDICTS: tuple[str, ...] = ("valid", "invalid", "unreadable")
-MAX_BATCH = 16  # artifacts per batch handed to a worker process
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,9 @@ def validate_paths(
     entries: list[tuple[str, str | None]] = []
     entries += expand_patterns(names) if expand_globs else [(name, None) for name in names]
     batch = functools.partial(_validate_batch, required=required, follow_symlinks=FOLLOW_SYMLINKS.get())
-    outcomes = ordered_batches(batch, entries, resolve_jobs(jobs))
+    outcomes = ordered_batches(
+        batch, entries, resolve_jobs(jobs), local=functools.partial(batch, memo={}), preload=[__name__]
+    )
     reports = tuple(report for report, _ in outcomes)
     return ValidationRun(reports, required, tuple(seconds for _, seconds in outcomes))
 
@@ -138,47 +137,3 @@ def _validate_batch(
                 report = validate_one(name, required)
             outcomes.append((report, time.monotonic() - started))
     return outcomes
-
-
-def resolve_jobs(jobs: int) -> int:
-    """The number of processes `jobs` asks for: itself, or one per usable CPU for 0; UsageError below 0."""
-    if jobs < 0:
-        detail = "must be 0 (one per CPU) or more"
-        raise UsageError(f"jobs={jobs}: {detail}", argument="jobs", detail=detail)
-    if jobs:
-        return jobs
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def ordered_batches(run: Callable[..., list[Outcome]], items: list[tuple[str, str | None]], jobs: int) -> list[Outcome]:
-    """`run(batch, memo=...)` over consecutive batches of `items`, results in item order. With `jobs` > 1 the
-    batches are queued for jobs - 1 worker processes (started by forkserver, or spawn: no fork of a process
-    that may hold library threads) while this process takes batches from the back of the queue itself, so the
-    workers' start-up overlaps useful work."""
-    memo: dict[Path, str | None] = {}
-    size = max(1, min(MAX_BATCH, -(-len(items) // (jobs * 4))))
-    batches = [items[i : i + size] for i in range(0, len(items), size)]
-    if jobs < 2 or len(batches) < 2:
-        return [outcome for batch in batches for outcome in run(batch, memo=memo)]
-    done: list[list[Outcome] | None] = [None] * len(batches)
-    with ProcessPoolExecutor(min(jobs - 1, len(batches) - 1), mp_context=_context()) as pool:
-        futures = [pool.submit(run, batch) for batch in batches]
-        for i in reversed(range(len(batches))):
-            if not futures[i].cancel():
-                break  # the workers take batches in order: every earlier one is theirs too
-            done[i] = run(batches[i], memo=memo)
-        for i, future in enumerate(futures):
-            if done[i] is None:
-                done[i] = future.result()
-    return [outcome for batch in done if batch is not None for outcome in batch]
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        return context
-    return multiprocessing.get_context("spawn")

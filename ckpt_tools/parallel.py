@@ -1,0 +1,67 @@
+"""Order-preserving batches over worker processes, for the commands that take `--jobs` (validate, ls)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from ckpt_tools.errors import UsageError
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+MAX_BATCH = 16  # items per batch handed to a worker process
+
+
+def resolve_jobs(jobs: int) -> int:
+    """The number of processes `jobs` asks for: itself, or one per usable CPU for 0; UsageError below 0."""
+    if jobs < 0:
+        detail = "must be 0 (one per CPU) or more"
+        raise UsageError(f"jobs={jobs}: {detail}", argument="jobs", detail=detail)
+    if jobs:
+        return jobs
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_batches(
+    run: Callable[[list[Item]], list[Outcome]],
+    items: Sequence[Item],
+    jobs: int,
+    *,
+    local: Callable[[list[Item]], list[Outcome]] | None = None,
+    preload: Sequence[str] = (),
+) -> list[Outcome]:
+    """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1 the batches are queued
+    for jobs - 1 worker processes (forkserver, else spawn: a process that may hold library threads is never
+    forked; `preload` names the modules the forkserver imports once) while this process takes batches from the
+    back of the queue itself with `local` (default `run`), so that the workers' start-up overlaps useful work."""
+    here = local or run
+    size = max(1, min(MAX_BATCH, -(-len(items) // (max(jobs, 1) * 4))))
+    batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
+    if jobs < 2 or len(batches) < 2:
+        return [outcome for batch in batches for outcome in here(batch)]
+    done: list[list[Outcome] | None] = [None] * len(batches)
+    with ProcessPoolExecutor(min(jobs - 1, len(batches) - 1), mp_context=_context(preload)) as pool:
+        futures = [pool.submit(run, batch) for batch in batches]
+        for i in reversed(range(len(batches))):
+            if not futures[i].cancel():
+                break  # the workers take batches in order: every earlier one is theirs too
+            done[i] = here(batches[i])
+        for i, future in enumerate(futures):
+            if done[i] is None:
+                done[i] = future.result()
+    return [outcome for batch in done if batch is not None for outcome in batch]
+
+
+def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(preload))
+        return context
+    return multiprocessing.get_context("spawn")
