@@ -98,6 +98,28 @@ def not_found(path: Path) -> str:
     return f"{path}: no such file or directory"
 
 
+def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """`os.walk(root, followlinks=False)` for a local folder (directories as Paths); for one behind a URL, the
+    same top-down walk over its listings (an object store has no links). Prune by editing the `dirs` list."""
+    if not is_remote(root):
+        for directory, dirs, files in os.walk(root, followlinks=False):
+            yield Path(directory), dirs, files
+        return
+    pending = [root]
+    while pending:
+        here = pending.pop()
+        dirs, files = [], []
+        for entry in here.iterdir():
+            (dirs if entry.is_dir() else files).append(entry.name)
+        yield here, dirs, files
+        pending.extend(here / d for d in reversed(dirs))
+
+
+def lexists(path: Path) -> bool:
+    """`os.path.lexists` for a local path (a dangling link exists), `exists()` behind a URL."""
+    return path.exists() if is_remote(path) else os.path.lexists(path)
+
+
 def forget() -> None:
     """Drop every cached listing, size and block (a long-lived process re-reading artifacts that changed)."""
     with _LOCK:
@@ -367,7 +389,14 @@ class RemotePath:
         return True
 
     def resolve(self, strict: bool = False) -> RemotePath:
-        return self
+        """The path with `.` and `..` folded (never above the bucket or host); there are no links to follow."""
+        kept: list[str] = []
+        for part in self._parts[1:]:
+            if part == "..":
+                del kept[-1:]
+            elif part != ".":
+                kept.append(part)
+        return RemotePath(self._store, "/".join((self._parts[0], *kept)), self._query)
 
     def absolute(self) -> RemotePath:
         return self

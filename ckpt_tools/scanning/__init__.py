@@ -13,7 +13,7 @@ from ckpt_tools.scanning.artifacts import kind_of, scan_artifact
 from ckpt_tools.scanning.findings import JSON_SCHEMA, ArtifactScan, Finding, ScanReport, Skipped
 from ckpt_tools.scanning.policy import Policy, load_policy
 from ckpt_tools.scanning.rules import PICKLE_SUFFIXES, RULES, Rule, Severity
-from ckpt_tools.storage import is_url, scrub
+from ckpt_tools.storage import as_path, is_url, lexists, walk
 
 MAX_ARTIFACTS = 100_000
 FINDINGS_PER_ARTIFACT = 10_000
@@ -48,7 +48,7 @@ def scan(paths: Iterable[str | Path], *, fail_on: Severity = Severity.HIGH, poli
 def _expand(given: str) -> list[Path]:
     """A path as given, or the matches of a glob pattern that is not itself a path."""
     if is_url(given):
-        raise UsageError(f"{scrub(given)}: ckpt scan reads local paths only; copy the artifact first (docs/remote.md)")
+        return [as_path(given)]
     if os.path.lexists(given) or not glob.has_magic(given):
         return [Path(given)]
     matches = sorted(glob.glob(given, recursive=True), key=natural_key)
@@ -58,7 +58,7 @@ def _expand(given: str) -> list[Path]:
 
 
 def _unknown(path: Path) -> str:
-    if not os.path.lexists(path):
+    if not lexists(path):
         return f"{path}: no such file or directory"
     if path.is_dir():
         return f"{path}: no artifact ckpt scan knows under this directory"
@@ -82,8 +82,7 @@ def _artifacts(path: Path, skipped: list[Skipped]) -> Iterator[tuple[str, Path, 
 
 
 def _walk(root: Path, skipped: list[Skipped]) -> Iterator[tuple[str, Path, str | None]]:
-    for directory, dirs, files in os.walk(root, followlinks=False):
-        here = Path(directory)
+    for here, dirs, files in walk(root):
         dirs.sort(key=natural_key)
         kind = kind_of(here) if here != root else None
         if kind in SEALED:

@@ -24,6 +24,7 @@ from ckpt_tools.scanning.graph_artifacts import (
 )
 from ckpt_tools.scanning.keras_config import parse_config, scan_config
 from ckpt_tools.scanning.rules import Severity
+from ckpt_tools.storage import is_remote, openable, suffixed
 
 H5_CONFIG_ATTRS = ("model_config", "training_config")
 H5_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -81,6 +82,9 @@ def _directory_kind(path: Path) -> str | None:
 def _is_zip(path: Path) -> bool:
     """What Keras asks (`zipfile.is_zipfile`): an end-of-central-directory record, wherever the file starts."""
     try:
+        if is_remote(path):
+            with path.open("rb") as fh:
+                return zipfile.is_zipfile(fh)
         return zipfile.is_zipfile(path)
     except OSError:
         return False
@@ -88,7 +92,7 @@ def _is_zip(path: Path) -> bool:
 
 def _looks_keras(path: Path) -> bool:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(openable(path)) as zf:
             return keras_archive.CONFIG in zf.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return False
@@ -112,7 +116,7 @@ def scan_artifact(path: Path, kind: str, shown: str, limit: int) -> ArtifactScan
 
 # ---------------------------------------------------------------------------------------- Keras and HDF5
 def _keras_archive(path: Path, out: Collector) -> list[str]:
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(openable(path)) as zf:
         containers.scan_members(path, zf, out)
         names = set(zf.namelist())
         scanned = ["members"]
@@ -231,14 +235,14 @@ def _plainly_inside(directory: Path, entry: str) -> bool:
     (a state file may list 250,000 entries)."""
     if not entry or "/" in entry or "\\" in entry or entry in (".", ".."):
         return False
-    return not os.path.islink(directory / entry)
+    return is_remote(directory) or not os.path.islink(directory / entry)
 
 
 def _has_local_copy(directory: Path, base: str) -> bool:
     if not base or base in (".", ".."):
         return False
     local = directory / base
-    return any(Path(f"{local}{suffix}").is_file() for suffix in ("", ".index", ".meta")) or any(
+    return any(suffixed(local, suffix).is_file() for suffix in ("", ".index", ".meta")) or any(
         directory.glob(f"{glob_escape(base)}.data-*")
     )
 

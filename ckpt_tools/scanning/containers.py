@@ -14,6 +14,7 @@ from ckpt_tools.errors import UnsafeInputError
 from ckpt_tools.readers import h5common as h5c
 from ckpt_tools.scanning.findings import Collector
 from ckpt_tools.scanning.rules import ARCHIVE_MEMBERS, CODE_MAGICS, CODE_SUFFIXES, PICKLE_SUFFIXES
+from ckpt_tools.storage import is_remote
 
 MAX_MEMBERS = 100_000
 MAX_WALK = 1_000_000  # directory entries looked at for symlinks
@@ -155,6 +156,8 @@ def read_limited(path: Path, limit: int) -> bytes:
 
 def inside(root: Path, target: Path) -> bool:
     """Whether `target` (symlinks resolved) lies inside `root`."""
+    if is_remote(root):
+        return target.resolve().is_relative_to(root.resolve())  # no links behind a URL: only `..` to fold
     try:
         return Path(os.path.realpath(target)).is_relative_to(os.path.realpath(root))
     except (OSError, ValueError):
@@ -164,6 +167,8 @@ def inside(root: Path, target: Path) -> bool:
 def scan_symlinks(root: Path, out: Collector) -> None:
     """Symbolic links under an artifact directory that point outside it (never followed while walking)."""
     seen = 0
+    if is_remote(root):
+        return  # an object store has no symbolic links
     for directory, dirs, files in os.walk(root, followlinks=False):
         for name in [*dirs, *files]:
             seen += 1
