@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import os
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -38,8 +40,8 @@ def ordered_batches(
     preload: Sequence[str] = (),
 ) -> list[Outcome]:
     """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1 the batches are queued
-    for jobs - 1 worker processes (forkserver, else spawn: a process that may hold library threads is never
-    forked; `preload` names the modules the forkserver imports once) while this process takes batches from the
+    for jobs - 1 worker processes (forked when nothing makes that unsafe, else from a forkserver that imports
+    `preload` once, else spawned) while this process takes batches from the
     back of the queue itself with `local` (default `run`), so that the workers' start-up overlaps useful work."""
     here = local or run
     size = max(1, min(MAX_BATCH, -(-len(items) // (max(jobs, 1) * 4))))
@@ -60,7 +62,14 @@ def ordered_batches(
 
 
 def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    """fork when it is safe, the cheapest start (a worker inherits every module already imported): this
+    process runs no other thread and has not imported TensorFlow (whose thread pools make a forked child
+    hang); ProcessPoolExecutor starts every fork worker before its own management thread. Otherwise a
+    forkserver (spawn where there is none)."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1 and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(preload))
         return context
