@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import fnmatch
 import io
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, TypeVar, cast
+from urllib.parse import unquote
 
-from ckpt_tools.errors import CkptToolsError, MissingDependencyError, UsageError
+from ckpt_tools.errors import CkptToolsError, MissingDependencyError, UnsafeInputError, UsageError
 
 # `scheme://` at the start of an argument makes it a URL; anything else (including `C:\...`) is a local path.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -37,7 +39,8 @@ STREAMS = 16  # reads remembered per file to tell a continuation (interleaved se
 MAX_REQUEST = 64 << 20  # one ranged GET never asks for more
 # Fetched ranges are kept in unnamed temporary files (deleted with the process), up to this many bytes in all:
 # nothing is fetched twice (validate's two passes, checksums then finiteness, transfer each byte once).
-SPOOL_BYTES = int(os.environ.get("CKPT_REMOTE_SPOOL_MB", "8192")) << 20
+_SPOOL_MB = os.environ.get("CKPT_REMOTE_SPOOL_MB", "8192").strip()
+SPOOL_BYTES = (int(_SPOOL_MB) if _SPOOL_MB.isdigit() else 8192) << 20  # a malformed setting keeps the default
 RETRIES = 4  # attempts per request for transient failures (throttling, 5xx, timeouts, dropped connections)
 BACKOFF = 0.25  # seconds before the second attempt, doubled each time
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -53,6 +56,11 @@ def is_url(text: object) -> bool:
 def is_remote(path: object) -> bool:
     """Whether `path` is a remote artifact path (read through fsspec)."""
     return isinstance(path, RemotePath)
+
+
+def is_web(path: object) -> bool:
+    """Whether `path` is behind http(s)://, whose clients percent-decode a path (`%2e%2e` climbs like `..`)."""
+    return isinstance(path, RemotePath) and path._store.is_http
 
 
 def scrub(text: str) -> str:
@@ -392,9 +400,10 @@ class RemotePath:
         """The path with `.` and `..` folded (never above the bucket or host); there are no links to follow."""
         kept: list[str] = []
         for part in self._parts[1:]:
-            if part == "..":
+            spelled = unquote(part) if self._store.is_http else part  # what a web client sends (%2e%2e is ..)
+            if spelled == "..":
                 del kept[-1:]
-            elif part != ".":
+            elif spelled != ".":
                 kept.append(part)
         return RemotePath(self._store, "/".join((self._parts[0], *kept)), self._query)
 
@@ -493,8 +502,13 @@ class RemotePath:
         children: dict[str, RemotePath] = {}
         for raw in entries:
             name = str(raw.get("name", "")).rstrip("/").rsplit("/", 1)[-1]
-            if not name or name in (".", "..") or "?" in name or "#" in name:
+            if not name or name in (".", ".."):
                 continue
+            if "?" in name or "#" in name:
+                if self._store.is_http:
+                    continue  # a web index page's sort and query links, not files
+                # never skipped silently (a scan would pass what it never saw): refused until addressable
+                raise UnsafeInputError(f"{self}: holds {name!r}; names with '?' or '#' are not supported")
             child = self / name
             if child.url in children or not child.is_relative_to(self):
                 continue
@@ -624,6 +638,7 @@ class _Spool:
 
 
 _SPOOL = _Spool()
+atexit.register(_SPOOL.clear)  # close the spool files before the interpreter warns about them
 _LAST_ENDS: dict[Key, list[int]] = {}  # where the last STREAMS reads of each remote file ended
 
 

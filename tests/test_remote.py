@@ -171,6 +171,11 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic
     """A threaded HTTP server with Range support on 127.0.0.1 (random port), serving a copy of fixtures/."""
     root = tmp_path_factory.mktemp("web")
     shutil.copytree(FIXTURES, root / "fixtures", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, entry in ESCAPES.items():  # state files whose entries a web client would send out of the folder
+        run = root / "escapes" / name / "run"
+        shutil.copytree(FIXTURES / "tf1_adam", run)
+        (run / "checkpoint").write_text(f'model_checkpoint_path: "{entry}"\n')
+    shutil.copytree(FIXTURES / "tf2_keras3_adam", root / "escapes" / "secret")
     traffic = Traffic()
     handler = type("Handler", (_RangeHandler,), {"traffic": traffic, "flaky": Counter()})
 
@@ -182,6 +187,41 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", traffic
     server.shutdown()
+
+
+ESCAPES = {
+    "dots": "%2e%2e/%2e%2e/secret/ckpt-1",
+    "mixed": ".%2E/%2e./secret/ckpt-1",
+    "slashes": "..%2f..%2fsecret%2fckpt-1",
+    "double": "%252e%252e/%252e%252e/secret/ckpt-1",
+    "backslash": "..%5c..%5csecret%5cckpt-1",
+}
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_percent_encoded_state_entries_never_leave_a_web_folder(web: tuple[str, Traffic], name: str) -> None:
+    """A web client percent-decodes a path (`%2e%2e` climbs like `..`): such an entry is judged as it will be
+    sent, and refused before any request reaches the folder it names."""
+    base, traffic = web
+    traffic.reset()
+    line = _one_line_error(["inspect", f"{base}/escapes/{name}/run"])
+    assert "outside its directory" in line or "escaped or backslashed" in line, line
+    assert not [p for p in traffic.requests if "/secret" in p], traffic.requests
+
+
+def test_keys_with_hash_or_question_mark_are_refused_not_skipped(s3: tuple[str, Traffic], s3_client: Any) -> None:
+    """An S3 key holding '#' cannot be addressed yet; a scan must fail rather than pass what it never saw."""
+    s3_client.upload_file(str(FIXTURES / "hostile" / "keras_lambda.keras"), BUCKET, "hashed/models/evil#1.keras")
+    s3_client.upload_file(str(FIXTURES / "hostile" / "keras_clean.keras"), BUCKET, "hashed/models/clean.keras")
+    result = run_cli(["scan", f"s3://{BUCKET}/hashed", "--json"], None)
+    assert result.exit_code != 0 and "not supported" in result.output + result.stderr
+
+
+def test_validate_reports_never_show_credentials(web: tuple[str, Traffic]) -> None:
+    base, _ = web
+    url = base.replace("http://", "http://alice:hunter2@") + "/fixtures/tf1_adam?X-Amz-Signature=SECRET"
+    result = run_cli(["validate", url, "--json"], None)
+    assert "hunter2" not in result.output and "SECRET" not in result.output and result.output
 
 
 @pytest.fixture(autouse=True)

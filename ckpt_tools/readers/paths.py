@@ -9,10 +9,11 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
-from ckpt_tools.storage import as_path, is_remote, is_url, suffixed
+from ckpt_tools.storage import as_path, is_remote, is_url, is_web, suffixed
 
 STATE_FILE = "checkpoint"
 # A state file of 8 MiB retains ~90 000 checkpoints with their timestamps (TensorFlow writes ~90 bytes per
@@ -156,6 +157,10 @@ def _remote_entry(directory: Path, entry: str) -> Path:
     state_path = directory / STATE_FILE
     if "\x00" in entry:
         raise UnsafeInputError(f"{state_path}: entry {entry!r} holds a NUL byte")
+    if is_web(directory) and not is_url(entry):
+        if "\\" in unquote(entry) or "%" in unquote(entry):
+            raise UnsafeInputError(f"{state_path}: entry {entry!r} holds an escaped or backslashed path")
+        entry = unquote(entry)  # judged as the web client will send it: %2e%2e climbs like ..
     if is_url(entry) or entry.startswith("/"):
         protocol, _, rest = entry.rpartition("://")
         normal = posixpath.normpath("/" + rest).lstrip("/")

@@ -14,7 +14,7 @@ from ckpt_tools.bundle.shards import observing
 from ckpt_tools.errors import CkptToolsError, UsageError
 from ckpt_tools.messages import counted, flat, listed
 from ckpt_tools.model import Variable, VariableMap
-from ckpt_tools.storage import as_path
+from ckpt_tools.storage import as_path, scrub
 from ckpt_tools.validation.integrity import MAX_LISTED, check_files, check_state
 from ckpt_tools.verdict import Status, resume_finding
 
@@ -168,7 +168,7 @@ def validate_one(path: PathArg, required: tuple[str, ...]) -> ValidationReport:
     """The report for one artifact, enforcing the checks named in `required` (see required_checks)."""
     from ckpt_tools.readers.registry import open_checkpoint
 
-    shown = os.fspath(path)
+    shown = scrub(os.fspath(path))  # a URL's credentials and signatures never reach a report
     try:
         vmap = open_checkpoint(as_path(path))
     except (CkptToolsError, OSError) as exc:
