@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ckpt_tools.cli.render import echo_json, follow_symlinks_option, json_option, table
+from ckpt_tools.cli.render import echo_json, follow_symlinks_option, jobs_option, json_option, table
 from ckpt_tools.cli.terminal import escape, raw_stderr
 from ckpt_tools.discovery import MAX_ENTRIES, LsResult, Progress, ProgressCallback, list_artifacts
 from ckpt_tools.messages import counted
@@ -76,16 +76,7 @@ Examples:
     show_default=True,
     help="Stop (with an error) after looking at this many directory entries.",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    "jobs",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    metavar="N",
-    help="Read N artifacts at a time, in worker processes (0: one per CPU); same output as with 1.",
-)
+@jobs_option("Read")
 @json_option
 @follow_symlinks_option
 @click.pass_context

@@ -22,6 +22,20 @@ def json_option(func: F) -> F:
     return decorated
 
 
+def jobs_option(verb: str) -> Callable[[F], F]:
+    """The `-j/--jobs N` option of the commands that work over many artifacts (validate, ls)."""
+    return click.option(
+        "-j",
+        "--jobs",
+        "jobs",
+        type=click.IntRange(min=0),
+        default=1,
+        show_default=True,
+        metavar="N",
+        help=f"{verb} N artifacts at a time, in worker processes (0: one per CPU); same output as with 1.",
+    )
+
+
 def follow_symlinks_option(func: F) -> F:
     """The `--follow-symlinks` flag every reading command shares (docs/security.md)."""
 

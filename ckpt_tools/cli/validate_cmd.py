@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ckpt_tools.cli.render import echo_json, follow_symlinks_option, json_option, table
+from ckpt_tools.cli.render import echo_json, follow_symlinks_option, jobs_option, json_option, table
 from ckpt_tools.errors import UsageError
 from ckpt_tools.validation.checks import CHECKS, CheckResult, ValidationReport, required_checks
 from ckpt_tools.validation.junit import github_annotations, write_junit
@@ -63,18 +63,6 @@ def _annotate(run: ValidationRun) -> None:
                 click.echo(line)
 
 
-jobs_option = click.option(
-    "-j",
-    "--jobs",
-    "jobs",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    metavar="N",
-    help="Validate N artifacts at a time, in worker processes (0: one per CPU); same output as with 1.",
-)
-
-
 EPILOG = """\b
 Exit codes: 0 all valid, 1 any invalid, 2 any unreadable (2 wins over 1) or a usage error.
 Needs no TensorFlow, except for V1-format (pre-2017) checkpoints.
@@ -104,7 +92,7 @@ Examples:
     metavar="FILE",
     help="Also write a JUnit XML report (one testcase per artifact) to FILE.",
 )
-@jobs_option
+@jobs_option("Validate")
 @json_option
 @follow_symlinks_option
 @click.pass_context
