@@ -158,9 +158,10 @@ def _remote_entry(directory: Path, entry: str) -> Path:
     if "\x00" in entry:
         raise UnsafeInputError(f"{state_path}: entry {entry!r} holds a NUL byte")
     if is_web(directory) and not is_url(entry):
-        if "\\" in unquote(entry) or "%" in unquote(entry):
+        sent = unquote(entry)  # judged as the web client will send it: %2e%2e climbs like ..
+        if "\\" in sent or "%" in sent:
             raise UnsafeInputError(f"{state_path}: entry {entry!r} holds an escaped or backslashed path")
-        entry = unquote(entry)  # judged as the web client will send it: %2e%2e climbs like ..
+        entry = sent
     if is_url(entry) or entry.startswith("/"):
         protocol, _, rest = entry.rpartition("://")
         normal = posixpath.normpath("/" + rest).lstrip("/")
