@@ -14,7 +14,7 @@ from ckpt_tools.messages import flat, printable
 from ckpt_tools.model import VariableMap
 from ckpt_tools.parallel import ordered_batches, resolve_jobs
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
-from ckpt_tools.storage import as_path, is_url, not_found
+from ckpt_tools.storage import as_path, is_url, not_found, scrub
 from ckpt_tools.tree import natural_key as name_key
 
 JSON_SCHEMA = "ckpt-tools/ls/1"
@@ -33,6 +33,11 @@ SEALED_MARKERS: tuple[tuple[str, ...], ...] = (
     ("model.weights.h5", "config.json"),
 )
 TF_KERAS_BACKUP = "chief"
+
+
+def _show(text: str) -> str:
+    """`text` fit for a terminal and a report: control characters escaped, URL credentials and queries gone."""
+    return printable(scrub(text))
 
 
 def natural_key(path: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:
@@ -160,16 +165,16 @@ def _shown(root: str, path: Path | None) -> str | None:
     try:
         inside = path.resolve().relative_to(as_path(root).resolve())
     except (ValueError, OSError):
-        return printable(str(path))
-    return printable(os.path.join(root, str(inside)) if str(inside) != "." else root)
+        return _show(str(path))
+    return _show(os.path.join(root, str(inside)) if str(inside) != "." else root)
 
 
 def _row(root: str, shown: str, vmap: VariableMap) -> Artifact:
     from ckpt_tools.verdict import resume_verdict
 
     return Artifact(
-        path=printable(shown),
-        root=printable(root),
+        path=_show(shown),
+        root=_show(root),
         format=vmap.format,
         tensors=len(vmap),
         parameters=vmap.parameters,
@@ -283,7 +288,7 @@ class _Walker:
             if text.startswith(spelling + ": "):
                 text = text[len(spelling) + 2 :]
                 break
-        self.errors.append(ListingError(printable(path), printable(text)))
+        self.errors.append(ListingError(_show(path), _show(text)))
 
     def walk(self, root: str) -> None:
         """List `root` and everything below it, depth first, without recursion."""
@@ -365,7 +370,7 @@ class _Walker:
             self.duplicates += 1
             return
         if self.progress is not None:
-            self.progress(Progress(self.entries, len(self.rows) + len(self.errors), printable(shown)))
+            self.progress(Progress(self.entries, len(self.rows) + len(self.errors), _show(shown)))
         self.apply(candidate, _read_candidate(candidate))
 
     def apply(self, candidate: _Candidate, outcome: _Outcome) -> None:
@@ -468,7 +473,7 @@ def list_artifacts(
     segments, truncated = _walk_roots(walker, names, max_entries)
     empty = _empty_roots(walker, segments, jobs)
     return LsResult(
-        roots=tuple(printable(r) for r in names),
+        roots=tuple(_show(r) for r in names),
         artifacts=tuple(sorted(walker.rows, key=lambda a: natural_key(a.path))),
         errors=tuple(sorted(walker.errors, key=lambda e: natural_key(e.path))),
         entries=walker.entries,
@@ -511,5 +516,5 @@ def _empty_roots(walker: _Walker, segments: list[_Segment], jobs: int) -> list[s
         if walker.deferred:
             walker.replay(walker.events[first:last], {i - first: o for i, o in outcomes.items() if first <= i < last})
         if not covered and recorded == 0 and walker.outcomes == before:
-            empty.append(printable(root))
+            empty.append(_show(root))
     return empty

@@ -23,7 +23,7 @@ from ckpt_tools.errors import CkptToolsError, MissingDependencyError, UnsafeInpu
 
 # `scheme://` at the start of an argument makes it a URL; anything else (including `C:\...`) is a local path.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@]*@")
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s?#]*@")  # to the authority's last '@'
 _QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s?#'\"]*)[?#][^\s'\"]*")
 _BACKENDS = {  # protocol -> (package providing it, the ckpt-tools extra that installs it)
     "s3": ("s3fs", "s3"),
@@ -41,6 +41,7 @@ MAX_REQUEST = 64 << 20  # one ranged GET never asks for more
 # nothing is fetched twice (validate's two passes, checksums then finiteness, transfer each byte once).
 _SPOOL_MB = os.environ.get("CKPT_REMOTE_SPOOL_MB", "8192").strip()
 SPOOL_BYTES = (int(_SPOOL_MB) if _SPOOL_MB.isdigit() else 8192) << 20  # a malformed setting keeps the default
+TIMEOUT = 30.0  # seconds to connect, and to wait for each piece of an answer (CKPT_REMOTE_TIMEOUT overrides)
 RETRIES = 4  # attempts per request for transient failures (throttling, 5xx, timeouts, dropped connections)
 BACKOFF = 0.25  # seconds before the second attempt, doubled each time
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -82,7 +83,15 @@ def as_path(target: str | os.PathLike[str] | RemotePath) -> Path:
     protocol = match.group(1).lower()
     if protocol == "file":
         return Path(text[len("file://") :] or "/")
-    return cast(Path, RemotePath(_store(protocol), text[match.end() :]))
+    rest = text[match.end() :]
+    web = protocol in ("http", "https")
+    components = (rest.partition("?")[0] if web else rest).split("/")[1:]
+    if any((unquote(c) if web else c) in (".", "..") for c in components):
+        raise UsageError(
+            f"{scrub(text)}: a URL with '.' or '..' components is ambiguous (object stores keep them in the key, "
+            "web clients fold them away); write the path without them"
+        )
+    return cast(Path, RemotePath(_store(protocol), rest))
 
 
 def suffixed(path: Path, suffix: str) -> Path:
@@ -185,13 +194,41 @@ def _filesystem(protocol: str) -> Any:
         raise MissingDependencyError(_hint(protocol)) from exc
     except ValueError as exc:
         raise UsageError(f"{protocol}://: unknown protocol (no fsspec backend is registered for it)") from exc
-    options = apply_config(cls, {})
+    options = _with_timeouts(protocol, apply_config(cls, {}))
     try:
         return cls(**options)
     except ImportError as exc:
         raise MissingDependencyError(_hint(protocol)) from exc
     except Exception as exc:
         raise StorageError(f"{protocol}://: cannot set up the storage backend ({_brief(exc)})") from exc
+
+
+def timeout() -> float:
+    """Seconds a request may wait to connect or for the next piece of its answer: CKPT_REMOTE_TIMEOUT, else
+    TIMEOUT (a malformed or non-positive setting keeps the default)."""
+    try:
+        value = float(os.environ.get("CKPT_REMOTE_TIMEOUT", ""))
+    except ValueError:
+        return TIMEOUT
+    return value if 0 < value <= 86400 else TIMEOUT
+
+
+def _with_timeouts(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The backend's options with connect and read timeouts added where the user's configuration sets none
+    (aiohttp's default waits 5 minutes for an answer; botocore's, 60 s per attempt of its own retries)."""
+    seconds = timeout()
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        client = dict(options.get("client_kwargs") or {})
+        client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds))
+        return {**options, "client_kwargs": client}
+    if protocol in ("s3", "s3a"):
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", seconds)
+        config.setdefault("read_timeout", seconds)
+        return {**options, "config_kwargs": config}
+    return options
 
 
 def _brief(exc: BaseException) -> str:
@@ -245,6 +282,8 @@ def _missing(exc: BaseException) -> bool:
     statuses = {s for s in map(_status, _chain(exc)) if s is not None}
     if statuses - {404, 410}:
         return False
+    if any(_transient(link) for link in list(_chain(exc))[1:]):  # fsspec's HTTP `info` says "not found" for
+        return False  # a refused connection or a timeout too
     return bool(statuses) or isinstance(exc, FileNotFoundError)
 
 
@@ -554,19 +593,83 @@ class RemotePath:
     def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
         return self.read_bytes().decode(encoding or "utf-8", errors or "strict")
 
-    def fetch(self, start: int, end: int) -> bytes:
-        """The bytes [start, end) in as few ranged requests as MAX_REQUEST allows (no cache)."""
+    def fetch(self, start: int, end: int, spool: Key | None = None) -> bytes:
+        """The bytes [start, end) in as few ranged requests as MAX_REQUEST allows, kept in the spool under
+        `spool` when given. A web server that ignores Range (answers 200 with the whole file) has its answer
+        streamed into the spool once, so later reads make no request; past the spool's room that is refused."""
         parts = []
         while start < end:
             stop = min(end, start + MAX_REQUEST)
-            data = self._call(self._store.fs.cat_file, self._fs_path(), start=start, end=stop)
-            if len(data) > stop - start:  # a web server that ignores Range sends the whole file
-                data = data[start:stop] if len(data) >= stop else data[: stop - start]
+            if self._store.is_http:
+                data = self._call(self._web_range, start, stop, spool)
+            else:
+                data = self._call(self._store.fs.cat_file, self._fs_path(), start=start, end=stop)
+                data = data[: stop - start]
             if not data:
                 break
+            if spool is not None:
+                _SPOOL.keep(spool, start, data)
             parts.append(data)
             start += len(data)
         return b"".join(parts)
+
+    def _web_range(self, start: int, end: int, spool: Key | None) -> bytes:
+        from fsspec.asyn import sync
+
+        data: bytes = sync(self._store.fs.loop, self._web_get, start, end, spool)
+        return data
+
+    async def _web_get(self, start: int, end: int, spool: Key | None) -> bytes:
+        """One `Range: bytes=start-(end-1)` GET through fsspec's aiohttp session, read no further than asked."""
+        fs = self._store.fs
+        url = self._fs_path()
+        options = dict(fs.kwargs)
+        headers = {**(options.pop("headers", None) or {}), "Range": f"bytes={start}-{end - 1}"}
+        session = await fs.set_session()
+        async with session.get(fs.encode_url(url), headers=headers, **options) as response:
+            fs._raise_not_found_for_status(response, url)
+            if response.status == 206:
+                match = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
+                if match is None or int(match.group(1)) != start:
+                    shown = f"bytes {match.group(1)}-" if match else "no Content-Range"
+                    raise StorageError(f"{self}: the server answered {shown} to a request for bytes {start}-{end - 1}")
+                data = await _read_upto(response, end - start)
+            else:
+                data = await self._whole_answer(response, start, end, spool)
+            response.close()  # whatever the server sends past the range is never read
+            return data
+
+    async def _whole_answer(self, response: Any, start: int, end: int, spool: Key | None) -> bytes:
+        """A 200 to a ranged GET: the whole file, streamed into the spool; the bytes [start, end) of it."""
+        length = response.content_length
+        if spool is None or not _SPOOL.has_room(length if length is not None else spool[1]):
+            raise StorageError(
+                f"{self}: the server ignores Range requests and the file does not fit the spool "
+                f"(CKPT_REMOTE_SPOOL_MB={SPOOL_BYTES >> 20}); download it and read the local copy"
+            )
+        wanted, offset = bytearray(), 0
+        while offset < max(end, spool[1]):
+            chunk = await response.content.read(1 << 20)
+            if not chunk:
+                break
+            if not _SPOOL.keep(spool, offset, chunk):
+                raise StorageError(f"{self}: the server ignores Range requests and the spool is full")
+            lo, hi = max(start, offset), min(end, offset + len(chunk))
+            if lo < hi:
+                wanted += chunk[lo - offset : hi - offset]
+            offset += len(chunk)
+        return bytes(wanted)
+
+
+async def _read_upto(response: Any, size: int) -> bytes:
+    """At most `size` bytes of an answer's body (a server may send more than the range it announces)."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = await response.content.read(min(size - len(data), 1 << 20))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -608,19 +711,25 @@ class _Spool:
         with _LOCK:
             return os.pread(self._files[key][0].fileno(), end - start, start)
 
-    def keep(self, key: Key, start: int, data: bytes) -> None:
+    def keep(self, key: Key, start: int, data: bytes) -> bool:
+        """Keep the parts of `data` (at `start`) not kept yet; whether all of it is kept now."""
         with _LOCK:
-            if not data or self._total + len(data) > SPOOL_BYTES:
-                return
+            fresh = [(a, b) for a, b, kept in self.segments(key, start, start + len(data)) if not kept]
+            needed = sum(b - a for a, b in fresh)
+            if self._total + needed > SPOOL_BYTES:
+                return False
             try:
                 if key not in self._files:
                     self._files[key] = (tempfile.TemporaryFile(prefix="ckpt-remote-"), [])  # noqa: SIM115 (clear() closes)
                 spool, spans = self._files[key]
-                os.pwrite(spool.fileno(), data, start)
+                view = memoryview(data)
+                for a, b in fresh:
+                    os.pwrite(spool.fileno(), view[a - start : b - start], a)
             except OSError:  # a full or read-only temporary folder: go on without keeping
-                return
-            self._total += len(data)
-            bisect.insort(spans, [start, start + len(data)])
+                return False
+            self._total += needed
+            for a, b in fresh:
+                bisect.insort(spans, [a, b])
             merged: list[list[int]] = []
             for span in spans:
                 if merged and span[0] <= merged[-1][1]:
@@ -628,6 +737,7 @@ class _Spool:
                 else:
                     merged.append(span)
             spans[:] = merged
+            return True
 
     def clear(self) -> None:
         with _LOCK:
@@ -721,8 +831,7 @@ class RangedFile(io.RawIOBase):
             if kept:
                 pieces.append(_SPOOL.read(self._key, a, b))
             else:
-                data = self._path.fetch(a, b)
-                _SPOOL.keep(self._key, a, data)
+                data = self._path.fetch(a, b, self._key)
                 pieces.append(data)
                 if len(data) < b - a:
                     break

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +34,8 @@ BUCKET = "fixtures"
 class Traffic:
     """Requests and response-body bytes a server sent, per path (counted by the server, not the client)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root  # the folder a web server serves
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
@@ -118,6 +121,16 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             if self.path.startswith(marker):
                 self.send_error(code)
                 return True
+        if self.path.startswith("/_stall/"):
+            time.sleep(30)  # accepts the connection and never answers in time
+            return True
+        for marker in ("/_norange/", "/_overlong/", "/_shifted/"):
+            if self.path.startswith(marker) and self.command == "GET":
+                self.path = self.path[len(marker) - 1 :]
+                self._misbehave(marker)
+                return True
+            if self.path.startswith(marker):
+                self.path = self.path[len(marker) - 1 :]
         if self.path.startswith("/_flaky/"):
             self.flaky[self.path] += 1
             if self.flaky[self.path] <= 2:
@@ -154,6 +167,32 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(data[start:end])
         self.traffic.add(self.path, end - start)
 
+    def _misbehave(self, marker: str) -> None:
+        """`_norange`: every GET answered 200 with the whole file; `_overlong`: 206 without a length, sending the
+        rest of the file past the range; `_shifted`: 206 whose Content-Range starts elsewhere."""
+        file = Path(self.translate_path(self.path))
+        if not file.is_file():
+            self._whole()  # a folder's listing, or a 404
+            return
+        data = file.read_bytes()
+        spec = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        start = int(spec.group(1)) if spec else 0
+        if marker == "/_norange/" or spec is None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.traffic.add(self.path, len(data))
+            return
+        self.send_response(206)
+        shown = start + 1 if marker == "/_shifted/" else start
+        self.send_header("Content-Range", f"bytes {shown}-{len(data) - 1}/{len(data)}")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data[start:])
+        self.traffic.add(self.path, len(data) - start)
+        self.close_connection = True
+
     def _whole(self) -> int:
         fh = self.send_head()
         if fh is None:
@@ -176,7 +215,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic
         shutil.copytree(FIXTURES / "tf1_adam", run)
         (run / "checkpoint").write_text(f'model_checkpoint_path: "{entry}"\n')
     shutil.copytree(FIXTURES / "tf2_keras3_adam", root / "escapes" / "secret")
-    traffic = Traffic()
+    traffic = Traffic(root)
     handler = type("Handler", (_RangeHandler,), {"traffic": traffic, "flaky": Counter()})
 
     def make(*args: Any) -> http.server.SimpleHTTPRequestHandler:
@@ -494,3 +533,106 @@ def test_remote_path_operations() -> None:
     assert (path / "../../b/./c").resolve() == path.parent.parent / "b" / "c"
     assert scrub("https://u:p@h/x?sig=1 and gs://b/k#frag") == "https://h/x and gs://b/k"
     assert os.fspath(as_path("plain/dir")) == "plain/dir"
+
+
+# ------------------------------------------------------------------ misbehaving servers, bad URLs (red team)
+def test_a_server_ignoring_range_is_read_once_into_the_spool(web: tuple[str, Traffic], big: Path) -> None:
+    """`python -m http.server` answers every GET with the whole file: each file is fetched once, kept, and the
+    artifact reads exactly as it does locally."""
+    base, traffic = web
+    keras = "fixtures/keras3_adam/model.keras"
+    _same(str(FIXTURES.parent / keras), f"{base}/_norange/{keras}", ["inspect"])
+    served = Path(traffic.root) / "big"
+    shutil.copytree(big, served, dirs_exist_ok=True)
+    traffic.reset()
+    local = run_cli(["validate", str(big), "--json"], None)
+    remote = run_cli(["validate", f"{base}/_norange/big", "--json"], local.exit_code)
+    shown = local.stdout.replace(str(big), "ROOT"), remote.stdout.replace(f"{base}/_norange/big", "ROOT")
+    assert json.loads(shown[0])["artifacts"] == json.loads(shown[1])["artifacts"]
+    (data,) = served.glob("*.data-*")
+    assert traffic.requests[f"/big/{data.name}"] == 1, traffic.requests
+    assert traffic.bytes[f"/big/{data.name}"] == data.stat().st_size
+
+
+def test_a_server_ignoring_range_past_the_spool_is_one_line(
+    web: tuple[str, Traffic], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ckpt_tools import storage
+
+    monkeypatch.setattr(storage, "SPOOL_BYTES", 1024)
+    line = _one_line_error(["inspect", f"{web[0]}/_norange/fixtures/keras3_adam/model.keras"])
+    assert "ignores Range" in line
+
+
+def test_a_range_answered_with_more_bytes_reads_only_the_range(web: tuple[str, Traffic]) -> None:
+    """A 206 without Content-Length that goes on to the end of the file: only the asked bytes are taken."""
+    local = str(FIXTURES / "keras3_adam" / "model.keras")
+    _same(local, f"{web[0]}/_overlong/fixtures/keras3_adam/model.keras", ["inspect"])
+    _same(local, f"{web[0]}/_overlong/fixtures/keras3_adam/model.keras", ["validate"])
+
+
+def test_a_range_answered_from_another_offset_is_refused(web: tuple[str, Traffic]) -> None:
+    line = _one_line_error(["inspect", f"{web[0]}/_shifted/fixtures/keras3_adam/model.keras"])
+    assert "answered bytes" in line
+
+
+def test_a_stalled_server_times_out_in_one_line(web: tuple[str, Traffic], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_tools import storage
+
+    monkeypatch.setenv("CKPT_REMOTE_TIMEOUT", "0.5")
+    monkeypatch.setattr(storage, "_STORES", {})
+    monkeypatch.setattr(storage, "BACKOFF", 0.0)
+    started = time.monotonic()
+    line = _one_line_error(["inspect", f"{web[0]}/_stall/fixtures/keras3_adam/model.keras"])
+    assert f"after {storage.RETRIES} attempts" in line and "no such file" not in line
+    assert time.monotonic() - started < 25  # bounded by the timeout, far below the server's 30 s stall
+
+
+def test_an_unreachable_host_is_not_called_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ckpt_tools import storage
+
+    monkeypatch.setattr(storage, "BACKOFF", 0.0)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    line = _one_line_error(["inspect", f"http://127.0.0.1:{port}/run/model.keras"])
+    assert "no such file" not in line and f"after {storage.RETRIES} attempts" in line
+
+
+@pytest.mark.parametrize("url", ["s3://fixtures/other/../tf1_adam", "s3://fixtures/./tf1_adam", "HTTP/%2e%2e/x"])
+def test_dot_components_in_a_url_are_refused(web: tuple[str, Traffic], url: str) -> None:
+    """Object stores take `..` literally and web clients fold it: a URL holding one is ambiguous."""
+    url = url.replace("HTTP", web[0] + "/fixtures")
+    for command in ("inspect", "diff", "ls", "scan"):
+        line = _one_line_error([command, url, *([url] if command == "diff" else [])])
+        assert "'.' or '..'" in line, line
+    result = run_cli(["validate", url, "--json"], 2)  # validate reports it as the artifact's verdict
+    assert json.loads(result.stdout)["artifacts"][0]["verdict"] == "unreadable" and "'.' or '..'" in result.stdout
+
+
+def test_a_state_entry_on_another_protocol_is_looked_up_in_the_folder(s3: tuple[str, Traffic], s3_client: Any) -> None:
+    """A job that saved to gs:// (no gcsfs installed here): the base name is found beside the state file."""
+    prefix = next(p.name[: -len(".index")] for p in (FIXTURES / "tf1_adam").glob("*.index"))
+    _put_state(s3_client, "regs/run", f"gs://elsewhere/jobs/run/{prefix}")
+    data = json.loads(run_cli(["inspect", f"s3://{BUCKET}/regs/run", "--json"]).stdout)
+    assert data["metadata"]["prefix"] == f"s3://{BUCKET}/regs/run/{prefix}"
+
+
+def test_ls_never_shows_credentials(web: tuple[str, Traffic]) -> None:
+    url = web[0].replace("http://", "http://alice:hunter2@") + "/fixtures/tf1_adam/?X-Amz-Signature=SECRET"
+    for args in (["ls", url], ["ls", url, "--json"]):
+        result = run_cli(args, None)
+        text = result.output + result.stderr
+        assert "hunter2" not in text and "SECRET" not in text and "alice" not in text, text
+        assert "tf1_adam" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["https://u:p@ss@host/x?sig=1", "s3://AKIA:se@cr@t@bucket/k", "see http://a@b@c/d#frag and gs://x:y@z/w"],
+)
+def test_scrub_removes_every_credential(text: str) -> None:
+    from ckpt_tools.storage import scrub
+
+    out = scrub(text)
+    assert "@" not in out and "sig" not in out and "frag" not in out and ":p" not in out, out

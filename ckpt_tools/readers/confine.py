@@ -42,7 +42,7 @@ def confine(root: Path | str, path: Path | str, what: str = "file") -> Path:
     an artifact the user names directly may itself be a link: only what it contains is confined.
     """
     if not FOLLOW_SYMLINKS.get() and not is_inside(root, path):
-        target = os.path.realpath(path)
+        target = str(path) if isinstance(path, RemotePath) else os.path.realpath(path)
         raise UnsafeInputError(
             f"{path}: this {what} of the artifact resolves to {target!r}, outside {os.fspath(root)!r} "
             "(a symbolic link; refused, use --follow-symlinks if you trust it)"

@@ -165,7 +165,8 @@ def _remote_entry(directory: Path, entry: str) -> Path:
     if is_url(entry) or entry.startswith("/"):
         protocol, _, rest = entry.rpartition("://")
         normal = posixpath.normpath("/" + rest).lstrip("/")
-        candidate = as_path(f"{protocol}://{normal}") if protocol else None
+        same_store = protocol.lower() == getattr(directory, "protocol", None) and normal  # else never opened
+        candidate = as_path(f"{protocol}://{normal}") if same_store else None
         if candidate is not None and candidate != directory and is_inside(directory, candidate):
             return candidate
         return directory / posixpath.basename(normal)
