@@ -108,3 +108,70 @@ def not_compiled() -> Any:
     return keras.Sequential(
         [keras.Input((4,)), keras.layers.Dense(8, name="dense"), keras.layers.Dense(3, name="dense_1")], name="mlp"
     )
+
+
+# ---------------------------------------------------------------------- tests/test_convert_exactness.py
+def adam_global_clip() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, global_clipnorm=1.0))
+
+
+def adam_clipnorm() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, clipnorm=0.5))
+
+
+def adam_clipvalue() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, clipvalue=0.1))
+
+
+def embedding(optimizer: Any) -> Any:
+    """Keras 3 twin of the TF1 embedding model: ids [3] -> Embedding(10, 4) -> flatten -> Dense(3)."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="int32"),
+            keras.layers.Embedding(10, 4, name="embedding"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="dense"),
+        ],
+        name="emb",
+    )
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def embedding_momentum() -> Any:
+    import keras
+
+    return embedding(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9))
+
+
+def embedding_adam() -> Any:
+    import keras
+
+    return embedding(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8))
+
+
+def batchnorm_adam() -> Any:
+    """Keras 3 twin of the TF1 batch-norm MLP: Dense(8, no bias) -> BatchNormalization -> relu -> Dense(3)."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, name="dense", use_bias=False),
+            keras.layers.BatchNormalization(name="batch_normalization", momentum=0.99, epsilon=1e-3),
+            keras.layers.ReLU(),
+            keras.layers.Dense(3, name="dense_1"),
+        ],
+        name="bn",
+    )
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model

@@ -298,10 +298,13 @@ def test_keras2_legacy_rmsprop_is_flagged_approximate(tmp_path: Path) -> None:
     source = tmp_path / "model.h5"
     keras2_after = make_keras2_h5(source, "rmsprop", legacy=True)
     out = tmp_path / "out"
-    report = run_json(["convert", source, "--model", factory("rmsprop_keras2"), "--out", out])
+    refused = run_cli(["convert", source, "--model", factory("rmsprop_keras2"), "--out", out], 2)
+    assert "approximate" in refused.stderr and "--allow-approximate" in refused.stderr and not out.exists()
+    args = ["convert", source, "--model", factory("rmsprop_keras2"), "--out", out, "--allow-approximate"]
+    report = run_json(args)
     [rule] = [r for r in report["optimizer"]["slots"] if r["source"] == "velocity"]
-    assert rule["exactness"] == "approximate"
-    assert any("approximate" in w for w in report["warnings"])
+    assert rule["exactness"] == "approximate" and report["exactness"] == "approximate"
+    assert report["approximations"] == [f"slot velocity -> velocity: {rule['note']}"]
     deviation = max_deviation(keras2_after, keras_step(restore_tf2(out, "rmsprop_keras2")))
     assert deviation < 1e-3  # documented in docs/convert.md
 
@@ -410,12 +413,17 @@ def test_dry_run_writes_nothing(tf1_checkpoints: Any, tmp_path: Path) -> None:
 
 def test_hyperparameter_mismatch_is_reported(tf1_checkpoints: Any, tmp_path: Path) -> None:
     source, _ = tf1_checkpoints["adam"]
-    report = run_json(["convert", source, "--model", factory("adam_default"), "--out", tmp_path / "o", "--dry-run"])
+    args = ["convert", source, "--model", factory("adam_default"), "--out", tmp_path / "o", "--dry-run"]
+    report = run_json(args, 2)  # approximate: refused unless allowed
     checks = {h["name"]: h for h in report["optimizer"]["hyperparameters"]}
     assert checks["learning_rate"]["match"] is False and checks["epsilon"]["match"] is False
     assert checks["beta_1"]["match"] is True
     assert abs(checks["learning_rate"]["source"] - LR) < 1e-7
-    assert any("epsilon" in w for w in report["warnings"])
+    assert report["exactness"] == "approximate"
+    assert [a.split(":")[0] for a in report["approximations"]] == ["learning_rate", "epsilon"]
+    assert any("--allow-approximate" in p or "allow_approximate" in p for p in report["problems"])
+    allowed = run_json([*args, "--allow-approximate"])
+    assert allowed["approximations"] == report["approximations"] and not allowed["problems"]
 
 
 def test_untranslatable_state_needs_allow_weights_only(tf1_checkpoints: Any, tmp_path: Path) -> None:

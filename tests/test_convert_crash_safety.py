@@ -26,7 +26,7 @@ import pytest
 from .conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTORY = f"{ROOT / 'tests' / 'convert_models.py'}:adam"
+FACTORY = f"{ROOT / 'examples' / 'fixture_models.py'}:tf1_adam"  # the fixture's own model: an exact conversion
 SOURCE_FIXTURE = ROOT / "fixtures" / "tf1_adam"
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion.run") is not None

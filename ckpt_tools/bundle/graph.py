@@ -641,6 +641,11 @@ def _follow(graph: GraphLike, tensor_name: str) -> _Trace:
     return _Trace(None, ref.node, tuple(casts), f"a chain of more than {MAX_DEPTH} Identity/Cast ops")
 
 
+def traced(graph: GraphLike, tensor_name: str) -> Node | None:
+    """The node producing `tensor_name` once Identity-like ops and Casts are followed back; None when missing."""
+    return _follow(graph, tensor_name).node
+
+
 def scalar_constant(graph: GraphLike, tensor_name: str) -> float | int | bool | None:
     """The value of the single-element Const feeding `tensor_name` through Identity/Cast ops, else None.
 
@@ -794,5 +799,6 @@ __all__ = [
     "read_meta_graph",
     "saved_model_graphs",
     "scalar_constant",
+    "traced",
     "walk_functions",
 ]

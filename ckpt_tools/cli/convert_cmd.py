@@ -77,13 +77,13 @@ def _outcome_lines(report: ConvertReport) -> list[str]:
             )
         lines.append(line)
     lines += [f"warning: {w}" for w in report.warnings]
+    lines += [f"approximate: {a}" for a in report.approximations if a not in report.warnings]
     lines += [f"problem: {p}" for p in report.problems]
     if report.dry_run:
         verdict = "dry run: nothing written" + ("; the conversion would fail" if report.problems else "")
     else:
-        verdict = (
-            f"wrote {shown_path(report.out)} ({'resumable' if report.resumable else 'weights only: NOT resumable'})"
-        )
+        kind = f"resumable, {report.exactness}" if report.resumable else "weights only: NOT resumable"
+        verdict = f"wrote {shown_path(report.out)} ({kind})"
     return [*lines, "", verdict]
 
 
@@ -92,7 +92,8 @@ def render_text(report: ConvertReport) -> str:
 
 
 EPILOG = """\b
-Exit codes: 0 converted (or a clean --dry-run plan), 2 refused or error (one line on stderr).
+Exit codes: 0 converted (or a clean --dry-run plan), 2 refused or error (one line on stderr); an approximate
+conversion is refused unless --allow-approximate.
 Needs TensorFlow and Keras 3: pip install 'ckpt-tools[tensorflow]'.
 
 \b
@@ -129,6 +130,11 @@ Examples:
     is_flag=True,
     help="Write even when optimizer state cannot be translated (the output is not resumable).",
 )
+@click.option(
+    "--allow-approximate",
+    is_flag=True,
+    help="Write even when the continued run would not be the source's run (the reasons are listed).",
+)
 @json_option
 @follow_symlinks_option
 def command(
@@ -141,6 +147,7 @@ def command(
     dry_run: bool,
     force: bool,
     allow_weights_only: bool,
+    allow_approximate: bool,
     as_json: bool,
 ) -> None:
     """Convert a TF1 checkpoint or Keras-2 .h5 into a resumable TF2 checkpoint or .keras file: weights by name,
@@ -155,6 +162,7 @@ def command(
         dry_run=dry_run,
         force=force,
         allow_weights_only=allow_weights_only,
+        allow_approximate=allow_approximate,
     )
     # Names read from damaged files can hold undecodable bytes; print them escaped rather than crash.
     click.echo(printable(dump_json(report.to_json()) if as_json else render_text(report)))

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ckpt_tools.conversion import exactness
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.errors import ConversionError
-from ckpt_tools.facts import short_number
 from ckpt_tools.messages import listed, printable
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.translation import adam_steps_from_power
@@ -81,6 +81,7 @@ class Plan:
     strict: bool = False  # every source weight must be used (Keras-2 layers load all their weights or none)
     source_resume: dict[str, Any] = field(default_factory=dict)  # the shared verdict on the source
     step_output: str | None = None  # name of the output's iteration counter
+    approximations: list[str] = field(default_factory=list)  # why the continued run would differ (exactness.py)
 
     @property
     def weight_problems(self) -> list[str]:
@@ -148,6 +149,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     hyper = sl.compare_hyper(source_opt, class_name, config, learning_rate)
     slot_names = {k: vmap[k].name for pair in pairs for k in pair.slots.values() if k in vmap}
     source_step = vmap[vmap.step_key].name if vmap.step_key is not None and vmap.step_key in vmap else None
+    found_approximations = exactness.approximations(vmap, source_opt, rules, hyper, exactness.graph_evidence(vmap))
     return Plan(
         pairs,
         unmatched,
@@ -164,6 +166,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
         slot_names,
         strict=source_opt.origin.startswith("keras2"),
         source_resume=verdict.to_json(),
+        approximations=found_approximations,
     )
 
 
@@ -306,23 +309,6 @@ def current_learning_rate(optimizer: Any, step: int) -> float:
 
 def plan_warnings(plan: Plan) -> list[str]:
     out = [f"source optimizer: {n}" for n in plan.source_opt.notes]
-    for check in plan.hyper:
-        if check.match is False:
-            out.append(
-                f"hyper-parameter {check.name}: source {short_number(check.source)} vs factory "
-                f"{short_number(check.target)}; the "
-                "converted run continues with the factory's value"
-            )
-        elif check.match is None and check.name == "learning_rate":
-            out.append(
-                f"learning_rate: the source does not record a constant ({plan.source_opt.hyper_origin}); "
-                f"the factory's {short_number(check.target)} is used"
-            )
-    for rule in plan.rules:
-        if rule.exactness == "approximate":
-            out.append(
-                f"slot {rule.source} -> {rule.target or '(dropped)'}: approximate ({rule.note}); see docs/convert.md"
-            )
     if plan.ignored:
         out.append(f"model variables left at the factory's values: {listed_names(plan.ignored)}")
     if plan.unused:
@@ -330,8 +316,12 @@ def plan_warnings(plan: Plan) -> list[str]:
     return out
 
 
+APPROXIMATE = "approximate"  # the mark of a step note that also makes the conversion approximate
+
+
 def step_of(vmap: VariableMap, plan: Plan) -> tuple[int, str, list[str]]:
-    """The step that becomes the optimizer's iteration count, and where it came from."""
+    """The step that becomes the optimizer's iteration count, where it came from, and notes on it (those ending
+    in `(approximate)` say the continued run will differ)."""
     notes: list[str] = []
     derived = None
     key = plan.source_opt.beta1_power_key
@@ -344,7 +334,7 @@ def step_of(vmap: VariableMap, plan: Plan) -> tuple[int, str, list[str]]:
         if derived is not None and derived != vmap.step:
             notes.append(
                 f"{prefix_of(vmap)}: {vmap.step_key}={vmap.step} but beta1_power implies {derived} Adam "
-                "steps; the iteration count follows the step, so the bias correction differs"
+                f"steps; the iteration count follows the step, so the bias correction differs ({APPROXIMATE})"
             )
         return int(vmap.step), str(vmap.step_key), notes
     if derived is not None:

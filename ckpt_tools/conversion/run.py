@@ -15,8 +15,10 @@ import numpy as np
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.atomic import AtomicOutput, check_output
+from ckpt_tools.conversion.exactness import WEIGHTS_ONLY
 from ckpt_tools.conversion.factory import weights_through_disk
 from ckpt_tools.conversion.plan import (
+    APPROXIMATE,
     IGNORED_TARGET,
     MAX_LISTED,
     Pair,
@@ -87,10 +89,16 @@ class ConvertReport:
     checkpoints: list[CheckpointResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    approximations: list[str] = field(default_factory=list)  # why the continued run would not be the source's
 
     @property
     def resumable(self) -> bool:
         return not self.weights_only and not self.problems
+
+    @property
+    def exactness(self) -> str:
+        """`exact` when Keras 3 continuing from OUT is the source's run up to float32 rounding, else `approximate`."""
+        return "approximate" if self.approximations else "exact"
 
     @property
     def exit_code(self) -> int:
@@ -121,6 +129,8 @@ class ConvertReport:
             "dry_run": self.dry_run,
             "written": self.written,
             "resumable": self.resumable,
+            "exactness": self.exactness,
+            "approximations": self.approximations,
             "weights_only": self.weights_only,
             **self.plan.to_json(),
             "diff_rules": self.diff_rules(),
@@ -143,6 +153,7 @@ def convert(
     dry_run: bool = False,
     force: bool = False,
     allow_weights_only: bool = False,
+    allow_approximate: bool = False,
 ) -> ConvertReport:
     """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, or a `MODULE:FACTORY` string naming a
     function that builds one; see docs/convert.md and docs/api.md."""
@@ -169,6 +180,16 @@ def convert(
         _refuse_blocked(src, plan, allow_weights_only)
     report.weights_only = bool(plan.state_problems)
     _add_steps(src, vmaps, plan, report)
+    report.approximations = [
+        *([WEIGHTS_ONLY] if report.weights_only else []),
+        *plan.approximations,
+        *report.approximations,
+    ]
+    refusal = _approximate_refusal(src, report) if not (allow_approximate or report.weights_only) else None
+    if refusal is not None:
+        if not dry_run:
+            raise ConversionError(refusal)
+        blocking.append(refusal)
     if dry_run:
         report.problems = blocking
         if out_path.exists():
@@ -217,6 +238,16 @@ def _refuse_blocked(src: Path, plan: Plan, allow_weights_only: bool) -> None:
         )
 
 
+def _approximate_refusal(src: Path, report: ConvertReport) -> str | None:
+    """The one line refusing an approximate conversion (None when it is exact)."""
+    if not report.approximations:
+        return None
+    return printable(
+        f"{src}: the conversion is approximate, the continued run would differ: {'; '.join(report.approximations)}; "
+        "pass allow_approximate=True to write it anyway (docs/convert.md, Approximations)"
+    )
+
+
 def _closing(vmap: VariableMap, value: Any) -> Any:
     """`value`, after closing the file handles its computation opened on `vmap` (they reopen on demand)."""
     vmap.close()
@@ -234,6 +265,7 @@ def _add_steps(src: Path, vmaps: list[VariableMap], plan: Plan, report: ConvertR
     for vmap, (step, origin, notes) in zip(vmaps, steps, strict=True):
         report.checkpoints.append(CheckpointResult(prefix_of(vmap), step, origin))
         report.warnings += notes
+        report.approximations += [n for n in notes if n.endswith(f"({APPROXIMATE})")]
 
 
 def _write_atomically(

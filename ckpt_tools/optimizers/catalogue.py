@@ -48,6 +48,7 @@ class TrainingOp:
     hyper: Mapping[str, int]
     sparse_hyper: Mapping[str, int] | None = None
     flags: Mapping[str, Any] = field(default_factory=dict)
+    grad: int = 0  # the gradient's input position (the same in the sparse variants: indices follow it)
 
     def hyper_inputs(self, sparse: bool) -> Mapping[str, int]:
         return self.sparse_hyper if sparse and self.sparse_hyper is not None else self.hyper
@@ -126,14 +127,21 @@ def _truthy(value: Any) -> bool:
 
 
 def _ops(
-    op: str, slots: tuple[str, ...], hyper: dict[str, int], sparse: dict[str, int] | None = None, **flags: Any
+    op: str,
+    slots: tuple[str, ...],
+    hyper: dict[str, int],
+    sparse: dict[str, int] | None = None,
+    grad: int | None = None,
+    **flags: Any,
 ) -> TrainingOp:
+    """A training op record; the gradient follows the last hyper-parameter unless `grad` says otherwise."""
     return TrainingOp(
         op,
         slots,
         MappingProxyType(hyper),
         None if sparse is None else MappingProxyType(sparse),
         MappingProxyType(flags),
+        max(hyper.values()) + 1 if grad is None else grad,
     )
 
 
@@ -232,7 +240,9 @@ MOMENTUM = Family(
     keras2_positional=("momentum",),
     keras2_classes=("SGD",),
     tf1_ops=(
-        _ops("ApplyMomentum", ("momentum",), {"learning_rate": 2, "momentum": 4}, {"learning_rate": 2, "momentum": 5}),
+        _ops(
+            "ApplyMomentum", ("momentum",), {"learning_rate": 2, "momentum": 4}, {"learning_rate": 2, "momentum": 5}, 3
+        ),
     ),
     tf1_class="MomentumOptimizer",
     keras3_hyper=SGD.keras3_hyper,
@@ -379,12 +389,14 @@ FTRL = Family(
             ("accumulator", "linear"),
             {"learning_rate": 4, "l1": 5, "l2": 6, "learning_rate_power": 7},
             {"learning_rate": 5, "l1": 6, "l2": 7, "learning_rate_power": 8},
+            3,
         ),
         _ops(
             "ApplyFtrlV2",
             ("accumulator", "linear"),
             {"learning_rate": 4, "l1": 5, "l2": 6, "l2_shrinkage": 7, "learning_rate_power": 8},
             {"learning_rate": 5, "l1": 6, "l2": 7, "l2_shrinkage": 8, "learning_rate_power": 9},
+            3,
         ),
     ),
     tf1_class="FtrlOptimizer",
@@ -393,7 +405,9 @@ ADAGRAD_DA = Family(
     "AdagradDA",
     (Slot("gradient_accumulator", tf1="AdagradDA"), Slot("gradient_squared_accumulator", tf1="AdagradDA_1")),
     keras3=None,
-    tf1_ops=(_ops("ApplyAdagradDA", ("gradient_accumulator", "gradient_squared_accumulator"), {"learning_rate": 3}),),
+    tf1_ops=(
+        _ops("ApplyAdagradDA", ("gradient_accumulator", "gradient_squared_accumulator"), {"learning_rate": 4}, grad=3),
+    ),
 )
 PROXIMAL_ADAGRAD = Family(
     "ProximalAdagrad",

@@ -9,10 +9,17 @@ from typing import Any
 
 from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, describe_source, scalar_constant
 from ckpt_tools.optimizers.catalogue import Family
+from ckpt_tools.optimizers.gradients import CLIP_OPTIONS, UNKNOWN, GradientPath, gradient_path
 from ckpt_tools.optimizers.lookup import display_name, training_op
 
 MAX_HOPS = 8
 _PASS_THROUGH = ("Identity", "ReadVariableOp", "Cast", "Snapshot")
+# Batch normalization in training mode whose moving variance TF updates with the n/(n-1)-corrected batch variance.
+FUSED_BATCH_NORM = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+# Row-wise writes: a TF1 optimizer's sparse update (Adam on an embedding scatters into its slots).
+SCATTER_OPS = frozenset(
+    f"{prefix}Scatter{kind}" for prefix in ("", "Resource") for kind in ("Add", "Sub", "Update", "Mul", "Div")
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class OpUse:
     extra_inputs: tuple[str, ...]
     hyper: Mapping[str, Any]
     sparse: bool
+    gradient: GradientPath = UNKNOWN
 
     @property
     def name(self) -> str:
@@ -42,6 +50,8 @@ class GraphEvidence:
     trainable: tuple[str, ...] = ()
     variables: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    batch_norms: tuple[str, ...] = ()  # FUSED_BATCH_NORM nodes in training mode
+    scatters: tuple[tuple[str, str], ...] = ()  # (saved variable written row by row, op type)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -82,11 +92,34 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
                 hyper[hname] = value if value is not None else describe_source(graph, tensor)
         if "use_nesterov" in node.attrs and op.op == "ApplyMomentum":
             hyper["nesterov"] = bool(node.attrs["use_nesterov"])
-        uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse))
+        gradient = gradient_path(graph, str(node.input_refs[op.grad])) if op.grad < len(node.input_refs) else None
+        if gradient is not None and gradient.kind in CLIP_OPTIONS:
+            hyper[gradient.kind] = gradient.value  # the clip is part of how this op trains its variable
+        uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse, gradient or UNKNOWN))
     trainable = tuple(names.get(v.name, v.name) for v in graph.variables if v.trainable)
     return GraphEvidence(
-        str(source), tuple(uses), tuple(dict.fromkeys(trainable)), tuple(dict.fromkeys(names.values())), tuple(notes)
+        str(source),
+        tuple(uses),
+        tuple(dict.fromkeys(trainable)),
+        tuple(dict.fromkeys(names.values())),
+        tuple(notes),
+        _training_batch_norms(graph),
+        _scatters(graph, names),
     )
+
+
+def _training_batch_norms(graph: MetaGraph) -> tuple[str, ...]:
+    return tuple(n.name for n in graph.node_list if n.op in FUSED_BATCH_NORM and bool(n.attrs.get("is_training", True)))
+
+
+def _scatters(graph: MetaGraph, names: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    out: dict[tuple[str, str], None] = {}
+    for node in graph.node_list:
+        if node.op in SCATTER_OPS and node.inputs:
+            source = _source_node(graph, node.inputs[0])
+            if source is not None and source.op in VARIABLE_OPS:
+                out[(names.get(source.name, source.name), node.op)] = None
+    return tuple(out)
 
 
 def _variable(graph: MetaGraph, name: str, names: Mapping[str, str]) -> str:
