@@ -293,6 +293,7 @@ class _Info:
     kind: str  # "file" | "dir" | "missing"
     size: int = 0
     mtime: float = 0.0
+    tag: str = ""  # the store's ETag for this version of the object ("" when it gives none)
 
 
 _INFO: dict[str, _Info] = {}
@@ -511,7 +512,8 @@ class RemotePath:
             if raw.get("mimetype") == "text/html" or final.split("?", 1)[0].endswith("/"):
                 kind = "dir"
         size = raw.get("size")
-        return _Info(kind, int(size) if isinstance(size, int) else 0, _mtime(raw))
+        tag = raw.get("ETag") or raw.get("etag") or ""
+        return _Info(kind, int(size) if isinstance(size, int) else 0, _mtime(raw), tag if isinstance(tag, str) else "")
 
     def exists(self) -> bool:
         return self._info().kind != "missing"
@@ -580,7 +582,7 @@ class RemotePath:
             if info.kind == "dir":
                 raise IsADirectoryError(21, "is a directory", str(self))
             raise FileNotFoundError(2, "no such file or directory", str(self))
-        raw = RangedFile(self, info.size)
+        raw = RangedFile(self, info.size, info.tag)
         if "b" in mode:
             return raw
         return io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding or "utf-8", errors=errors)
@@ -602,6 +604,8 @@ class RemotePath:
             stop = min(end, start + MAX_REQUEST)
             if self._store.is_http:
                 data = self._call(self._web_range, start, stop, spool)
+            elif self._store.protocol in ("s3", "s3a") and spool is not None and spool[2]:
+                data = self._call(self._s3_range, start, stop, spool[2])
             else:
                 data = self._call(self._store.fs.cat_file, self._fs_path(), start=start, end=stop)
                 data = data[: stop - start]
@@ -612,6 +616,36 @@ class RemotePath:
             parts.append(data)
             start += len(data)
         return b"".join(parts)
+
+    def _s3_range(self, start: int, end: int, tag: str) -> bytes:
+        from fsspec.asyn import sync
+
+        data: bytes = sync(self._store.fs.loop, self._s3_get, start, end, tag)
+        return data
+
+    async def _s3_get(self, start: int, end: int, tag: str) -> bytes:
+        """One ranged GetObject through s3fs' client, with IfMatch: the version first seen, or a refusal."""
+        fs = self._store.fs
+        bucket, key, _ = fs.split_path(self._fs_path())
+        try:
+            response = await fs._call_s3(
+                "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", IfMatch=tag
+            )
+        except Exception as exc:
+            if any(_status(link) == 412 or "PreconditionFailed" in str(link) for link in _chain(exc)):
+                raise self._changed(tag) from exc
+            raise
+        body = response["Body"]
+        try:
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        return data
+
+    def _changed(self, tag: str) -> StorageError:
+        return StorageError(
+            f"{self}: changed while being read (its ETag is no longer {tag}); read it again once the writer is done"
+        )
 
     def _web_range(self, start: int, end: int, spool: Key | None) -> bytes:
         from fsspec.asyn import sync
@@ -625,8 +659,14 @@ class RemotePath:
         url = self._fs_path()
         options = dict(fs.kwargs)
         headers = {**(options.pop("headers", None) or {}), "Range": f"bytes={start}-{end - 1}"}
+        tag = spool[2] if spool is not None else ""
+        if tag and not tag.startswith("W/"):  # a strong ETag pins every range to the version first seen
+            headers["If-Match"] = tag
         session = await fs.set_session()
         async with session.get(fs.encode_url(url), headers=headers, **options) as response:
+            answered = response.headers.get("ETag")
+            if response.status == 412 or (tag and answered and answered != tag):
+                raise self._changed(tag)
             fs._raise_not_found_for_status(response, url)
             if response.status == 206:
                 match = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
@@ -673,7 +713,7 @@ async def _read_upto(response: Any, size: int) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------- reading
-Key = tuple[str, int]  # (URL, size): an object replaced by one of another size is another object
+Key = tuple[str, int, str]  # (URL, size, ETag): an object replaced by another version is another object
 
 
 class _Spool:
@@ -758,10 +798,10 @@ class RangedFile(io.RawIOBase):
     as many small reads), a large one fetches exactly its range, and one continuing the previous read fetches
     READAHEAD at once (a sequential pass makes few large requests)."""
 
-    def __init__(self, path: RemotePath, size: int) -> None:
+    def __init__(self, path: RemotePath, size: int, tag: str = "") -> None:
         super().__init__()
         self._path, self._size, self._pos = path, size, 0
-        self._key: Key = (path.url, size)
+        self._key: Key = (path.url, size, tag)
 
     def readable(self) -> bool:
         return True

@@ -112,6 +112,13 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     traffic: Traffic
     flaky: Counter[str]
+    if_match: list[str]
+    etag = ""
+
+    def end_headers(self) -> None:
+        if self.etag:
+            self.send_header("ETag", self.etag)
+        super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -121,6 +128,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             if self.path.startswith(marker):
                 self.send_error(code)
                 return True
+        if self._versioned():
+            return True
         if self.path.startswith("/_stall/"):
             time.sleep(30)  # accepts the connection and never answers in time
             return True
@@ -166,6 +175,19 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data[start:end])
         self.traffic.add(self.path, end - start)
+
+    def _versioned(self) -> bool:
+        """`/_etag/`: a steady ETag honoring If-Match; `/_etagflip/`: another version after the HEAD (412)."""
+        for marker in ("/_etag/", "/_etagflip/"):
+            if self.path.startswith(marker):
+                self.path = self.path[len(marker) - 1 :]
+                self.etag = '"v1"' if marker == "/_etag/" or self.command == "HEAD" else '"v2"'
+                if self.command == "GET":
+                    self.if_match.append(self.headers.get("If-Match", ""))
+                    if self.headers.get("If-Match") not in (None, self.etag):
+                        self.send_error(412)
+                        return True
+        return False
 
     def _misbehave(self, marker: str) -> None:
         """`_norange`: every GET answered 200 with the whole file; `_overlong`: 206 without a length, sending the
@@ -216,7 +238,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic
         (run / "checkpoint").write_text(f'model_checkpoint_path: "{entry}"\n')
     shutil.copytree(FIXTURES / "tf2_keras3_adam", root / "escapes" / "secret")
     traffic = Traffic(root)
-    handler = type("Handler", (_RangeHandler,), {"traffic": traffic, "flaky": Counter()})
+    handler = type("Handler", (_RangeHandler,), {"traffic": traffic, "flaky": Counter(), "if_match": []})
 
     def make(*args: Any) -> http.server.SimpleHTTPRequestHandler:
         return handler(*args, directory=str(root))
@@ -224,8 +246,12 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Traffic
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    WEB_HANDLER.append(handler)
     yield f"http://127.0.0.1:{server.server_address[1]}", traffic
     server.shutdown()
+
+
+WEB_HANDLER: list[Any] = []  # the web server's handler class: what the test server saw
 
 
 ESCAPES = {
@@ -636,3 +662,37 @@ def test_scrub_removes_every_credential(text: str) -> None:
 
     out = scrub(text)
     assert "@" not in out and "sig" not in out and "frag" not in out and ":p" not in out, out
+
+
+def test_ranges_are_pinned_to_the_version_first_seen(web: tuple[str, Traffic]) -> None:
+    """A strong ETag from the first look goes with every ranged GET as If-Match: the same version throughout."""
+    local = str(FIXTURES / "keras3_adam" / "model.keras")
+    seen = WEB_HANDLER[0].if_match
+    seen.clear()
+    _same(local, f"{web[0]}/_etag/fixtures/keras3_adam/model.keras", ["validate"])
+    assert seen and set(seen) == {'"v1"'}, seen
+
+
+def test_an_object_replaced_while_read_is_one_line(web: tuple[str, Traffic]) -> None:
+    line = _one_line_error(["inspect", f"{web[0]}/_etagflip/fixtures/keras3_adam/model.keras"])
+    assert "changed while being read" in line
+
+
+def test_an_s3_object_replaced_while_read_is_one_line(
+    s3: tuple[str, Traffic], s3_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranged GetObjects carry IfMatch with the ETag of the first look: a new version is refused, not mixed."""
+    from ckpt_tools import storage
+
+    local = FIXTURES / "keras3_adam" / "model.keras"
+    s3_client.upload_file(str(local), BUCKET, "versions/model.keras")
+    url = f"s3://{BUCKET}/versions/model.keras"
+    _same(str(local), url, ["validate"])  # the pinned reads themselves work
+    storage.forget()
+    remote = storage.as_path(url)
+    assert remote.stat().st_size == local.stat().st_size  # the first look records the ETag
+    changed = bytearray(local.read_bytes())
+    changed[100] ^= 0xFF  # same size, other bytes: another version
+    s3_client.put_object(Bucket=BUCKET, Key="versions/model.keras", Body=bytes(changed))
+    line = _one_line_error(["inspect", url])
+    assert "changed while being read" in line
