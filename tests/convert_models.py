@@ -175,3 +175,39 @@ def batchnorm_adam() -> Any:
     optimizer = keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
+
+
+def adam_global_clip_half() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, global_clipnorm=0.5))
+
+
+def adam_schedule() -> Any:
+    """A schedule equal to the TF1 constant at step 3 only."""
+    import keras
+
+    rate = keras.optimizers.schedules.PiecewiseConstantDecay([5], [LEARNING_RATE, LEARNING_RATE / 10])
+    return mlp(keras.optimizers.Adam(rate, epsilon=1e-8))
+
+
+def adam_mixed_bfloat16() -> Any:
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def adam_accumulating() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, gradient_accumulation_steps=2))
+
+
+def embedding_sgd() -> Any:
+    import keras
+
+    return embedding(keras.optimizers.SGD(LEARNING_RATE))

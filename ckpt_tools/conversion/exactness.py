@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.batchnorm import batch_norm_kernels
+from ckpt_tools.conversion.graph_reasons import graph_reasons
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.facts import short_number
 from ckpt_tools.messages import listed
 from ckpt_tools.model import VariableMap
-from ckpt_tools.optimizers.gradients import CLIP_OPTIONS
-from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse
+from ckpt_tools.optimizers.graph_evidence import GraphEvidence
 
 LISTED = 3
 EMA_NAME = re.compile(r"(^|/)ExponentialMovingAverage(_\d+)?(/|$)")  # tf.train.ExponentialMovingAverage's names
@@ -33,21 +34,63 @@ def graph_evidence(vmap: VariableMap) -> GraphEvidence | None:
     return meta_graph_source(Path(vmap.prefix)).evidence
 
 
+@dataclass(frozen=True)
+class Factory:
+    """What the factory's model and optimizer do that matters for exactness."""
+
+    policy: str = "float32"  # the model's dtype policy (`mixed_bfloat16` computes in bfloat16)
+    learning_rate: Any = None  # the optimizer config's learning_rate: a number, or a serialized schedule
+    trained: tuple[tuple[str, bool], ...] = ()  # (source key, trainable in the model) per matched variable
+    unused: tuple[str, ...] = ()  # source names nothing in the model takes
+
+
 def approximations(
     vmap: VariableMap,
     source: sl.SourceOptimizer,
     rules: Iterable[sl.SlotRule],
     hyper: Iterable[sl.HyperCheck],
     evidence: GraphEvidence | None,
+    factory: Factory = Factory(),
 ) -> list[str]:
     """Why the run Keras 3 continues from the output would not be the source's run (empty: it would be)."""
     rules, hyper = list(rules), list(hyper)
-    out = _hyper_reasons(hyper, rules)
+    same_schedule = _same_schedule(vmap.optimizer.recorded_config, factory.learning_rate)
+    out = _hyper_reasons([h for h in hyper if not (same_schedule and h.name == "learning_rate")], rules)
     out += [f"slot {r.source} -> {r.target or '(dropped)'}: {r.note}" for r in rules if r.exactness == "approximate"]
     if evidence is not None:
-        out += _graph_reasons(evidence, vmap)
+        out += graph_reasons(evidence, vmap, factory.trained, factory.unused)
     out += _name_reasons(vmap, source, evidence)
+    out += _factory_reasons(factory, hyper, same_schedule)
     return list(dict.fromkeys(out))
+
+
+def _factory_reasons(factory: Factory, hyper: list[sl.HyperCheck], same_schedule: bool) -> list[str]:
+    out = []
+    if any(half in factory.policy for half in ("float16", "bfloat16")):
+        out.append(f"the factory's model computes in reduced precision (dtype policy {factory.policy})")
+    rate = next((h for h in hyper if h.name == "learning_rate"), None)
+    if isinstance(factory.learning_rate, Mapping) and not same_schedule and rate is not None and rate.match:
+        kind = factory.learning_rate.get("class_name", "a schedule")
+        out.append(
+            f"the factory's learning rate is a schedule ({kind}) and the source's a constant: they agree at the "
+            "resumed step only"
+        )
+    return out
+
+
+def _same_schedule(recorded: Any, target: Any) -> bool:
+    """Both sides' learning rates are the same serialized schedule (class and settings, names aside)."""
+    config = recorded.get("config") if isinstance(recorded, Mapping) else None
+    source = config.get("learning_rate") if isinstance(config, Mapping) else None
+    if not (isinstance(source, Mapping) and isinstance(target, Mapping)):
+        return False
+
+    def settings(schedule: Mapping[str, Any]) -> tuple[Any, Any]:
+        inner = schedule.get("config")
+        kept = {k: v for k, v in inner.items() if k != "name"} if isinstance(inner, Mapping) else inner
+        return schedule.get("class_name"), kept
+
+    return settings(source) == settings(target)
 
 
 def _hyper_reasons(hyper: list[sl.HyperCheck], rules: list[sl.SlotRule]) -> list[str]:
@@ -80,63 +123,6 @@ def _value(value: Any) -> str:
     if value is None:
         return "none"
     return short_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
-def _graph_reasons(evidence: GraphEvidence, vmap: VariableMap) -> list[str]:
-    """What the TF1 training graph does that a Keras 3 optimizer does not."""
-    out = []
-    sparse = [u for u in evidence.uses if u.sparse]
-    for op in dict.fromkeys(u.op for u in sparse):
-        names = [u.variable for u in sparse if u.op == op]
-        out.append(
-            f"sparse updates ({op} on {listed(names, LISTED)}): TF1 updates only the rows in each batch, Keras 3 "
-            "applies the update to every row"
-        )
-    slot_keys = {k for u in evidence.uses for k in u.slots.values()}
-    rows = [(var, op) for var, op in evidence.scatters if var in slot_keys or _trains(vmap, var)]
-    if rows:
-        names = list(dict.fromkeys(var for var, _ in rows))
-        ops = ", ".join(dict.fromkeys(op for _, op in rows))
-        out.append(
-            f"row-wise (sparse) optimizer updates ({ops} on {listed(names, LISTED)}): TF1 merges repeated ids and "
-            "touches only the rows in each batch, Keras 3 does neither"
-        )
-    for use in evidence.uses:
-        if use.gradient.kind in ("transformed", "unknown"):
-            out.append(
-                f"the gradient of {use.variable} reaches {use.op} {use.gradient.describe()}; Keras 3 applies the "
-                "optimizer's own update to the raw gradient"
-            )
-    out += _per_variable_hyper(evidence.uses)
-    if evidence.batch_norms:
-        out.append(
-            f"batch normalization trained by {listed(evidence.batch_norms, LISTED)} (fused, training mode): TF "
-            "updates the moving variance with the n/(n-1)-corrected batch variance, Keras 3 with the uncorrected one"
-        )
-    return out
-
-
-def _trains(vmap: VariableMap, key: str) -> bool:
-    var = vmap.get(key)
-    return var is not None and var.role in ("weight", "optimizer")
-
-
-def _per_variable_hyper(uses: tuple[OpUse, ...]) -> list[str]:
-    """Hyper-parameters (clips included) that differ between the training ops of one graph."""
-    out = []
-    names = dict.fromkeys(n for u in uses for n in u.hyper)
-    for name in names:
-        values = dict.fromkeys(_value(u.hyper.get(name)) for u in uses)
-        if len(values) > 1:
-            shown = [
-                f"{v} on {listed([u.variable for u in uses if _value(u.hyper.get(name)) == v], 2)}" for v in values
-            ]
-            what = "gradient clip" if name in CLIP_OPTIONS else "hyper-parameter"
-            out.append(
-                f"{what} {name} differs between training ops ({'; '.join(shown)}): one Keras 3 optimizer uses one "
-                "value for every variable"
-            )
-    return out
 
 
 def _name_reasons(vmap: VariableMap, source: sl.SourceOptimizer, evidence: GraphEvidence | None) -> list[str]:

@@ -131,6 +131,12 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     targets, ignored = _target_names(keras_model, rename)
     matches, ambiguous = match_names(list(sources), list(targets))
     optimizer = keras_model.optimizer
+    accumulation = int(getattr(optimizer, "gradient_accumulation_steps", None) or 1)
+    if accumulation > 1:
+        raise ConversionError(
+            f"the factory's optimizer accumulates gradients (gradient_accumulation_steps={accumulation}); convert "
+            "does not translate that state: compile the factory without it"
+        )
     class_name = type(optimizer).__name__
     config = optimizer.get_config()
     rules, state_problems = _slot_plan(source_opt, class_name, config)
@@ -149,7 +155,15 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     hyper = sl.compare_hyper(source_opt, class_name, config, learning_rate)
     slot_names = {k: vmap[k].name for pair in pairs for k in pair.slots.values() if k in vmap}
     source_step = vmap[vmap.step_key].name if vmap.step_key is not None and vmap.step_key in vmap else None
-    found_approximations = exactness.approximations(vmap, source_opt, rules, hyper, exactness.graph_evidence(vmap))
+    facts = exactness.Factory(
+        str(getattr(getattr(keras_model, "dtype_policy", None), "name", "float32")),
+        config.get("learning_rate"),
+        tuple((p.source, p.trainable) for p in pairs),
+        tuple(unused),
+    )
+    found_approximations = exactness.approximations(
+        vmap, source_opt, rules, hyper, exactness.graph_evidence(vmap), facts
+    )
     return Plan(
         pairs,
         unmatched,

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, scalar_constant, traced
 
-# tf.gradients (and Optimizer.compute_gradients through it) builds backprop under the `gradients` name scope,
-# uniquified as `gradients_1`, ... A gradient read straight from there reached the training op unchanged.
-BACKPROP_SCOPE = re.compile(r"^gradients(_\d+)?(/|$)")
+# tf.gradients (and Optimizer.compute_gradients through it) builds backprop under a `gradients` name scope
+# (uniquified `gradients_1`, nested in the caller's scope), each op's gradient under `<op>_grad`: a gradient
+# read straight from there reached the training op unchanged.
+BACKPROP_SCOPE = re.compile(r"(^|/)(gradients(_\d+)?/|[^/]+_grad/)")
 MAX_NODES = 256  # nodes of a transform looked at before it is called unrecognized
 MAX_LISTED_OPS = 6
 
@@ -30,6 +31,10 @@ class GradientPath:
     kind: str
     value: float | None = None
     ops: tuple[str, ...] = ()
+    raw: str = ""  # the backprop node the gradient comes from (a recognized clip)
+    scale: str = ""  # global_clipnorm: the scale node every clipped gradient must share
+    norm_of: frozenset[str] = frozenset()  # global_clipnorm: the gradients its global norm is taken over
+    axes: tuple[int, ...] | None = None  # clipnorm: the axes its norm sums over
 
     def describe(self) -> str:
         if self.kind in CLIP_OPTIONS:
@@ -39,7 +44,6 @@ class GradientPath:
         return self.kind
 
 
-RAW = GradientPath("raw")
 UNKNOWN = GradientPath("unknown")
 
 
@@ -48,8 +52,8 @@ def gradient_path(graph: MetaGraph, tensor: str) -> GradientPath:
     node = traced(graph, tensor)
     if node is None:
         return UNKNOWN
-    if _backprop(node):
-        return RAW
+    if _backprop(node) or _deduplicated(graph, node):
+        return GradientPath("raw", raw=node.name)
     for recognize in (_global_clip, _norm_clip, _value_clip):
         found = recognize(graph, node)
         if found is not None:
@@ -58,7 +62,29 @@ def gradient_path(graph: MetaGraph, tensor: str) -> GradientPath:
 
 
 def _backprop(node: Node) -> bool:
-    return BACKPROP_SCOPE.match(node.name) is not None
+    return BACKPROP_SCOPE.search(node.name) is not None
+
+
+def _deduplicated(graph: MetaGraph, node: Node) -> bool:
+    """TF1 optimizers sum a sparse gradient's repeated rows (Unique + UnsortedSegmentSum) before the op."""
+    inputs = _inputs(graph, node)
+    return node.op == "UnsortedSegmentSum" and bool(inputs) and inputs[0] is not None and _backprop(inputs[0])
+
+
+def _ancestors(graph: MetaGraph, start: Node | None, limit: int = MAX_NODES) -> list[Node]:
+    """Nodes feeding `start` (itself included), breadth first, stopping at backprop, variables and constants."""
+    out: list[Node] = []
+    seen: set[str] = set()
+    pending = [start] if start is not None else []
+    while pending and len(out) < limit:
+        node = pending.pop(0)
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        out.append(node)
+        if not (_backprop(node) or node.op in VARIABLE_OPS or node.op == "Const"):
+            pending += [n for n in _inputs(graph, node) if n is not None]
+    return out
 
 
 def _inputs(graph: MetaGraph, node: Node) -> list[Node | None]:
@@ -90,6 +116,7 @@ def _global_clip(graph: MetaGraph, node: Node) -> GradientPath | None:
     `global_norm - global_norm` to it, turning a non-finite norm into NaN)."""
     if node.op != "Mul" or (parts := _split(graph, node, "backprop")) is None or parts[1] is None:
         return None
+    raw = parts[0]
     scale: Node | None = parts[1]
     if scale is not None and scale.op in ("AddV2", "Add"):
         halves = _split(graph, scale, "Mul")
@@ -110,7 +137,11 @@ def _global_clip(graph: MetaGraph, node: Node) -> GradientPath | None:
     norms = [d for d in denominators if d is not None and d.op == "Sqrt"]
     if len(constants) != 1 or len(norms) != 1 or not math.isclose(_constant(graph, constants[0]) or 0.0, c):
         return None
-    return GradientPath("global_clipnorm", c)
+    squared = [n for n in _ancestors(graph, norms[0]) if n.op == "L2Loss"]
+    norm_of = frozenset(i.name for n in squared for i in _inputs(graph, n)[:1] if i is not None and _backprop(i))
+    if not squared or len(norm_of) != len(squared):
+        return None  # a norm over something other than backprop's gradients
+    return GradientPath("global_clipnorm", c, raw=raw.name if raw else "", scale=scale.name, norm_of=norm_of)
 
 
 def _norm_clip(graph: MetaGraph, node: Node) -> GradientPath | None:
@@ -121,13 +152,36 @@ def _norm_clip(graph: MetaGraph, node: Node) -> GradientPath | None:
     if top is None or bottom is None or top.op != "Mul" or bottom.op != "Maximum":
         return None
     scaled = _split(graph, top, "backprop")
-    limit = [n for n in _inputs(graph, bottom) if _constant(graph, n) is not None]
-    if scaled is None or len(limit) != 1:
+    bounds = _inputs(graph, bottom)
+    limit = [n for n in bounds if _constant(graph, n) is not None]
+    if scaled is None or scaled[0] is None or len(limit) != 1 or len(bounds) != 2:
         return None
     c, c2 = _constant(graph, scaled[1]), _constant(graph, limit[0])
     if c is None or c2 is None or not math.isclose(c, c2):
         return None
-    return GradientPath("clipnorm", c)
+    norm = next(n for n in bounds if n is not limit[0])
+    axes = _norm_axes(graph, norm, scaled[0])
+    if axes is None:
+        return None
+    return GradientPath("clipnorm", c, raw=scaled[0].name, axes=axes)
+
+
+def _norm_axes(graph: MetaGraph, norm: Node | None, raw: Node) -> tuple[int, ...] | None:
+    """The reduction axes when `norm` is the l2 norm of `raw` itself (`sqrt(sum(raw * raw, axes))`), else None."""
+    found = [n for n in _ancestors(graph, norm) if n.op == "Sum"]
+    if len(found) != 1 or len(found[0].input_refs) != 2:
+        return None
+    squares, axes = _inputs(graph, found[0])
+    if squares is None or squares.op not in ("Mul", "Square"):
+        return None
+    factors = _inputs(graph, squares)
+    if not factors or any(f is None or f.name != raw.name for f in factors):
+        return None
+    tensor = axes.attrs.get("value") if axes is not None and axes.op == "Const" else None
+    value = getattr(tensor, "value", None)
+    if value is None:
+        return None
+    return tuple(int(v) for v in value.reshape(-1))
 
 
 def _value_clip(graph: MetaGraph, node: Node) -> GradientPath | None:

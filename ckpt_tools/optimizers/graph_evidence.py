@@ -7,18 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, describe_source, scalar_constant
+from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, describe_source, scalar_constant, walk_functions
 from ckpt_tools.optimizers.catalogue import Family
 from ckpt_tools.optimizers.gradients import CLIP_OPTIONS, UNKNOWN, GradientPath, gradient_path
 from ckpt_tools.optimizers.lookup import display_name, training_op
-
-MAX_HOPS = 8
-_PASS_THROUGH = ("Identity", "ReadVariableOp", "Cast", "Snapshot")
-# Batch normalization in training mode whose moving variance TF updates with the n/(n-1)-corrected batch variance.
-FUSED_BATCH_NORM = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
-# Row-wise writes: a TF1 optimizer's sparse update (Adam on an embedding scatters into its slots).
-SCATTER_OPS = frozenset(
-    f"{prefix}Scatter{kind}" for prefix in ("", "Resource") for kind in ("Add", "Sub", "Update", "Mul", "Div")
+from ckpt_tools.optimizers.training_graph import (
+    FUSED_BATCH_NORM,
+    SCATTER_OPS,
+    hidden_training,
+    shared_global_clips,
+    source_node,
+    training_writes,
 )
 
 
@@ -52,6 +51,9 @@ class GraphEvidence:
     notes: tuple[str, ...] = field(default_factory=tuple)
     batch_norms: tuple[str, ...] = ()  # FUSED_BATCH_NORM nodes in training mode
     scatters: tuple[tuple[str, str], ...] = ()  # (saved variable written row by row, op type)
+    written: tuple[str, ...] = ()  # saved variables some op writes
+    stale: tuple[str, ...] = ()  # batch-norm statistics whose updates no training step runs
+    hidden: tuple[str, ...] = ()  # training-relevant ops inside library functions (not analysed)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -90,33 +92,39 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
                 tensor = str(node.input_refs[index])
                 value = scalar_constant(graph, tensor)
                 hyper[hname] = value if value is not None else describe_source(graph, tensor)
-        if "use_nesterov" in node.attrs and op.op == "ApplyMomentum":
+        if "use_nesterov" in node.attrs and op.op in ("ApplyMomentum", "ApplyAdam"):
             hyper["nesterov"] = bool(node.attrs["use_nesterov"])
         gradient = gradient_path(graph, str(node.input_refs[op.grad])) if op.grad < len(node.input_refs) else None
         if gradient is not None and gradient.kind in CLIP_OPTIONS:
             hyper[gradient.kind] = gradient.value  # the clip is part of how this op trains its variable
         uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse, gradient or UNKNOWN))
     trainable = tuple(names.get(v.name, v.name) for v in graph.variables if v.trainable)
+    written, stale = training_writes(graph, names)
     return GraphEvidence(
         str(source),
-        tuple(uses),
+        tuple(shared_global_clips(uses)),
         tuple(dict.fromkeys(trainable)),
         tuple(dict.fromkeys(names.values())),
         tuple(notes),
         _training_batch_norms(graph),
         _scatters(graph, names),
+        written,
+        stale,
+        hidden_training(graph),
     )
 
 
 def _training_batch_norms(graph: MetaGraph) -> tuple[str, ...]:
-    return tuple(n.name for n in graph.node_list if n.op in FUSED_BATCH_NORM and bool(n.attrs.get("is_training", True)))
+    """Fused batch-norm ops in training mode, in the graph or in its functions (a `tf.cond` on `training`)."""
+    nodes = [*graph.node_list, *(node for _, node in walk_functions(graph))]
+    return tuple(n.name for n in nodes if n.op in FUSED_BATCH_NORM and bool(n.attrs.get("is_training", True)))
 
 
 def _scatters(graph: MetaGraph, names: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     out: dict[tuple[str, str], None] = {}
     for node in graph.node_list:
         if node.op in SCATTER_OPS and node.inputs:
-            source = _source_node(graph, node.inputs[0])
+            source = source_node(graph, node.inputs[0])
             if source is not None and source.op in VARIABLE_OPS:
                 out[(names.get(source.name, source.name), node.op)] = None
     return tuple(out)
@@ -124,25 +132,16 @@ def _scatters(graph: MetaGraph, names: Mapping[str, str]) -> tuple[tuple[str, st
 
 def _variable(graph: MetaGraph, name: str, names: Mapping[str, str]) -> str:
     """The saved key of the variable behind an op input (through Identity / ReadVariableOp chains)."""
-    node = _source_node(graph, name)
+    node = source_node(graph, name)
     base = node.name if node is not None else name
     return names.get(base, base)
-
-
-def _source_node(graph: MetaGraph, name: str) -> Node | None:
-    node = graph.nodes.get(name)
-    for _ in range(MAX_HOPS):
-        if node is None or node.op in VARIABLE_OPS or node.op not in _PASS_THROUGH or not node.inputs:
-            return node
-        node = graph.nodes.get(node.inputs[0])
-    return node
 
 
 def _extra_variables(graph: MetaGraph, node: Node, names: Mapping[str, str], start: int) -> tuple[str, ...]:
     """Variables feeding the op besides the updated one and its slots (Adam's beta powers)."""
     out = []
     for ref in node.inputs[start:]:
-        source = _source_node(graph, ref)
+        source = source_node(graph, ref)
         if source is not None and source.op in VARIABLE_OPS:
             out.append(names.get(source.name, source.name))
     return tuple(out)
