@@ -211,3 +211,73 @@ def embedding_sgd() -> Any:
     import keras
 
     return embedding(keras.optimizers.SGD(LEARNING_RATE))
+
+
+# ---------------------------------------------------------------------- tests/test_convert_optimizers.py
+FTRL = {"l1_regularization_strength": 0.001, "l2_regularization_strength": 0.01}
+
+
+def adamax() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adamax(LEARNING_RATE, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+
+
+def nadam() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Nadam(LEARNING_RATE, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+
+
+def adadelta() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adadelta(1.0, rho=0.95, epsilon=1e-7))
+
+
+def adadelta_tf1() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adadelta(1.0, rho=0.95, epsilon=1e-8))
+
+
+def ftrl() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Ftrl(LEARNING_RATE, learning_rate_power=-0.5, **FTRL))
+
+
+def ftrl_shrinkage() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Ftrl(LEARNING_RATE, l2_shrinkage_regularization_strength=0.001, **FTRL))
+
+
+def ftrl_beta() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Ftrl(LEARNING_RATE, beta=0.1, **FTRL))
+
+
+def adamw() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01, epsilon=1e-7))
+
+
+def adamw_other_decay() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.004, epsilon=1e-7))
+
+
+def adam_amsgrad() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-7, amsgrad=True))
+
+
+def adam_amsgrad_tf1() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, amsgrad=True))

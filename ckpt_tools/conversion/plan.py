@@ -225,7 +225,7 @@ def _slot_plan(
     rules, state_problems = (
         sl.slot_rules(source_opt, class_name, config)
         if class_name in sl.SUPPORTED_TARGETS
-        else ([], [f"the factory's optimizer {class_name} is not supported (Adam, SGD, RMSprop, Adagrad)"])
+        else ([], [f"the factory's optimizer {class_name} is not supported ({', '.join(sl.SUPPORTED_TARGETS)})"])
     )
     return rules, source_opt.problems + state_problems
 

@@ -21,7 +21,7 @@ from ckpt_tools.optimizers.translation import keras3_value
 
 Transform = Literal["copy", "neg_lr", "minus_eps", "drop"]
 Exactness = Literal["exact", "rounding", "approximate", "lossless-drop"]
-SUPPORTED_TARGETS = ("Adam", "SGD", "RMSprop", "Adagrad")
+SUPPORTED_TARGETS = ("Adam", "SGD", "RMSprop", "Adagrad", "Adamax", "Nadam", "Adadelta", "Ftrl", "AdamW")
 KERAS2_HYPER = (
     "learning_rate",
     "beta_1",
@@ -33,6 +33,11 @@ KERAS2_HYPER = (
     "rho",
     "centered",
     "initial_accumulator_value",
+    "learning_rate_power",
+    "l1_regularization_strength",
+    "l2_regularization_strength",
+    "l2_shrinkage_regularization_strength",
+    "beta",
     "decay",
     "weight_decay",
     "clipnorm",
@@ -174,14 +179,17 @@ def slot_rules(source: SourceOptimizer, class_name: str, config: Mapping[str, An
     fam = family(source.family)
     if fam is None or fam.keras3 not in SUPPORTED_TARGETS:
         return [], [
-            f"source optimizer {source.family} has no Keras 3 translation (supported: Adam, SGD/Momentum, "
-            "RMSprop, Adagrad)"
+            f"source optimizer {source.family} has no Keras 3 translation (supported: "
+            f"{', '.join(SUPPORTED_TARGETS).replace('SGD', 'SGD/Momentum')})"
         ]
     if fam.keras3 != class_name:
         return [], [
             f"source optimizer {source.family} continues as Keras {fam.keras3}, but the factory compiled {class_name}"
         ]
     rules: list[SlotRule] = [_rule(fam, source, slot) for slot in wanted]
+    refused = _refusals(fam, source, wanted)
+    if refused:
+        return [], refused
     problems = [
         f"the source has no {r.source!r} slots for {class_name} slot {r.target!r}"
         for r in rules
@@ -191,10 +199,21 @@ def slot_rules(source: SourceOptimizer, class_name: str, config: Mapping[str, An
     return rules, problems
 
 
+def _spec(fam: Family, source: SourceOptimizer, slot: str) -> SlotTranslation:
+    """The catalogue's record for one slot in the source's dialect (a copy when it records none)."""
+    table = fam.translations.get(source.origin) or fam.translations.get(source.origin.split("-")[0]) or {}
+    return table.get(slot) or SlotTranslation(slot, "copy", "exact", "same update rule")
+
+
+def _refusals(fam: Family, source: SourceOptimizer, wanted: list[str]) -> list[str]:
+    """Why the catalogue refuses this family from this dialect (another update rule, not a slot difference)."""
+    notes = dict.fromkeys(spec.note for spec in (_spec(fam, source, slot) for slot in wanted) if spec.how == "refuse")
+    return [f"{source.origin} {fam.name} cannot continue as Keras 3 {fam.keras3}: {note}" for note in notes]
+
+
 def _rule(fam: Family, source: SourceOptimizer, slot: str) -> SlotRule:
     """The catalogue's translation of one slot for the source's dialect."""
-    table = fam.translations.get(source.origin) or fam.translations.get(source.origin.split("-")[0]) or {}
-    spec = table.get(slot) or SlotTranslation(slot, "copy", "exact", "same update rule")
+    spec = _spec(fam, source, slot)
     exactness: Exactness = spec.exactness
     note = spec.note
     if spec.exact_if is not None and _positive(source.hyper.get(spec.exact_if)):
@@ -266,7 +285,11 @@ def compare_hyper(
         value = source.hyper.get(name)
         if name == "momentum" and value is None and source_fam is not None and not source_fam.slots:
             value = 0.0  # a slot-free family (plain SGD) has no momentum
-        if _not_an_input(source, source_fam, name):
+        if source_fam is not None and source_fam.name == "Ftrl" and source.origin == "tf1":
+            if name == "beta":
+                continue  # TF1 folds beta into the op's l2 (compared there)
+            value, target = _tf1_ftrl(source, name, value, target, config, learning_rate)
+        if value is None and _not_an_input(source, source_fam, name):
             continue  # e.g. TF1 Adagrad has no epsilon; the accumulator offset compensates (see slot_rules)
         if name == "initial_accumulator_value":
             continue  # only shapes the state at step 0, which the translated accumulator replaces
@@ -282,11 +305,26 @@ def compare_hyper(
         ("global_clipnorm", None),
         ("use_ema", False),
     ):
+        if any(c.name == name for c in checks):
+            continue  # the family's own hyper-parameter (AdamW's weight_decay), compared above
         src = source.hyper.get(name)
         tgt = config.get(name, default) if name != "decay" else 0.0
         if (src not in (None, default) or tgt not in (None, default)) and not _same(src, tgt):
             checks.append(HyperCheck(name, src, tgt, False))
     return checks
+
+
+def _tf1_ftrl(
+    source: SourceOptimizer, name: str, value: Any, target: Any, config: Mapping[str, Any], learning_rate: float
+) -> tuple[Any, Any]:
+    """TF1 Ftrl's op inputs against the factory's Keras 3 Ftrl: the op's l2 is l2 + beta/(2*lr), and ApplyFtrl
+    (no l2_shrinkage input) is Ftrl without shrinkage."""
+    ops_read = "training ops" in source.hyper_origin
+    if name == "l2_regularization_strength" and isinstance(target, (int, float)) and learning_rate:
+        target = target + float(config.get("beta") or 0.0) / (2.0 * learning_rate)
+    if name == "l2_shrinkage_regularization_strength" and value is None and ops_read:
+        value = 0.0
+    return value, target
 
 
 def _not_an_input(source: SourceOptimizer, fam: Family | None, name: str) -> bool:

@@ -194,6 +194,17 @@ ADAMW = Family(
     keras2_classes=("AdamW",),
     keras3_groups=ADAM.keras3_groups,
     keras3_hyper=MappingProxyType({**ADAM.keras3_hyper, "weight_decay": 0.004}),
+    translations=MappingProxyType(
+        {
+            "keras2": _tr(
+                momentum=SlotTranslation(
+                    "", "copy", "exact", "same rule: var -= var*weight_decay*lr on every trainable variable, then Adam"
+                ),
+                velocity=_COPY,
+                velocity_hat=SlotTranslation("", "copy", "exact", "AMSGrad maximum"),
+            ),
+        }
+    ),
 )
 ADAMAX = Family(
     "Adamax",
@@ -207,6 +218,18 @@ ADAMAX = Family(
     keras3_groups=(("momentum", "norm"),),
     keras2_classes=("Adamax",),
     tf1_ops=(_ops("ApplyAdaMax", ("momentum", "norm"), {"learning_rate": 4, "beta_1": 5, "beta_2": 6, "epsilon": 7}),),
+    translations=MappingProxyType(
+        {
+            "keras2": _tr(
+                momentum=_COPY,
+                norm=SlotTranslation("", "copy", "exact", "u = max(beta_2*u, |g|); var -= lr*m/((1-beta_1^t)(u+eps))"),
+            ),
+            "keras2-legacy": _tr(
+                momentum=SlotTranslation("", "copy", "exact", "same rule (fused ResourceApplyAdaMax)"),
+                norm=_COPY,
+            ),
+        }
+    ),
 )
 NADAM = Family(
     "Nadam",
@@ -216,6 +239,31 @@ NADAM = Family(
     keras2_positional=("momentum", "velocity"),
     keras3_groups=(("momentum", "velocity"),),
     keras2_classes=("Nadam",),
+    translations=MappingProxyType(
+        {
+            "keras2": _tr(
+                momentum=SlotTranslation(
+                    "",
+                    "copy",
+                    "approximate",
+                    "tf_keras Nadam does not store its momentum-schedule product u_product, whose value depends on "
+                    "how tf_keras ran (model.fit multiplies it once per variable per step, a reloaded model once per "
+                    "variable too): Keras 3 restarts it at 1",
+                ),
+                velocity=_COPY,
+            ),
+            "keras2-legacy": _tr(
+                momentum=SlotTranslation(
+                    "",
+                    "refuse",
+                    "approximate",
+                    "legacy tf_keras Nadam schedules its momentum by 0.96^(0.004*t) (schedule_decay), Keras 3 Nadam "
+                    "by 0.96^t: another update rule, which no slot translation reproduces",
+                ),
+                velocity=_COPY,
+            ),
+        }
+    ),
 )
 LION = Family(
     "Lion",
@@ -364,7 +412,26 @@ ADADELTA = Family(
         ),
     ),
     tf1_class="AdadeltaOptimizer",
+    translations=MappingProxyType(
+        {
+            "tf1": _tr(
+                accumulated_grad=SlotTranslation(
+                    "",
+                    "copy",
+                    "exact",
+                    "same rule, epsilon inside both square roots: d = sqrt(delta+eps)/sqrt(acc+eps)*g; var -= lr*d",
+                ),
+                accumulated_delta_var=_COPY,
+            ),
+            "keras2": _tr(accumulated_grad=_COPY, accumulated_delta_var=_COPY),
+            "keras2-legacy": _tr(
+                accumulated_grad=SlotTranslation("", "copy", "exact", "same rule (fused ResourceApplyAdadelta)"),
+                accumulated_delta_var=_COPY,
+            ),
+        }
+    ),
 )
+_L1, _L2, _SHRINK = "l1_regularization_strength", "l2_regularization_strength", "l2_shrinkage_regularization_strength"
 FTRL = Family(
     "Ftrl",
     (
@@ -379,6 +446,8 @@ FTRL = Family(
             "initial_accumulator_value": 0.1,
             "l1_regularization_strength": 0.0,
             "l2_regularization_strength": 0.0,
+            "l2_shrinkage_regularization_strength": 0.0,
+            "beta": 0.0,
         }
     ),
     keras3_groups=(("accumulator", "linear"),),
@@ -387,19 +456,38 @@ FTRL = Family(
         _ops(
             "ApplyFtrl",
             ("accumulator", "linear"),
-            {"learning_rate": 4, "l1": 5, "l2": 6, "learning_rate_power": 7},
-            {"learning_rate": 5, "l1": 6, "l2": 7, "learning_rate_power": 8},
+            {"learning_rate": 4, _L1: 5, _L2: 6, "learning_rate_power": 7},
+            {"learning_rate": 5, _L1: 6, _L2: 7, "learning_rate_power": 8},
             3,
         ),
         _ops(
             "ApplyFtrlV2",
             ("accumulator", "linear"),
-            {"learning_rate": 4, "l1": 5, "l2": 6, "l2_shrinkage": 7, "learning_rate_power": 8},
-            {"learning_rate": 5, "l1": 6, "l2": 7, "l2_shrinkage": 8, "learning_rate_power": 9},
+            {"learning_rate": 4, _L1: 5, _L2: 6, _SHRINK: 7, "learning_rate_power": 8},
+            {"learning_rate": 5, _L1: 6, _L2: 7, _SHRINK: 8, "learning_rate_power": 9},
             3,
         ),
     ),
     tf1_class="FtrlOptimizer",
+    translations=MappingProxyType(
+        {
+            "tf1": _tr(
+                accumulator=SlotTranslation(
+                    "",
+                    "copy",
+                    "exact",
+                    "same rule (ApplyFtrl/ApplyFtrlV2: the op's l2 is l2 + beta/(2*lr), the shrinkage enters the "
+                    "linear term only); the initial accumulator only shapes step 0",
+                ),
+                linear=_COPY,
+            ),
+            "keras2": _tr(accumulator=_COPY, linear=_COPY),
+            "keras2-legacy": _tr(
+                accumulator=SlotTranslation("", "copy", "exact", "same rule (fused ResourceApplyFtrl/FtrlV2)"),
+                linear=_COPY,
+            ),
+        }
+    ),
 )
 ADAGRAD_DA = Family(
     "AdagradDA",
@@ -537,18 +625,21 @@ FRAMEWORK_DEFAULTS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxy
                 "learning_rate": None,
                 "learning_rate_power": -0.5,
                 "initial_accumulator_value": 0.1,
-                "l1": 0.0,
-                "l2": 0.0,
+                _L1: 0.0,
+                _L2: 0.0,
+                _SHRINK: 0.0,
             },
             "tf_keras": {
                 "learning_rate": 0.001,
                 "learning_rate_power": -0.5,
                 "initial_accumulator_value": 0.1,
-                "l1": 0.0,
-                "l2": 0.0,
+                _L1: 0.0,
+                _L2: 0.0,
+                _SHRINK: 0.0,
             },
         },
         "Adamax": {"tf_keras": dict(_TF_KERAS_ADAM)},
         "Nadam": {"tf_keras": dict(_TF_KERAS_ADAM)},
+        "AdamW": {"tf_keras": {**_TF_KERAS_ADAM, "amsgrad": False, "weight_decay": 0.004}},
     }
 )
