@@ -98,7 +98,8 @@ def _refuse_code(model_config: dict[str, Any], label: str) -> None:
         name = printable(str(inner.get("name", obj.get("name", "?"))))[:80]
         module, registered = obj.get("module"), obj.get("registered_name")
         if cls in CODE_CLASSES or isinstance(obj.get("function"), list):
-            raise ConversionError(f"{label}: layer {name} is a {cls} (Python code in the file, never run); {HINT}")
+            what = "Python code in the file, never run" if cls in ("Lambda", "__lambda__") else "a function by name"
+            raise ConversionError(f"{label}: layer {name} is a {cls} ({what}); {HINT}")
         if isinstance(module, str) and module.split(".")[0] not in KERAS_MODULES:
             raise ConversionError(f"{label}: {name} refers to module {printable(module)[:80]!r}; {HINT}")
         if any(isinstance(v, str) and ">" in v for v in (cls, registered)):
