@@ -281,3 +281,50 @@ def adam_amsgrad_tf1() -> Any:
     import keras
 
     return mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8, amsgrad=True))
+
+
+# ---------------------------------------------------------------------- tests/test_convert_rebuild.py
+def twin(functional: bool, optimizer: Any) -> Any:
+    """Keras 3 twin of the tf_keras MLP of tests/test_convert_rebuild.py: Dense(8, relu) -> BatchNormalization ->
+    Dense(3), written by hand (not rebuilt by ckpt-tools) to restore a converted TF2 checkpoint into."""
+    import keras
+
+    layers = [
+        keras.layers.Dense(8, activation="relu", name="dense"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.Dense(3, name="dense_1"),
+    ]
+    if functional:
+        inputs = keras.Input((4,))
+        x = inputs
+        for layer in layers:
+            x = layer(x)
+        model = keras.Model(inputs, x, name="mlp")
+    else:
+        model = keras.Sequential([keras.Input((4,)), *layers], name="mlp")
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def twin_rmsprop_sequential() -> Any:
+    import keras
+
+    return twin(False, keras.optimizers.RMSprop(LEARNING_RATE, rho=0.9, momentum=0.5, epsilon=1e-7))
+
+
+def twin_rmsprop_functional() -> Any:
+    import keras
+
+    return twin(True, keras.optimizers.RMSprop(LEARNING_RATE, rho=0.9, momentum=0.5, epsilon=1e-7))
+
+
+def twin_adam_sequential() -> Any:
+    import keras
+
+    return twin(False, keras.optimizers.Adam(LEARNING_RATE, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+
+
+def twin_adam_functional() -> Any:
+    import keras
+
+    return twin(True, keras.optimizers.Adam(LEARNING_RATE, beta_1=0.9, beta_2=0.999, epsilon=1e-7))

@@ -1,13 +1,19 @@
-"""`ckpt convert SOURCE --model MODULE:FACTORY --out OUT`: legacy artifacts into resumable TF2 / Keras 3 ones."""
+"""`ckpt convert SOURCE [--model MODULE:FACTORY] --out OUT`: legacy artifacts into resumable TF2 / Keras 3 ones."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from ckpt_tools.cli.render import dump_json, follow_symlinks_option, json_option, shape_text, shown_path, table
-from ckpt_tools.conversion.plan import Plan
-from ckpt_tools.conversion.run import ConvertReport, convert
 from ckpt_tools.messages import printable
+
+if TYPE_CHECKING:  # the conversion modules load after --model is checked, so a bad one fails at once
+    from ckpt_tools.conversion.plan import Plan
+    from ckpt_tools.conversion.run import ConvertReport
 
 
 def _num(value: object) -> str:
@@ -87,6 +93,18 @@ def _outcome_lines(report: ConvertReport) -> list[str]:
     return [*lines, "", verdict]
 
 
+def _progress() -> Callable[[str], None] | None:
+    """One stderr line per phase when stderr is a terminal; nothing otherwise (and never on stdout)."""
+    stream = sys.stderr
+    if not stream.isatty():
+        return None
+
+    def say(line: str) -> None:
+        click.echo(f"ckpt convert: {printable(line)}", err=True)
+
+    return say
+
+
 def render_text(report: ConvertReport) -> str:
     return "\n".join([*_mapping_lines(report.plan), *_optimizer_lines(report.plan), *_outcome_lines(report)])
 
@@ -98,6 +116,7 @@ Needs TensorFlow and Keras 3: pip install 'ckpt-tools[tensorflow]'.
 
 \b
 Examples:
+  ckpt convert model.h5 --out m.keras --to keras   (a Keras-2 .h5 with its model_config and training_config)
   ckpt convert fixtures/tf1_adam --model examples/fixture_models.py:tf1_adam --out converted/
   ckpt convert fixtures/ident/model.h5 --model examples/fixture_models.py:ident_keras2 --out m.keras --to keras
 """
@@ -108,9 +127,10 @@ Examples:
 @click.option(
     "--model",
     "model",
-    required=True,
+    default=None,
     metavar="MODULE:FACTORY",
-    help="Callable returning a compiled Keras 3 model of the same architecture (module or path/file.py).",
+    help="Callable returning a compiled Keras 3 model of the same architecture (module or path/file.py). "
+    "Needed for TF1 checkpoints and custom layers; a Keras-2 .h5 without it is rebuilt from its model_config.",
 )
 @click.option("--out", "out", required=True, metavar="OUT", help="Output directory (tf2) or .keras file (keras).")
 @click.option(
@@ -139,7 +159,7 @@ Examples:
 @follow_symlinks_option
 def command(
     source: str,
-    model: str,
+    model: str | None,
     out: str,
     to: str,
     rules: str | None,
@@ -152,6 +172,12 @@ def command(
 ) -> None:
     """Convert a TF1 checkpoint or Keras-2 .h5 into a resumable TF2 checkpoint or .keras file: weights by name,
     optimizer state translated by the optimizer catalogue, the step kept, the output re-read and verified."""
+    from ckpt_tools.conversion.factory import check_factory_spec
+
+    if model is not None:
+        check_factory_spec(model)  # before TensorFlow is imported: a bad --model fails at once
+    from ckpt_tools.conversion.run import convert
+
     report = convert(
         source,
         model=model,
@@ -163,6 +189,7 @@ def command(
         force=force,
         allow_weights_only=allow_weights_only,
         allow_approximate=allow_approximate,
+        progress=_progress(),
     )
     # Names read from damaged files can hold undecodable bytes; print them escaped rather than crash.
     click.echo(printable(dump_json(report.to_json()) if as_json else render_text(report)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Callable, Iterator
@@ -31,16 +33,79 @@ def require_keras(what: str) -> Any:
     return keras
 
 
-def load_factory(spec: str) -> Callable[[], Any]:
-    """The callable named by `module:attr` (importable module) or `path/to/file.py:attr`."""
+def _is_path(module_part: str) -> bool:
+    return module_part.endswith(".py") or "/" in module_part or "\\" in module_part
+
+
+def check_factory_spec(spec: str) -> None:
+    """Refuse a malformed `MODULE:FACTORY` cheaply, before TensorFlow is imported and without running any code:
+    the file exists (or the module can be found) and, for Python source, defines FACTORY (read with `ast`)."""
     module_part, sep, attr = spec.rpartition(":")
-    if not sep or not module_part or not attr:
+    if not sep or not module_part or not attr or not all(p.isidentifier() for p in attr.split(".")):
         detail = f"must look like package.module:function or path/to/file.py:function (got {spec!r})"
         raise UsageError(f"model={spec!r}: {detail}", argument="model", detail=detail)
-    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
+    if _is_path(module_part):
         path = Path(module_part)
         if not path.is_file():
             raise UsageError(f"{spec}: no such file {module_part}")
+        origin: str | None = str(path)
+    else:
+        origin = _module_origin(spec, module_part)
+    if origin is not None and origin.endswith(".py"):
+        _check_defined(spec, Path(origin), attr.split(".")[0])
+
+
+def _module_origin(spec: str, module_part: str) -> str | None:
+    """The source file of an importable module, found without importing it (None: only an import can tell)."""
+    parts = module_part.split(".")
+    if not all(p.isidentifier() for p in parts):
+        detail = f"{module_part!r} is not a dotted module name (a file needs its .py suffix or a path)"
+        raise UsageError(f"model={spec!r}: {detail}", argument="model", detail=detail)
+    try:
+        found = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UsageError(f"{spec}: cannot import {module_part}: no module named {parts[0]!r}")
+    for depth in range(1, len(parts)):
+        locations = found.submodule_search_locations
+        found = importlib.machinery.PathFinder.find_spec(".".join(parts[: depth + 1]), list(locations or []))
+        if found is None:
+            return None  # e.g. a submodule its package creates on import: the import will say
+    return found.origin
+
+
+def _check_defined(spec: str, path: Path, name: str) -> None:
+    """`name` is bound at the top level of the Python file (a def, class, assignment or import)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError) as exc:
+        raise UsageError(f"{spec}: {path} is not valid Python ({type(exc).__name__}: {exc})") from exc
+    except OSError as exc:
+        raise UsageError(f"{spec}: cannot read {path}: {exc.strerror}") from exc
+    bound: set[str] = set()
+    uncertain = False  # a star import, or names bound under if/try/with/for: only importing can tell
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            uncertain |= any(a.name == "*" for a in node.names)
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif not isinstance(node, ast.Expr):
+            uncertain = True
+    if name not in bound and "__getattr__" not in bound and not uncertain:
+        raise UsageError(f"{spec}: {path} defines no {name!r} at its top level")
+
+
+def load_factory(spec: str) -> Callable[[], Any]:
+    """The callable named by `module:attr` (importable module) or `path/to/file.py:attr`."""
+    check_factory_spec(spec)
+    module_part, _, attr = spec.rpartition(":")
+    if _is_path(module_part):
+        path = Path(module_part)
         name = "ckpt_factory_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:

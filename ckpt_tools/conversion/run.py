@@ -7,6 +7,7 @@ import gc
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.atomic import AtomicOutput, check_output
 from ckpt_tools.conversion.exactness import WEIGHTS_ONLY
-from ckpt_tools.conversion.factory import weights_through_disk
+from ckpt_tools.conversion.factory import check_factory_spec, weights_through_disk
 from ckpt_tools.conversion.plan import (
     APPROXIMATE,
     IGNORED_TARGET,
@@ -32,6 +33,8 @@ from ckpt_tools.conversion.plan import (
     prefix_of,
     step_of,
 )
+from ckpt_tools.conversion.rebuild import REBUILT, RebuildSpec, rebuild_spec
+from ckpt_tools.conversion.rebuild import build as rebuild_model
 from ckpt_tools.conversion.verify import CheckpointResult, Expected, Fingerprints, verify_keras, verify_tf2
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
@@ -145,7 +148,7 @@ class ConvertReport:
 def convert(
     source: str | os.PathLike[str],
     *,
-    model: Any,
+    model: Any = None,
     out: str | os.PathLike[str],
     to: str = "tf2",
     rules: str | os.PathLike[str] | RenameRules | None = None,
@@ -154,27 +157,30 @@ def convert(
     force: bool = False,
     allow_weights_only: bool = False,
     allow_approximate: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> ConvertReport:
-    """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, or a `MODULE:FACTORY` string naming a
-    function that builds one; see docs/convert.md and docs/api.md."""
-    if is_url(os.fspath(out)):
-        detail = "convert writes to a local folder or file (object stores have no atomic rename); upload the result"
-        raise UsageError(f"out={scrub(os.fspath(out))!r}: {detail}", argument="out", detail=detail)
+    """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, a `MODULE:FACTORY` string naming a
+    function that builds one, or None to rebuild a Keras-2 .h5's own model from its configs; `progress` is
+    called with one line per phase. See docs/convert.md and docs/api.md."""
+    say = progress or _silent
+    _check_arguments(model, out, to)
     src, out_path = as_path(source), Path(out)
-    _check_target(to, out_path)
     rename = _rename_rules(rules)
+    say(f"reading {src}")
     vmaps = _open_sources(src, all_checkpoints, to)
+    spec = rebuild_spec(vmaps[-1], allow_weights_only=allow_weights_only) if model is None else None
     protect = [src, *(f for v in vmaps for f in v.files)]
     source_members = members(vmaps, extra=[src])
     if not dry_run:
         check_output(out_path, force=force, protect=protect, members=source_members)
-    from ckpt_tools.conversion.factory import build_model
-
-    keras_model = build_model(model)
+    say("building the Keras 3 model" + (" from the source's model_config" if spec is not None else f" ({model})"))
+    keras_model, label, notes = _model_for(model, spec)
+    say("planning the mapping and the optimizer translation")
     plan = make_plan(vmaps[-1], keras_model, rename)
-    label = model if isinstance(model, str) else f"<{type(model).__name__} {getattr(model, 'name', '')}>"
+    if spec is not None and spec.optimizer_class is None:
+        plan.state_problems.append("the source records no optimizer (no training_config)")
     report = ConvertReport(str(src), vmaps[-1].format, os.fspath(out_path), to, label, plan, dry_run=dry_run)
-    report.warnings += plan_warnings(plan)
+    report.warnings += [*notes, *plan_warnings(plan)]
     blocking = plan.weight_problems + ([] if allow_weights_only else plan.state_problems)
     if not dry_run:
         _refuse_blocked(src, plan, allow_weights_only)
@@ -195,10 +201,36 @@ def convert(
         if out_path.exists():
             report.warnings.append(f"{out_path}: exists; a real run needs force=True")
         return report
-    target = _Target(keras_model, owned=isinstance(model, str))
+    target = _Target(keras_model, owned=model is None or isinstance(model, str), progress=say)
     del keras_model  # from here on only `target` holds the model (see _Target)
     _write_atomically(vmaps, plan, target, report, out_path, force=force, protect=protect, members=source_members)
     return report
+
+
+def _silent(_line: str) -> None:
+    """The default progress callback: says nothing."""
+
+
+def _model_for(model: Any, spec: RebuildSpec | None) -> tuple[Any, str, list[str]]:
+    """The target model, how the report names where it came from, and warnings from building it."""
+    from ckpt_tools.conversion.factory import build_model, check_model, require_keras
+
+    if spec is None:
+        label = model if isinstance(model, str) else f"<{type(model).__name__} {getattr(model, 'name', '')}>"
+        return build_model(model), label, []
+    keras = require_keras(f"{spec.label}: rebuilding its Keras 3 model")
+    built, warnings = rebuild_model(spec, keras)
+    return check_model(built, REBUILT, keras), REBUILT, warnings
+
+
+def _check_arguments(model: Any, out: str | os.PathLike[str], to: str) -> None:
+    """Refuse a malformed factory spec, a remote OUT and a bad target before anything is read or imported."""
+    if isinstance(model, str):
+        check_factory_spec(model)
+    if is_url(os.fspath(out)):
+        detail = "convert writes to a local folder or file (object stores have no atomic rename); upload the result"
+        raise UsageError(f"out={scrub(os.fspath(out))!r}: {detail}", argument="out", detail=detail)
+    _check_target(to, Path(out))
 
 
 def _check_target(to: str, out_path: Path) -> None:
@@ -346,6 +378,7 @@ class _Target:
 
     model: Any
     owned: bool
+    progress: Callable[[str], None] = _silent
 
     def release(self) -> None:
         if self.owned:
@@ -358,13 +391,16 @@ def _write_all(
 ) -> None:
     if to == "keras":
         (vmap,) = vmaps  # all_checkpoints is refused for this target
+        target.progress(f"writing {report.out}")
         expected, order = _save_keras(vmap, plan, target, report.checkpoints[0], tmp, report.weights_only)
         vmap.close()
         target.release()
+        target.progress(f"verifying {report.out} (read back, and loaded with keras.models.load_model)")
         verify_keras(tmp, order, plan, expected, report.checkpoints[0])
         return
     slot_vars = _prepare(target.model, plan)
     for vmap, result in zip(vmaps, report.checkpoints, strict=True):
+        target.progress(f"writing and verifying ckpt-{result.step} (step {result.step} of {prefix_of(vmap)})")
         model, expected = _load_into(target.model, vmap, plan, slot_vars, result, report.weights_only)
         _save_tf2(model, expected, plan, result, tmp, report.weights_only)
         vmap.close()
