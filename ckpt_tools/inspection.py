@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from ckpt_tools.facts import Facts, facts
+from ckpt_tools.messages import natural_sorted
 from ckpt_tools.model import ROLES, Variable, VariableMap
 from ckpt_tools.readers.registry import open_checkpoint
 from ckpt_tools.storage import as_path
-from ckpt_tools.tree import Tree, build_tree, natural_key
+from ckpt_tools.tree import Tree, build_tree
 from ckpt_tools.values import MAX_VALUE_BYTES, check_budget, read_for_print
 from ckpt_tools.values import to_json as values_json
 from ckpt_tools.verdict import resume_verdict
@@ -201,10 +202,8 @@ def inspect(
     with gc_paused():
         vmap = open_checkpoint(as_path(path), format)
         pattern = values if values is not None else filter
-        chosen = sorted(
-            (v for v in vmap.values() if pattern is None or matches(v, pattern)), key=lambda v: natural_key(v.name)
-        )
-    result = InspectResult(vmap, chosen, facts=facts(vmap), pattern=pattern)
+        chosen = natural_sorted((v for v in vmap.values() if pattern is None or matches(v, pattern)), _name_of)
+        result = InspectResult(vmap, chosen, facts=facts(vmap), pattern=pattern)
     if tree:
         result.tree = build_tree(vmap)
     if stats:
@@ -221,14 +220,22 @@ def inspect(
 def gc_paused() -> Iterator[None]:
     """No cyclic garbage collection inside: reading an index of 100,000 entries creates millions of objects that
     all stay alive, and the collector would walk them again and again (a quarter of the time). Collection
-    resumes, if it was on, when the block ends."""
+    resumes, if it was on, when the block ends, with the objects made inside counted as old ones (frozen and
+    unfrozen: moved to the oldest generation unexamined), so that the first young collection does not walk
+    them all either."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
+
+
+def _name_of(var: Variable) -> str:
+    return var.name
 
 
 def matches(var: Variable, pattern: str) -> bool:

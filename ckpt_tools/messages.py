@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _DIGITS = re.compile(r"([0-9]+)")
 
@@ -41,3 +45,41 @@ def _part(part: str) -> tuple[int, int, str]:
         digits = part.lstrip("0") or "0"
         return (0, len(digits), digits)
     return (1, 0, part)
+
+
+def natural_sorted(items: Iterable[T], name: Callable[[T], str]) -> list[T]:
+    """`sorted(items, key=lambda i: natural_key(name(i)))`, several times faster for many items: each name becomes
+    one string that compares as its natural_key does (`_natural_text`), unless some name holds a character below
+    U+0002 (which that string cannot order), when natural_key is used after all."""
+    listed = list(items)
+    names = [name(item) for item in listed]
+    joined = "".join(names)
+    keys: list[Any] | None = None
+    if "\x00" not in joined and "\x01" not in joined:
+        try:
+            keys = [_natural_text(text) for text in names]
+        except ValueError:  # a digit run of more than 0x10FFFF digits has no length character
+            keys = None
+    if keys is None:
+        keys = [natural_key(text) for text in names]
+    order = sorted(range(len(listed)), key=keys.__getitem__)
+    return [listed[i] for i in order]
+
+
+def _natural_text(text: str) -> str:
+    """Text parts kept, each digit run replaced by U+0001, its length (leading zeros stripped) as one character
+    and its digits. Compared as strings these order as natural_key tuples do: a digit run's U+0001 sorts before
+    any text character, run lengths then digits compare as numbers, and a text part that is a prefix of another
+    is followed by U+0001 or the end, both lower than any text character (names holding U+0000 or U+0001 are not
+    given to this)."""
+    parts = _DIGITS.split(text)
+    if len(parts) == 1:
+        return text
+    parts[1::2] = map(_digit_run, parts[1::2])
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _digit_run(run: str) -> str:
+    digits = run.lstrip("0") or "0"
+    return "\x01" + chr(len(digits)) + digits

@@ -616,6 +616,24 @@ _POOL.AddSerializedFile(any_pb2.DESCRIPTOR.serialized_pb)
 _POOL.AddSerializedFile(_file().SerializeToString())
 
 
+def _tail_file() -> descriptor_pb2.FileDescriptorProto:
+    """BundleEntryProto's fields with presence (proto2), the dtype, shape and slices as raw bytes in one oneof:
+    what follows an entry's dtype and shape, parsed alone, shows whether it holds any of those again (readers
+    then parse the whole entry as BundleEntryProto)."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="ckpt_tools/bundle_entry_tail.proto", package="tensorflow.ckpt_tools", syntax="proto2"
+    )
+    again = [_field("dtype", 1, "int32", oneof=0), _field("shape", 2, "bytes", oneof=0)]
+    again.append(_field("slices", 7, "bytes", oneof=0))  # any of the three present: WhichOneof("again")
+    fields = [_field("shard_id", 3, "int32"), _field("offset", 4, "int64"), _field("size", 5, "int64")]
+    fields.append(_field("crc32c", 6, "fixed32"))
+    fdp.message_type.append(_message("BundleEntryTail", [*again, *fields], oneofs=("again",)))
+    return fdp
+
+
+_POOL.AddSerializedFile(_tail_file().SerializeToString())
+
+
 def _cls(name: str) -> Any:
     return message_factory.GetMessageClass(_POOL.FindMessageTypeByName("tensorflow." + name))
 
@@ -625,6 +643,7 @@ TensorShapeProto: Any = _cls("TensorShapeProto")
 TensorSliceProto: Any = _cls("TensorSliceProto")
 BundleHeaderProto: Any = _cls("BundleHeaderProto")
 BundleEntryProto: Any = _cls("BundleEntryProto")
+BundleEntryTail: Any = _cls("ckpt_tools.BundleEntryTail")
 TrackableObjectGraph: Any = _cls("TrackableObjectGraph")
 SaverDef: Any = _cls("SaverDef")
 TensorInfo: Any = _cls("TensorInfo")

@@ -34,6 +34,8 @@ MAX_SLICES = 1 << 16  # stored slices of one partitioned tensor
 # slice) when it has at most this many cells, else pairwise (vectorized) when there are at most MAX_PAIRWISE.
 MAX_GRID_CELLS = 1 << 22
 MAX_PAIRWISE_SLICES = 1 << 12
+# Reads that check for shared bytes by a pass over the entries before they are sorted by position once.
+LINEAR_ALIAS_CHECKS = 4
 
 _SHARD_MISSING = "data shard missing"
 Extents = tuple[tuple[int, int], ...]  # (start, length) per dimension; length -1 = the whole dimension
@@ -81,6 +83,40 @@ def _key_text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def _plain_head(head: bytes) -> tuple[str, tuple[int, ...]] | None:
+    """The dtype name and shape a value's head (its dtype and shape fields) declares, or None when the shape is
+    anything but a plausible known one (the value then goes through `_parse_entry` and its messages)."""
+    try:
+        proto = protos.BundleEntryProto.FromString(head)
+    except DecodeError:
+        return None
+    shape_proto = proto.shape
+    shape = tuple([d.size for d in shape_proto.dim])
+    if shape_proto.unknown_rank or len(shape) > MAX_RANK or (shape and min(shape) < 0):
+        return None
+    return protos.dtype_name(proto.dtype), shape
+
+
+def _plain_entry(
+    raw_key: bytes, head: tuple[str, tuple[int, ...]], value: bytes, split: int, num_shards: int
+) -> BundleEntry | None:
+    """The entry whose value continues after its head (`value[:split]`) with fields other than the dtype, shape
+    and slices, naming an existing shard at a non-negative offset and size; None otherwise (left to
+    `_parse_entry` and its messages)."""
+    try:
+        tail = protos.BundleEntryTail.FromString(value[split:])
+    except DecodeError:
+        return None
+    shard_id, offset, size = tail.shard_id, tail.offset, tail.size
+    if not 0 <= shard_id < num_shards or offset < 0 or size < 0 or tail.WhichOneof("again") is not None:
+        return None
+    entry: BundleEntry = object.__new__(BundleEntry)  # a frozen dataclass's fields, without its __init__
+    fields = {"key": raw_key.decode("utf-8", "backslashreplace"), "dtype": head[0], "shape": head[1]}
+    fields.update(shard_id=shard_id, offset=offset, size=size, crc32c=tail.crc32c, slices=())
+    object.__setattr__(entry, "__dict__", fields)
+    return entry
+
+
 class BundleReader:
     """Reads a bundle's index eagerly and tensors on demand, with TensorFlow's checksums and layouts."""
 
@@ -106,14 +142,22 @@ class BundleReader:
         self.entries: dict[str, BundleEntry] = {}
         self._raw_keys: dict[str, bytes] = {}
         self._slice_entries: dict[bytes, BundleEntry] = {}
-        parsed = [self._parse_entry(raw_key, value) for raw_key, value in rows[1:]]
+        del rows[0]
+        parsed = self._parse_entries(rows)
         # the hidden key of each slice of each partitioned tensor, in the order its entry lists them
         self._slice_keys = {k: [encode_tensor_name_slice(k, x) for x in e.slices] for k, e in parsed if e.slices}
         self._file_entries(parsed)
-        self._spans: _Spans | None = None  # stored entries by position, built on the first read
+        self._spans: _Spans | None = None  # stored entries by position, built after the first few reads
+        self._unaliased_checks = 0
 
     def _file_entries(self, parsed: list[tuple[bytes, BundleEntry]]) -> None:
         """Sort parsed entries into tensors (`entries`) and stored slices (named after their tensor)."""
+        if not self._slice_keys:  # no partitioned tensor: every entry is a tensor of its own
+            self.entries = {entry.key: entry for _, entry in parsed}
+            self._raw_keys = {entry.key: raw_key for raw_key, entry in parsed}
+            if len(self.entries) == len(parsed):
+                return
+            self.entries, self._raw_keys = {}, {}
         hidden = {
             slice_key: f"{entry.key} slice {[list(e) for e in extents]}"
             for raw_key, entry in parsed
@@ -150,6 +194,27 @@ class BundleReader:
         endianness = "big" if proto.endianness == protos.BIG_ENDIAN else "little"
         return BundleHeader(proto.num_shards, endianness, version)
 
+    def _parse_entries(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, BundleEntry]]:
+        """Every row's entry. Values laid out as TensorFlow writes them (dtype and shape first, each field once,
+        in field order, no slices) take a fast path: the dtype-and-shape head, shared by many entries, is parsed
+        once, the rest decoded directly; any other value is parsed by protobuf, with every check."""
+        heads: dict[bytes, tuple[str, tuple[int, ...]] | None] = {}
+        num_shards = self.header.num_shards
+        out = []
+        for raw_key, value in rows:
+            entry = None
+            if len(value) > 3 and value[0] == 8 and value[2] == 18 and value[1] < 128 and value[3] < 128:
+                split = value[3] + 4
+                head = value[:split]
+                if head in heads:
+                    known = heads[head]
+                else:
+                    known = heads[head] = _plain_head(head)
+                if known is not None:
+                    entry = _plain_entry(raw_key, known, value, split, num_shards)
+            out.append((raw_key, entry) if entry is not None else self._parse_entry(raw_key, value))
+        return out
+
     def _parse_entry(self, raw_key: bytes, value: bytes) -> tuple[bytes, BundleEntry]:
         key = _key_text(raw_key)
         try:
@@ -183,6 +248,11 @@ class BundleReader:
         a partitioned tensor assembled, the same megabyte checksummed thousands of times)."""
         if not entry.size:
             return
+        if self._spans is None and self._unaliased_checks < LINEAR_ALIAS_CHECKS:
+            # the first few reads (an inspect reads the step alone) look through the entries, not sort them
+            self._unaliased_checks += 1
+            if not self._any_sharing(entry):
+                return
         if self._spans is None:
             self._spans = _Spans(list(self._stored_entries()))
         other = self._spans.overlapping(entry)
@@ -192,6 +262,14 @@ class BundleReader:
                 f"{entry.offset + entry.size} and {other.offset}..{other.offset + other.size}; entries never overlap "
                 "in a real bundle)"
             )
+
+    def _any_sharing(self, entry: BundleEntry) -> bool:
+        """Whether another stored entry with bytes shares some of `entry`'s (one pass over the entries)."""
+        shard, start, end = entry.shard_id, entry.offset, entry.offset + entry.size
+        return any(
+            o.size and o.offset < end and start < o.offset + o.size and o.shard_id == shard and o is not entry
+            for o in self._stored_entries()
+        )
 
     def raw_key(self, key: str) -> bytes:
         """The stored bytes of a listed key (differs from `key.encode()` only for keys that are not UTF-8)."""

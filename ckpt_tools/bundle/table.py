@@ -188,12 +188,17 @@ def parse_block(block: bytes) -> Iterator[tuple[bytes, bytes]]:
     restarts = set(struct.unpack_from(f"<{num_restarts}I", block, limit))
     if num_restarts and any(r >= max(limit, 1) for r in restarts):
         raise TableFormatError("restart point past the entries")
+    yield from _block_entries(block, limit, restarts)
+
+
+def _block_entries(block: bytes, limit: int, restarts: set[int]) -> Iterator[tuple[bytes, bytes]]:
+    """The entries of a block before its restart array (which starts at `limit`)."""
     pos = 0
     key = b""
     while pos < limit:
         entry_start = pos
-        if pos + 3 <= limit and block[pos] < 0x80 and block[pos + 1] < 0x80 and block[pos + 2] < 0x80:
-            shared, non_shared, value_len = block[pos], block[pos + 1], block[pos + 2]  # the common 1-byte case
+        shared, non_shared, value_len = block[pos : pos + 3] if pos + 3 <= limit else b"\x80\x80\x80"
+        if shared < 0x80 and non_shared < 0x80 and value_len < 0x80:  # the common 1-byte case
             pos += 3
         else:
             shared, pos = read_varint(block, pos, limit, max_bytes=5)
@@ -201,14 +206,14 @@ def parse_block(block: bytes) -> Iterator[tuple[bytes, bytes]]:
             value_len, pos = read_varint(block, pos, limit, max_bytes=5)
         if shared > len(key):
             raise TableFormatError("entry shares more key bytes than the previous key has")
-        if entry_start in restarts and shared:
+        if shared and entry_start in restarts:
             raise TableFormatError("entry at a restart point shares key bytes")
-        if pos + non_shared + value_len > limit:
+        start = pos + non_shared
+        pos = start + value_len
+        if pos > limit:
             raise TableFormatError("entry runs past the end of its block")
-        key = key[:shared] + block[pos : pos + non_shared]
-        pos += non_shared
-        yield key, block[pos : pos + value_len]
-        pos += value_len
+        key = key[:shared] + block[start - non_shared : start]
+        yield key, block[start:pos]
 
 
 def _read_file(path: Path) -> bytes:

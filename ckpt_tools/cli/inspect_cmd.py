@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from ckpt_tools.cli.render import echo_json, follow_symlinks_option, human_bytes, json_option, shape_text, table
+from ckpt_tools.cli.render import (
+    column_table,
+    echo_json,
+    follow_symlinks_option,
+    human_bytes,
+    json_option,
+    shape_text,
+)
 from ckpt_tools.errors import UsageError
 from ckpt_tools.facts import short_number
 from ckpt_tools.inspection import InspectResult, gc_paused, inspect
@@ -30,25 +37,39 @@ def render_text(result: InspectResult) -> str:
 
 
 def _variable_table(result: InspectResult) -> str:
-    show_key = any(var.key != var.name for var in result.variables)
-    headers = ["name", "shape", "dtype", "role", *(["key"] if show_key else [])]
-    if result.stats:
-        headers += ["min", "max", "mean", "nan", "inf"]
-    rows = []
+    """The table, built column by column (a few list operations per column for 100,000 variables)."""
+    variables = result.variables
+    names = [var.name for var in variables]
+    keys = [var.key for var in variables]
+    show_key = names != keys
     shapes: dict[tuple[int, ...], str] = {}  # a few distinct shapes among many variables: each formatted once
-    for var in result.variables:
-        role = "alias" if var.alias_of is not None else var.role
+    shape_cells = []
+    for var in variables:
         shape = shapes.get(var.shape)
         if shape is None:
             shape = shapes[var.shape] = shape_text(var.shape)
-        row = [_shown(var.name), shape, var.dtype, role]
-        if show_key:
-            row.append(_shown(var.key) if var.key != var.name else "")
-        if result.stats:
-            st = result.stats[var.key]
-            row += [_fmt(st.min), _fmt(st.max), _fmt(st.mean), str(st.nan), str(st.inf)]
-        rows.append(row)
-    return table(rows, headers)
+        shape_cells.append(shape)
+    columns = [
+        _shown_all(names),
+        shape_cells,
+        [var.dtype for var in variables],
+        ["alias" if var.alias_of is not None else var.role for var in variables],
+    ]
+    headers = ["name", "shape", "dtype", "role"]
+    if show_key:
+        headers.append("key")
+        columns.append(_shown_all(["" if key == name else key for key, name in zip(keys, names, strict=True)]))
+    if result.stats:
+        headers += ["min", "max", "mean", "nan", "inf"]
+        stats = [result.stats[key] for key in keys]
+        columns += [[_fmt(st.min) for st in stats], [_fmt(st.max) for st in stats], [_fmt(st.mean) for st in stats]]
+        columns += [[str(st.nan) for st in stats], [str(st.inf) for st in stats]]
+    return column_table(columns, headers)
+
+
+def _shown_all(texts: list[str]) -> list[str]:
+    """`_shown` of each text; the list itself when all of it is ASCII."""
+    return texts if "".join(texts).isascii() else [_shown(text) for text in texts]
 
 
 def _shown(text: str) -> str:
@@ -232,10 +253,12 @@ def command(
         _history(path, plot, as_json)
         return
     full_values = values is not None and (full or as_json)
-    result = inspect(path, filter=pattern, stats=stats, format=fmt, values=values, tree=tree, full_values=full_values)
-    if result.empty_match:
-        click.echo(f"ckpt: no variable matches {printable(result.pattern or '')!r}", err=True)
-    with gc_paused():  # rows and JSON objects by the hundred thousand, all alive until printed
+    with gc_paused():  # variables, rows and JSON objects by the hundred thousand, all alive until printed
+        result = inspect(
+            path, filter=pattern, stats=stats, format=fmt, values=values, tree=tree, full_values=full_values
+        )
+        if result.empty_match:
+            click.echo(f"ckpt: no variable matches {printable(result.pattern or '')!r}", err=True)
         if as_json:
             echo_json(result.to_json())
         elif values is not None:

@@ -171,11 +171,38 @@ def _put_list(value: list[Any] | tuple[Any, ...], newline: str, pieces: list[str
         return
     separator = "," + inner
     pieces.append("[" + inner)
-    for index, item in enumerate(value):
-        if index:
-            pieces.append(separator)
-        _put(item, inner, pieces)
+    if all(type(item) is dict for item in value):  # rows (one per variable): each made as one string
+        pieces.append(separator.join([_dict_text(item, inner) for item in value]))
+    else:
+        for index, item in enumerate(value):
+            if index:
+                pieces.append(separator)
+            _put(item, inner, pieces)
     pieces.append(newline + "]")
+
+
+def _dict_text(value: dict[Any, Any], newline: str) -> str:
+    """What `_put_dict` appends, as one string: strings, ints, None and lists of ints written directly."""
+    if not value:
+        return "{}"
+    inner = newline + "  "
+    items = []
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _Unusual("key")
+        kind = type(item)
+        if kind is str:
+            text = _encode_string(item)
+        elif kind is int:
+            text = int.__repr__(item)
+        elif item is None:
+            text = "null"
+        else:
+            pieces: list[str] = []
+            _put(item, inner, pieces)
+            text = "".join(pieces)
+        items.append(_encode_string(key) + ": " + text)
+    return "{" + inner + ("," + inner).join(items) + newline + "}"
 
 
 def echo_json(obj: Any) -> None:
@@ -205,7 +232,20 @@ def _simple_table(rows: list[list[Any]], headers: list[str]) -> str | None:
         return None
     if any(len(row) != len(headers) for row in rows):
         return None
-    columns: list[Sequence[str]] = list(zip(*rows, strict=True)) if rows else [() for _ in headers]
+    return _simple_columns(list(zip(*rows, strict=True)) if rows else [() for _ in headers], headers)
+
+
+def column_table(columns: list[list[str]], headers: list[str]) -> str:
+    """`table` of the rows these columns (one list per header, all as long) make."""
+    if headers and all(h.isascii() and h.isprintable() for h in headers):
+        laid_out = _simple_columns(list(columns), headers)
+        if laid_out is not None:
+            return laid_out
+    return table(zip(*columns, strict=True), headers)
+
+
+def _simple_columns(columns: list[Sequence[str]], headers: list[str]) -> str | None:
+    """The "simple" layout of these columns (as `_simple_table`), or None when a cell is not printable ASCII text."""
     widths = []
     for index, column in enumerate(columns):
         try:

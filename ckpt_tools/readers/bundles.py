@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFil
 from ckpt_tools.model import COUNTER_DTYPES, Chunker, Variable, VariableMap
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
 from ckpt_tools.storage import suffixed
+
+if TYPE_CHECKING:
+    from ckpt_tools.bundle.reader import BundleEntry
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -49,23 +53,29 @@ class Bundle:
         self.entries = self.reader.entries
 
     def loader(self, key: str) -> Callable[[], np.ndarray]:
-        reader = self.reader
-
-        def load() -> np.ndarray:
-            return reader.read(key)
-
-        return load
+        """`read(key)` of the bundle, as a callable."""
+        return functools.partial(self.reader.read, key)
 
     def chunker(self, key: str) -> Chunker | None:
         """Block-by-block reads for `key` when the bundle can stream it (see BundleReader.iter_elements)."""
         if not self.reader.can_stream(key):
             return None
-        reader = self.reader
+        return functools.partial(self.reader.iter_elements, key)
 
-        def chunks(elements: int) -> Iterator[np.ndarray]:
-            return reader.iter_elements(key, elements)
+    def access(self) -> list[tuple[BundleEntry, Callable[[], np.ndarray], Chunker | None]]:
+        """Each tensor's entry, `loader` and `chunker`, in index order, made in one pass."""
+        from ckpt_tools.bundle.values import fixed_dtype
 
-        return chunks
+        read, stream = self.reader.read, self.reader.iter_elements
+        streamable: dict[str, bool] = {}  # by dtype
+        out: list[tuple[BundleEntry, Callable[[], np.ndarray], Chunker | None]] = []
+        for key, entry in self.entries.items():
+            fixed = streamable.get(entry.dtype)
+            if fixed is None:
+                fixed = streamable[entry.dtype] = fixed_dtype(entry.dtype) is not None
+            chunker = functools.partial(stream, key) if fixed and not entry.slices else None
+            out.append((entry, functools.partial(read, key), chunker))
+        return out
 
     def files(self) -> list[Path]:
         return [suffixed(self.prefix, ".index"), *self.reader.data_files]

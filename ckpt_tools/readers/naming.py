@@ -28,10 +28,11 @@ def with_fields(var: Variable, **changes: Any) -> Variable:
     if not _PLAIN or not _FIELDS.issuperset(changes):
         return dataclasses.replace(var, **changes)
     new: Variable = object.__new__(Variable)
-    fields = new.__dict__
-    fields.update(var.__dict__)
-    fields.update(changes)
+    object.__setattr__(new, "__dict__", {**var.__dict__, **changes})
     return new
+
+
+_NEW_VARIABLE_FIELDS = ("key", "name", "shape", "dtype", "role", "slot_of", "slot", "loader", "chunker")
 
 
 def new_variable(
@@ -50,23 +51,15 @@ def new_variable(
     if not _PLAIN:
         return Variable(key, name, shape, dtype, role, slot_of, slot, loader, chunker)
     new: Variable = object.__new__(Variable)
-    fields = new.__dict__
-    fields.update(_DEFAULTS)
-    fields.update(
-        key=key,
-        name=name,
-        shape=shape,
-        dtype=dtype,
-        role=role,
-        slot_of=slot_of,
-        slot=slot,
-        loader=loader,
-        chunker=chunker,
-    )
+    fields: dict[str, Any] = {"key": key, "name": name, "shape": shape, "dtype": dtype, "role": role}
+    fields["slot_of"] = slot_of
+    fields.update(slot=slot, loader=loader, chunker=chunker, **_OTHER_DEFAULTS)
+    object.__setattr__(new, "__dict__", fields)
     return new
 
 
 _DEFAULTS = dict(Variable("", "", (), "float32").__dict__)
+_OTHER_DEFAULTS = {k: v for k, v in _DEFAULTS.items() if k not in _NEW_VARIABLE_FIELDS}
 
 
 def slot_name(weight: str, slot: str) -> str:

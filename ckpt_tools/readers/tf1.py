@@ -126,7 +126,7 @@ def open(path: Path) -> VariableMap:
     if prefix is None:
         raise CorruptCheckpointError(f"{path}: not a TF1 checkpoint")
     reader = open_bundle(prefix)
-    entries = [(e.key, e.shape, e.dtype, reader.loader(e.key), reader.chunker(e.key)) for e in reader.entries.values()]
+    entries = [(e.key, e.shape, e.dtype, load, chunks) for e, load, chunks in reader.access()]
     return build_map(
         path,
         FORMAT,

@@ -60,19 +60,29 @@ def classify(names: list[str]) -> dict[str, Tie]:
     known = set(names)
     suffixes = tf1_suffixes()
     out: dict[str, Tie] = {}
+    weight: Tie = ("weight", None, None)
     for name in names:
         head, _, suffix = name.rpartition("/")
-        centered = suffix.startswith("RMSProp") and f"{head}/RMSProp_2" in known
-        spec = tf1_slot(suffix, centered=centered) if suffix in suffixes and head in known else None
-        if STEP_NAMES.search(name):
+        spec = None
+        if suffix in suffixes and head in known:
+            centered = suffix.startswith("RMSProp") and f"{head}/RMSProp_2" in known
+            spec = tf1_slot(suffix, centered=centered)
+        if "global_step" in name and STEP_NAMES.search(name):
             out[name] = ("step", None, None)
         elif spec is not None:
             out[name] = ("optimizer", head, spec[1])
-        elif NON_SLOT.search(name) or ESTIMATOR_OPTIMIZER.match(name):
+        elif _optimizer_like(name):
             out[name] = ("optimizer", *_estimator_tie(name, known))
         else:
-            out[name] = ("weight", None, None)
+            out[name] = weight
     return out
+
+
+def _optimizer_like(name: str) -> bool:
+    """A beta power or an Estimator optimizer's variable (each pattern tried only on names that can match it)."""
+    return ("_power" in name and NON_SLOT.search(name) is not None) or (
+        name.startswith("training/") and ESTIMATOR_OPTIMIZER.match(name) is not None
+    )
 
 
 def _estimator_tie(name: str, known: set[str]) -> tuple[str | None, str | None]:
@@ -87,10 +97,12 @@ def _estimator_tie(name: str, known: set[str]) -> tuple[str | None, str | None]:
 def family_from_names(variables: Mapping[str, Variable]) -> str | None:
     """The optimizer(s) the slot names point at: `Adam`, or `Adagrad+Ftrl` for Estimator mixes."""
     found: list[str] = []
+    specs: dict[str, Any] = {}  # by key suffix
     for var in variables.values():
         if var.slot_of is None:
             continue
-        spec = tf1_slot(var.key.rpartition("/")[2])
+        suffix = var.key.rpartition("/")[2]
+        spec = specs[suffix] if suffix in specs else specs.setdefault(suffix, tf1_slot(suffix))
         label = spec[0].name if spec is not None else (var.slot or "").partition("/")[0]
         if label and label not in found:
             found.append(label)
@@ -177,18 +189,22 @@ def _missing_required(variables: Mapping[str, Variable], slots: list[Variable]) 
     """Weights lacking a slot their family always keeps (Adam's velocity beside a stored momentum)."""
     have: dict[str, set[str]] = {}
     family_of: dict[str, Any] = {}
+    specs: dict[str, Any] = {}  # by key suffix
     for var in slots:
         assert var.slot_of is not None
         prefix, _, slot = (var.slot or "").rpartition("/")  # Estimator slots keep their optimizer: Adam/momentum
         have.setdefault(var.slot_of, set()).add(slot)
-        spec = tf1_slot(var.key.rpartition("/")[2])
+        suffix = var.key.rpartition("/")[2]
+        spec = specs[suffix] if suffix in specs else specs.setdefault(suffix, tf1_slot(suffix))
         fam = spec[0] if spec is not None else family(prefix) if prefix else None
         if fam is not None:
             family_of[var.slot_of] = fam
     out = []
+    required: dict[int, set[str]] = {}  # by id(family)
     for weight, fam in family_of.items():
-        required = {s.name for s in fam.slots if s.when is None and (s.tf1 is not None or s.keras2)}
-        if not required <= have[weight]:
+        if id(fam) not in required:
+            required[id(fam)] = {s.name for s in fam.slots if s.when is None and (s.tf1 is not None or s.keras2)}
+        if not required[id(fam)] <= have[weight]:
             out.append(weight)
     return out
 

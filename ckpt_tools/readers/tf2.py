@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.errors import CorruptCheckpointError
-from ckpt_tools.model import FoundOptimizer, OptimizerInfo, Role, Variable, VariableMap
+from ckpt_tools.model import Chunker, FoundOptimizer, Loader, OptimizerInfo, Role, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC, STEP_COUNTERS
 from ckpt_tools.optimizers.coverage import FLOAT_DTYPES, NON_TRAINABLE, summarize
 from ckpt_tools.optimizers.lookup import family_of_group, guess_family, hyperparameter_names, keras2_slot, slot_lists
@@ -196,8 +196,8 @@ def describe_bundle(source: Bundle, path: Path, fmt: str, **extra: Any) -> Varia
         {w for f in findings for w in f.trainable},
     )
     variables = {
-        entry.key: _variable(graph, bundle, entry, key_node.get(entry.key), roles)
-        for entry in bundle.entries.values()
+        entry.key: _variable(graph, entry, key_node.get(entry.key), roles, load, chunks)
+        for entry, load, chunks in bundle.access()
         if entry.key != OBJECT_GRAPH_KEY
     }
     counters = [graph.value_key(f.iterations) for f in findings if f.iterations is not None]
@@ -365,8 +365,11 @@ class _Roles:
     trainable: set[int]
 
 
-def _variable(graph: Graph, bundle: Bundle, entry: Any, node_id: int | None, roles: _Roles) -> Variable:
-    """One stored value with its readable name and role (slots named `<weight>/<slot>`)."""
+def _variable(
+    graph: Graph, entry: Any, node_id: int | None, roles: _Roles, load: Loader, chunks: Chunker | None
+) -> Variable:
+    """One stored value with its readable name and role (slots named `<weight>/<slot>`), read by `load` and
+    `chunks`."""
     name = _display_name(graph, node_id, entry.key)
     role: Role = "weight"
     slot_of: str | None = None
@@ -391,8 +394,8 @@ def _variable(graph: Graph, bundle: Bundle, entry: Any, node_id: int | None, rol
         role,
         slot_of,
         slot,
-        bundle.loader(entry.key),
-        bundle.chunker(entry.key),
+        load,
+        chunks,
     )
 
 
