@@ -44,6 +44,12 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0"}
 
 
+def compile_bytecode() -> None:
+    """Byte-compile the checkout's ckpt_tools first, as `pip install` does: with PYTHONDONTWRITEBYTECODE set
+    (or a read-only checkout) every measured process would otherwise compile each module it imports anew."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "ckpt_tools")], check=True, env=os.environ)
+
+
 def generate(out: Path, runs: int, keep: int) -> list[str]:
     """The prefixes of every checkpoint under `out` (written first with real TensorFlow when absent)."""
     marker = out / "generated.json"
@@ -122,6 +128,7 @@ def main() -> int:
         out = args.dir or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
         prefixes = generate(out, args.runs, args.keep)
+        compile_bytecode()
         ckpt = [sys.executable, "-m", "ckpt_tools"]
         results = [
             measure("validate", [*ckpt, "validate", *prefixes], args.repeat),

@@ -417,7 +417,14 @@ def test_missing_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_convert_refuses_a_remote_output(s3: tuple[str, Traffic]) -> None:
     line = _one_line_error(
-        ["convert", f"s3://{BUCKET}/tf1_adam", "--model", "x:y", "--out", "s3://fixtures/out?token=SECRET"]
+        [
+            "convert",
+            f"s3://{BUCKET}/tf1_adam",
+            "--model",
+            f"{FIXTURES.parent}/tests/convert_models.py:adam",
+            "--out",
+            "s3://fixtures/out?token=SECRET",
+        ]
     )
     assert "writes to a local folder" in line and "SECRET" not in line
 

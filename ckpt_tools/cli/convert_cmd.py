@@ -116,9 +116,10 @@ Needs TensorFlow and Keras 3: pip install 'ckpt-tools[tensorflow]'.
 
 \b
 Examples:
-  ckpt convert model.h5 --out m.keras --to keras   (a Keras-2 .h5 with its model_config and training_config)
+  ckpt convert fixtures/keras2_adam/model.h5 --out m.keras --to keras
   ckpt convert fixtures/tf1_adam --model examples/fixture_models.py:tf1_adam --out converted/
-  ckpt convert fixtures/ident/model.h5 --model examples/fixture_models.py:ident_keras2 --out m.keras --to keras
+  ckpt convert fixtures/ident/model.h5 --model examples/fixture_models.py:ident_keras2 --out m2.keras --to keras
+A Keras-2 .h5 that carries its model_config and training_config needs no --model (the first example).
 """
 
 
