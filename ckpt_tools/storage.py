@@ -8,6 +8,7 @@ import fnmatch
 import io
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -130,6 +131,28 @@ def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
             (dirs if entry.is_dir() else files).append(entry.name)
         yield here, dirs, files
         pending.extend(here / d for d in reversed(dirs))
+
+
+def local_copy(path: Path, limit: int | None = None) -> Path:
+    """A private local copy of one remote file (streamed, in a folder only this user can read, removed at exit),
+    for the one reader that needs a file name: TensorFlow's V1 checkpoint reader. A local path is itself."""
+    if not isinstance(path, RemotePath):
+        return path
+    size = path.stat().st_size
+    if limit is not None and size > limit:
+        raise UsageError(f"{path}: {size} bytes, more than the {limit} a local copy may take")
+    with _LOCK:
+        if not _COPIES:
+            _COPIES.append(Path(tempfile.mkdtemp(prefix="ckpt-remote-copy-")))
+            atexit.register(shutil.rmtree, _COPIES[0], True)
+    target = _COPIES[0] / f"copy-{len(list(_COPIES[0].iterdir()))}"
+    with path.open("rb") as source, open(target, "xb") as out:
+        while chunk := source.read(8 << 20):
+            out.write(chunk)
+    return target
+
+
+_COPIES: list[Path] = []
 
 
 def lexists(path: Path) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError, UsageError
+from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
 from ckpt_tools.messages import flat
 from ckpt_tools.model import Chunker, Loader, OptimizerInfo, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC
@@ -28,7 +28,7 @@ from ckpt_tools.readers.naming import keep_unique, new_variable, slot_name, with
 from ckpt_tools.readers.paths import artifact_root, bundle_prefix, is_state_file, read_state, resolve_state_entry
 from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import NON_SLOT, GraphSource, apply_graph, classify, decide, meta_graph_source
-from ckpt_tools.storage import is_remote, suffixed
+from ckpt_tools.storage import is_remote, local_copy, suffixed
 from ckpt_tools.tfimport import import_tensorflow
 
 FORMAT = "tf1-checkpoint"
@@ -154,9 +154,8 @@ def _tf_argument(file: Path) -> str:
 
 
 def _open_v1(path: Path, file: Path) -> VariableMap:
-    if is_remote(file):
-        raise UsageError(f"{file}: V1-format checkpoints are read through TensorFlow, which ckpt reads only locally")
-    argument = _tf_argument(file)
+    # TensorFlow's V1 reader takes a file name only: a remote file is read from a private local copy of it.
+    argument = _tf_argument(local_copy(file)) if is_remote(file) else _tf_argument(file)
     tf1 = import_tensorflow(f"{file}: reading a V1-format checkpoint").compat.v1
     try:
         reader = tf1.train.NewCheckpointReader(argument)
