@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import bisect
 import fnmatch
+import importlib
 import io
 import os
 import re
@@ -241,8 +242,7 @@ def _with_timeouts(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
     (aiohttp's default waits 5 minutes for an answer; botocore's, 60 s per attempt of its own retries)."""
     seconds = timeout()
     if protocol in ("http", "https"):
-        import aiohttp
-
+        aiohttp: Any = importlib.import_module("aiohttp")  # the [http] extra (not installed everywhere)
         client = dict(options.get("client_kwargs") or {})
         client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds))
         return {**options, "client_kwargs": client}

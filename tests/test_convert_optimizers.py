@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import needs_tf, run_cli, run_json
 from tests.test_convert import BATCHES, WEIGHTS, factory, max_deviation, restore_tf2
 
-pytestmark = [needs_tf, pytest.mark.tensorflow]
+pytestmark = [needs_tf, pytest.mark.tensorflow, pytest.mark.slow]  # tox -e slow: the CI gate stays < 30 min
 
 LR = 0.05
 STEPS = 20

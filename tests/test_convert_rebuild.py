@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import needs_tf, run_cli, run_json
 
-pytestmark = [needs_tf, pytest.mark.tensorflow]
+pytestmark = [needs_tf, pytest.mark.tensorflow, pytest.mark.slow]  # tox -e slow: the CI gate stays < 30 min
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__file__).resolve().parent / "convert_models.py"

@@ -520,6 +520,7 @@ def test_corpus_covers_the_threat_list(corpus: tuple[Path, list[dict[str, Any]],
 
 
 # ------------------------------------------------------------------------------------------------ convert
+@pytest.mark.slow  # TensorFlow in every job: `tox -e slow` (keeps the CI gate under 30 minutes)
 @pytest.mark.tensorflow
 @pytest.mark.skipif(not (HAS_TF and HAS_CONVERT), reason="needs TensorFlow and ckpt_tools.conversion.run")
 def test_convert_refuses_every_malformed_input(corpus: tuple[Path, list[dict[str, Any]], dict[str, Any]]) -> None:
