@@ -5,6 +5,7 @@ without --allow-approximate; the clips Keras 3 does reproduce convert exactly (1
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ LR = 0.05
 RNG = np.random.default_rng(99)
 MLP_BATCHES = [(RNG.normal(size=(6, 4)).astype(np.float32), RNG.integers(0, 3, 6).astype(np.int32)) for _ in range(23)]
 ID_BATCHES = [(RNG.integers(0, 10, (6, 3)).astype(np.int32), RNG.integers(0, 3, 6).astype(np.int32)) for _ in range(23)]
+PARTITION = re.compile(r"/part_\d+$")
 SAVED_AT = 3  # steps trained before the checkpoint; the resumed runs take batches SAVED_AT, SAVED_AT + 1, ...
 
 
@@ -46,7 +48,10 @@ class Graph:
             self.train = build(self.x, self.y, self.step)
             self.saver = tf1.train.Saver()
             self.init = tf1.global_variables_initializer()
-            self.weights = {v.op.name: v for v in tf1.global_variables() if "/" in v.op.name and v.trainable}
+            self.weights: dict[str, list[Any]] = {}  # saved name -> its partitions (one for most variables)
+            for v in tf1.global_variables():
+                if "/" in v.op.name and v.trainable:
+                    self.weights.setdefault(PARTITION.sub("", v.op.name), []).append(v)
 
     def save(self, directory: Path) -> Path:
         import tensorflow as tf
@@ -65,7 +70,7 @@ class Graph:
             self.saver.restore(sess, tf.train.latest_checkpoint(str(directory)))
             for x, y in self.batches[SAVED_AT : SAVED_AT + steps]:
                 sess.run(self.train, {self.x: x, self.y: y})
-            return {name: sess.run(v) for name, v in self.weights.items()}
+            return {name: np.concatenate(sess.run(parts)) for name, parts in self.weights.items()}
 
 
 def _dense(x: Any, units: int, name: str, use_bias: bool = True) -> Any:
@@ -265,6 +270,28 @@ def _fused_under_cond(x: Any, y: Any, step: Any) -> Any:
         return _adam().minimize(loss, global_step=step)
 
 
+def _partitioned(clip: bool) -> Callable[[Any, Any, Any], Any]:
+    """The MLP with its first kernel and bias split in two partitions, under a custom-named Adam: TF1 runs one
+    training op per partition (the same update as one op on the whole variable, unless a clip sees one part)."""
+
+    def build(x: Any, y: Any, step: Any) -> Any:
+        import tensorflow as tf
+
+        tf1 = tf.compat.v1
+        with tf1.variable_scope("dense", partitioner=tf1.fixed_size_partitioner(2)):
+            kernel = tf1.get_variable("kernel", [4, 8])
+            bias = tf1.get_variable("bias", [8], initializer=tf1.zeros_initializer())
+        hidden = tf.nn.relu(tf.matmul(x, kernel) + bias)
+        loss = tf1.losses.sparse_softmax_cross_entropy(y, _dense(hidden, 3, "dense_1"))
+        opt = tf1.train.AdamOptimizer(LR, epsilon=1e-8, name="MyAdam")
+        grads_and_vars = opt.compute_gradients(loss)
+        if clip:
+            grads_and_vars = [(tf.clip_by_norm(g, 0.5), v) for g, v in grads_and_vars]
+        return opt.apply_gradients(grads_and_vars, global_step=step)
+
+    return build
+
+
 def _sgd() -> Any:
     import tensorflow as tf
 
@@ -293,6 +320,8 @@ GRAPHS: dict[str, tuple[Callable[[Any, Any, Any], Any], bool]] = {
     "forgotten_updates": (_forgotten_updates, False),
     "fused_under_cond": (_fused_under_cond, False),
     "sparse_sgd": (_embedding(_sgd), True),
+    "partitioned": (_partitioned(False), False),
+    "partitioned_clip": (_partitioned(True), False),
 }
 
 
@@ -392,6 +421,7 @@ SUBTLE = [
     ("forgotten_updates", "batchnorm_adam", "are never updated by the source's training step"),
     ("fused_under_cond", "batchnorm_adam", "batch normalization trained by"),
     ("in_scope", "adam_mixed_bfloat16", "computes in reduced precision (dtype policy mixed_bfloat16)"),  # 3e-2
+    ("partitioned_clip", "adam_clipnorm", "clipped by its norm one partition at a time"),  # 1.8e-1
 ]
 
 
@@ -406,12 +436,14 @@ def test_subtle_differences_are_named(
 
 
 @pytest.mark.parametrize(
-    ("case", "factory_name"), [("in_scope", "adam"), ("named_gradients", "adam"), ("sparse_sgd", "embedding_sgd")]
+    ("case", "factory_name"),
+    [("in_scope", "adam"), ("named_gradients", "adam"), ("sparse_sgd", "embedding_sgd"), ("partitioned", "adam")],
 )
 def test_what_keras_reproduces_is_not_called_approximate(
     sources: dict[str, tuple[Path, Graph]], tmp_path: Path, case: str, factory_name: str
 ) -> None:
-    """minimize() in a name scope, tf.gradients(name=...), plain SGD on an embedding: the same run."""
+    """minimize() in a name scope, tf.gradients(name=...), plain SGD on an embedding, partitioned variables under a
+    custom-named optimizer (one training op per partition): the same run."""
     source, graph = sources[case]
     out = tmp_path / "out"
     report = run_json(["convert", source, "--model", factory(factory_name), "--out", out])

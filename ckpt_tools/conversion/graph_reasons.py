@@ -73,6 +73,10 @@ _REPEATED = (
 
 def _gradients(uses: tuple[OpUse, ...], vmap: VariableMap) -> list[str]:
     out = []
+    parts: dict[str, set[str]] = {}
+    for use in uses:
+        parts.setdefault(use.variable, set()).add(use.graph_variable)
+    partitioned = {name for name, graph_variables in parts.items() if len(graph_variables) > 1}
     for use in uses:
         path = use.gradient
         if path.kind in ("transformed", "unknown"):
@@ -82,17 +86,22 @@ def _gradients(uses: tuple[OpUse, ...], vmap: VariableMap) -> list[str]:
             )
         elif path.kind == "clipnorm" and vmap.get(use.variable) is not None:
             rank = len(vmap[use.variable].shape)
-            if path.axes != tuple(range(rank)):
+            if use.variable in partitioned:
+                out.append(
+                    f"the gradient of {use.variable} is clipped by its norm one partition at a time, Keras 3's "
+                    "clipnorm takes the norm of the whole tensor"
+                )
+            elif path.axes != tuple(range(rank)):
                 out.append(
                     f"the gradient of {use.variable} is clipped by its norm over axes {list(path.axes or ())}, "
                     "Keras 3's clipnorm takes the norm of the whole tensor"
                 )
         if use.hyper.get("nesterov") is True and use.family.name == "Adam":
             out.append(f"{use.op} on {use.variable} uses Nesterov momentum, which Keras 3 Adam does not")
-    counts: dict[str, int] = {}
-    for use in uses:
-        counts[use.variable] = counts.get(use.variable, 0) + 1
-    twice = [name for name, n in counts.items() if n > 1]
+    counts: dict[tuple[str, str], int] = {}
+    for use in uses:  # a partitioned variable has one op per partition: counted per graph variable
+        counts[(use.variable, use.graph_variable)] = counts.get((use.variable, use.graph_variable), 0) + 1
+    twice = list(dict.fromkeys(name for (name, _), n in counts.items() if n > 1))
     if twice:
         out.append(
             f"{listed(twice, LISTED)} updated by more than one training op per step: one Keras 3 optimizer "

@@ -34,6 +34,7 @@ class OpUse:
     hyper: Mapping[str, Any]
     sparse: bool
     gradient: GradientPath = UNKNOWN
+    graph_variable: str = ""  # the graph variable it updates: one partition of a partitioned saved variable
 
     @property
     def name(self) -> str:
@@ -83,6 +84,7 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
         if len(inputs) <= len(op.slots):
             notes.append(f"{node.name}: {node.op} with {len(inputs)} inputs; skipped")
             continue
+        updated = source_node(graph, inputs[0])
         variable = _variable(graph, inputs[0], names)
         slots = {slot: _variable(graph, inputs[i + 1], names) for i, slot in enumerate(op.slots)}
         extra = _extra_variables(graph, node, names, len(op.slots) + 1)
@@ -97,7 +99,9 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
         gradient = gradient_path(graph, str(node.input_refs[op.grad])) if op.grad < len(node.input_refs) else None
         if gradient is not None and gradient.kind in CLIP_OPTIONS:
             hyper[gradient.kind] = gradient.value  # the clip is part of how this op trains its variable
-        uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse, gradient or UNKNOWN))
+        path = gradient or UNKNOWN
+        graph_variable = updated.name if updated is not None else variable
+        uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse, path, graph_variable))
     trainable = tuple(names.get(v.name, v.name) for v in graph.variables if v.trainable)
     written, stale = training_writes(graph, names)
     return GraphEvidence(
