@@ -31,7 +31,7 @@ def graph_evidence(vmap: VariableMap) -> GraphEvidence | None:
         return None
     from ckpt_tools.readers.tf1_state import meta_graph_source
 
-    return meta_graph_source(Path(vmap.prefix)).evidence
+    return meta_graph_source(Path(vmap.prefix), traits=True).evidence
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class GraphEvidence:
     trainable: tuple[str, ...] = ()
     variables: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Filled by with_training_traits (convert only):
     batch_norms: tuple[str, ...] = ()  # FUSED_BATCH_NORM nodes in training mode
     scatters: tuple[tuple[str, str], ...] = ()  # (saved variable written row by row, op type)
     written: tuple[str, ...] = ()  # saved variables some op writes
@@ -103,18 +104,28 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
         graph_variable = updated.name if updated is not None else variable
         uses.append(OpUse(family, node.op, node.name, variable, slots, extra, hyper, sparse, path, graph_variable))
     trainable = tuple(names.get(v.name, v.name) for v in graph.variables if v.trainable)
-    written, stale = training_writes(graph, names)
     return GraphEvidence(
         str(source),
         tuple(shared_global_clips(uses)),
         tuple(dict.fromkeys(trainable)),
         tuple(dict.fromkeys(names.values())),
         tuple(notes),
-        _training_batch_norms(graph),
-        _scatters(graph, names),
-        written,
-        stale,
-        hidden_training(graph),
+    )
+
+
+def with_training_traits(evidence: GraphEvidence, graph: MetaGraph) -> GraphEvidence:
+    """`evidence` with what only convert's exactness needs (it walks every node and function again, so inspect,
+    validate and ls never pay for it): fused batch norms in training mode, scatters, writes, stale statistics,
+    training ops hidden in functions."""
+    names = saved_names(graph)
+    written, stale = training_writes(graph, names)
+    return replace(
+        evidence,
+        batch_norms=_training_batch_norms(graph),
+        scatters=_scatters(graph, names),
+        written=written,
+        stale=stale,
+        hidden=hidden_training(graph),
     )
 
 

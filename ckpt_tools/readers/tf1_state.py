@@ -18,7 +18,7 @@ from ckpt_tools.optimizers.catalogue import (
     TF1_STEP_PATTERN,
 )
 from ckpt_tools.optimizers.coverage import summarize
-from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse, training_evidence
+from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse, training_evidence, with_training_traits
 from ckpt_tools.optimizers.lookup import family, keras2_slot, tf1_slot, tf1_suffixes
 from ckpt_tools.readers.confine import confine
 from ckpt_tools.storage import suffixed
@@ -41,18 +41,36 @@ class GraphSource:
     problem: str | None = None
 
 
-def meta_graph_source(prefix: Path) -> GraphSource:
-    """The training graph saved beside a Saver checkpoint (`PREFIX.meta`), parsed natively."""
-    from ckpt_tools.bundle.graph import read_meta_graph
-
+def meta_graph_source(prefix: Path, *, traits: bool = False) -> GraphSource:
+    """The training graph saved beside a Saver checkpoint (`PREFIX.meta`), parsed natively; with `traits`, also
+    what convert's exactness needs (with_training_traits). The last graph parsed is kept for the next call on
+    the same unchanged file (convert asks twice: once reading the checkpoint, once judging exactness)."""
     meta = suffixed(prefix, ".meta")
     if not meta.is_file():
         return GraphSource(None, problem=f"no {meta.name} graph beside the checkpoint")
     try:
         confine(prefix.parent, meta, ".meta graph")
-        return GraphSource(training_evidence(read_meta_graph(meta), meta.name))
+        graph = _meta_graph(meta)
+        evidence = training_evidence(graph, meta.name)
+        return GraphSource(with_training_traits(evidence, graph) if traits else evidence)
     except (CkptToolsError, OSError) as exc:
         return GraphSource(None, problem=f"{meta.name} unreadable ({flat(exc)[:160]})")
+
+
+_LAST_GRAPH: list[tuple[tuple[int, int, int, int], Any]] = []  # ((device, inode, size, mtime_ns), MetaGraph)
+
+
+def _meta_graph(meta: Path) -> Any:
+    """The parsed `.meta`, reused while the file is the same one, unchanged (one graph kept, never more)."""
+    from ckpt_tools.bundle.graph import read_meta_graph
+
+    stat = meta.stat()
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if _LAST_GRAPH and _LAST_GRAPH[0][0] == identity:
+        return _LAST_GRAPH[0][1]
+    graph = read_meta_graph(meta)
+    _LAST_GRAPH[:] = [(identity, graph)]
+    return graph
 
 
 def classify(names: list[str]) -> dict[str, Tie]:
