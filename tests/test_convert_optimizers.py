@@ -231,23 +231,20 @@ TF1_CASES = [
     ("ftrl_shrinkage", "ftrl_shrinkage", "tf2"),
     ("ftrl_beta", "ftrl_beta", "tf2"),
 ]
-# TF1 FtrlOptimizer feeds its op l2 + beta/(2*lr) through an AddV2, which the graph reader does not evaluate:
-# the factory's l2 cannot be checked, so those conversions are approximate by name (the slots translate exactly).
-L2_UNREAD = "l2_regularization_strength computed by Ftrl/add (AddV2)"
 
 
 @pytest.mark.parametrize(("kind", "factory_name", "to"), TF1_CASES, ids=[f"{k}-{t}" for k, _, t in TF1_CASES])
 def test_tf1_continuation(tmp_path: Path, kind: str, factory_name: str, to: str) -> None:
     after_1, after_20 = tf1_source(tmp_path, kind)
     out = tmp_path / ("out.keras" if to == "keras" else "out")
-    args = ["convert", tmp_path, "--model", factory(factory_name), "--out", out, "--to", to, "--allow-approximate"]
+    args = ["convert", tmp_path, "--model", factory(factory_name), "--out", out, "--to", to]
     report = run_json(args)
     assert report["written"] and report["resumable"], report
     slots = [r for r in report["optimizer"]["slots"] if r["target"]]
     assert len(slots) == 2 and all(r["exactness"] == "exact" for r in slots)
-    unread = [a.split(":")[0] for a in report["approximations"]]
-    assert unread == ([L2_UNREAD] if kind.startswith("ftrl") else []), report["approximations"]
-    checks = [h for h in report["optimizer"]["hyperparameters"] if h["name"] != "l2_regularization_strength"]
+    # TF1 FtrlOptimizer feeds its op l2 + beta/(2*lr) through an AddV2 of constants: folded, and compared
+    assert report["exactness"] == "exact", report["approximations"]
+    checks = report["optimizer"]["hyperparameters"]
     assert checks and all(h["match"] for h in checks), checks
     mine_1, mine_20 = keras3_continues(out, factory_name, to)
     deviation_1, deviation_20 = max_deviation(after_1, mine_1), max_deviation(after_20, mine_20)
@@ -261,6 +258,7 @@ def test_tf1_continuation(tmp_path: Path, kind: str, factory_name: str, to: str)
         ("adadelta", "adadelta", "epsilon"),  # TF1 eps 1e-8 against a factory's 1e-7
         ("ftrl", "ftrl_shrinkage", "l2_shrinkage_regularization_strength"),  # ApplyFtrl: no shrinkage
         ("ftrl_shrinkage", "ftrl", "l2_shrinkage_regularization_strength"),
+        ("ftrl_beta", "ftrl", "l2_regularization_strength"),  # the folded l2 + beta/(2*lr) against beta 0
     ],
 )
 def test_tf1_hyper_mismatch_is_approximate(tmp_path: Path, kind: str, factory_name: str, reason: str) -> None:

@@ -641,6 +641,16 @@ def _follow(graph: GraphLike, tensor_name: str) -> _Trace:
     return _Trace(None, ref.node, tuple(casts), f"a chain of more than {MAX_DEPTH} Identity/Cast ops")
 
 
+def cast_chain(graph: GraphLike, tensor_name: str) -> tuple[str, ...]:
+    """The Cast ops' target dtypes between `tensor_name` and the node producing it, outermost first."""
+    return _follow(graph, tensor_name).casts
+
+
+def cast_scalar(value: float | int | bool, dtype: str) -> float | int | bool | None:
+    """`value` as TensorFlow's Cast to `dtype` would leave it (None for dtypes without a Python scalar)."""
+    return _cast(value, dtype)
+
+
 def traced(graph: GraphLike, tensor_name: str) -> Node | None:
     """The node producing `tensor_name` once Identity-like ops and Casts are followed back; None when missing."""
     return _follow(graph, tensor_name).node
@@ -793,6 +803,8 @@ __all__ = [
     "TensorRef",
     "VariableInfo",
     "called_functions",
+    "cast_chain",
+    "cast_scalar",
     "describe_source",
     "meta_graph_from_proto",
     "parse_tensor_name",

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, describe_source, scalar_constant, walk_functions
+from ckpt_tools.bundle.folding import constant_value
+from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, describe_source, walk_functions
 from ckpt_tools.optimizers.catalogue import Family
 from ckpt_tools.optimizers.gradients import CLIP_OPTIONS, UNKNOWN, GradientPath, gradient_path
 from ckpt_tools.optimizers.lookup import display_name, training_op
@@ -93,7 +94,7 @@ def training_evidence(graph: MetaGraph, source: Path | str) -> GraphEvidence:
         for hname, index in op.hyper_inputs(sparse).items():
             if index < len(node.input_refs):
                 tensor = str(node.input_refs[index])
-                value = scalar_constant(graph, tensor)
+                value = constant_value(graph, tensor)
                 hyper[hname] = value if value is not None else describe_source(graph, tensor)
         if "use_nesterov" in node.attrs and op.op in ("ApplyMomentum", "ApplyAdam"):
             hyper["nesterov"] = bool(node.attrs["use_nesterov"])
