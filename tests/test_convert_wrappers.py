@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import needs_tf, run_json
 from tests.test_convert import BATCHES, WEIGHTS, factory
-from tests.test_convert_exactness import Graph, _ema
+from tests.test_convert_exactness import Graph, _adam, _ema, _mlp_loss
 
 pytestmark = [needs_tf, pytest.mark.tensorflow]
 
@@ -179,12 +179,27 @@ def test_tf_keras_ema_into_plain_adam_is_approximate(tmp_path: Path) -> None:
 def test_tf1_ema_is_named_and_refused_into_use_ema(tmp_path: Path) -> None:
     """TF1 shadows are not translated (the checkpoint cannot show they followed Keras 3's rule); a factory that
     averages has nothing to continue from, so it is refused; plain Adam continues the weights, approximately."""
-    directory = Graph(_ema).save(tmp_path)
+    (tmp_path / "constant").mkdir()
+    directory = Graph(_ema).save(tmp_path / "constant")
     refused = run_json(["convert", directory, "--model", factory("adam_ema"), "--out", tmp_path / "o", "--dry-run"], 2)
     assert any("keeps no averages" in p for p in refused["problems"]), refused["problems"]
     report = run_json(["convert", directory, "--model", factory("adam"), "--out", tmp_path / "o", "--dry-run"], 2)
     reason = next(a for a in report["approximations"] if a.startswith("weight averages (EMA: "))
-    assert "ExponentialMovingAverage" in reason and "num_updates" in reason and "not translated" in reason
+    assert "ExponentialMovingAverage decay 0.99)" in reason and "not translated" in reason, reason
+    (tmp_path / "counted").mkdir()
+    counted = Graph(_ema_num_updates).save(tmp_path / "counted")
+    report = run_json(["convert", counted, "--model", factory("adam"), "--out", tmp_path / "o", "--dry-run"], 2)
+    reason = next(a for a in report["approximations"] if a.startswith("weight averages (EMA: "))
+    assert "decay min(0.99, (1+n)/(10+n)) with num_updates n" in reason, reason
+
+
+def _ema_num_updates(x: Any, y: Any, step: Any) -> Any:
+    """Adam, then an ExponentialMovingAverage whose decay follows the global step (num_updates)."""
+    import tensorflow as tf
+
+    train = _adam().minimize(_mlp_loss(x, y), global_step=step)
+    with tf.control_dependencies([train]):
+        return tf.train.ExponentialMovingAverage(0.99, num_updates=step).apply(tf.compat.v1.trainable_variables())
 
 
 def test_tf_keras_loss_scale_is_named(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ckpt_tools.conversion import slots as sl
@@ -14,6 +15,7 @@ from ckpt_tools.optimizers.lookup import is_loss_scale
 
 AVERAGE = EMA.slots[0].name
 EMA_NAME = re.compile(r"(^|/)ExponentialMovingAverage(_\d+)?(/|$)")  # tf.train.ExponentialMovingAverage's shadows
+EMA_SCOPE = re.compile(r"ExponentialMovingAverage(_\d+)?")  # its name scope in the graph (`<scope>/decay`)
 LISTED = 3
 
 
@@ -59,7 +61,9 @@ def ema_reasons(vmap: VariableMap, source: sl.SourceOptimizer, rules: Iterable[s
     shadows = [v.name for v in vmap.values() if EMA_NAME.search(v.name)]
     out = []
     if shadows:
-        out.append(f"weight averages (EMA: {listed(shadows, LISTED)}): {EMA.translations['tf1'].note}")
+        settings = "; ".join(tf1_ema_settings(vmap))
+        shown = f"{listed(shadows, LISTED)}{'; ' + settings if settings else ''}"
+        out.append(f"weight averages (EMA: {shown}): {EMA.translations['tf1'].note}")
     averages = [v.name for v in vmap.values() if v.slot == AVERAGE]
     if not translated and (averages or source.hyper.get("use_ema") is True):
         out.append(
@@ -68,6 +72,37 @@ def ema_reasons(vmap: VariableMap, source: sl.SourceOptimizer, rules: Iterable[s
         )
     if translated and (vmap.step or 0) == 0:
         out.append(f"weight averages: {EMA.caveats['first_step']}")
+    return out
+
+
+def tf1_ema_settings(vmap: VariableMap) -> list[str]:
+    """What the `.meta` graph beside a TF1 checkpoint says of each ExponentialMovingAverage: its decay constant,
+    and whether num_updates makes it min(decay, (1+n)/(10+n)). Empty without a readable graph."""
+    if vmap.format != "tf1-checkpoint" or vmap.prefix is None:
+        return []
+    from ckpt_tools.bundle.graph import read_meta_graph, scalar_constant
+    from ckpt_tools.errors import CkptToolsError
+    from ckpt_tools.readers.confine import confine
+    from ckpt_tools.storage import suffixed
+
+    prefix = Path(vmap.prefix)
+    meta = suffixed(prefix, ".meta")
+    try:
+        confine(prefix.parent, meta, ".meta graph")
+        graph = read_meta_graph(meta)
+    except (CkptToolsError, OSError):
+        return []
+    out = []
+    for name in sorted(graph.nodes):
+        scope, _, leaf = name.rpartition("/")
+        if leaf != "decay" or not EMA_SCOPE.fullmatch(scope.rpartition("/")[2]):
+            continue
+        decay = scalar_constant(graph, name)
+        shown = "not a constant" if decay is None else f"{decay:g}"
+        if f"{scope}/Minimum" in graph.nodes:
+            out.append(f"{scope} decay min({shown}, (1+n)/(10+n)) with num_updates n, which Keras 3 cannot follow")
+        else:
+            out.append(f"{scope} decay {shown}")
     return out
 
 

@@ -571,11 +571,11 @@ EMA = Wrapper(
                 "average",
                 "refuse",
                 "approximate",
-                "tf.train.ExponentialMovingAverage shadows are updated by ops the training script chooses to run, "
-                "over the variables it passed to apply(), with decay min(decay, (1+n)/(10+n)) when num_updates is "
-                "given; the checkpoint cannot show that they ran once per optimizer step over exactly the trainable "
-                "variables with a constant decay, which is what Keras 3's use_ema does, so they are not translated "
-                "(the weights continue exactly; Keras 3 keeps no averages, or starts its own)",
+                "tf.train.ExponentialMovingAverage shadows are updated by ops the training script runs when it "
+                "chooses, over the variables it passed to apply() (decay min(decay, (1+n)/(10+n)) with num_updates); "
+                "the checkpoint cannot show that they ran once per optimizer step, over exactly the trainable "
+                "variables, with a constant decay, as Keras 3's use_ema does, so they are not translated (the "
+                "weights continue exactly; the averages do not)",
             ),
         }
     ),
