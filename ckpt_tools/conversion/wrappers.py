@@ -35,8 +35,8 @@ def ema_rules(source: sl.SourceOptimizer, config: Mapping[str, Any]) -> tuple[li
             "longer overwrites the weights with them"
         )
         return [sl.SlotRule(AVERAGE, None, "drop", "approximate", note)], []
-    spec = EMA.translations.get(source.origin.split("-")[0])
-    if not have or spec is None or source.origin != "keras2":
+    spec = EMA.translations.get(source.origin)  # tf_keras 2.11+ only: legacy optimizers do not average
+    if not have or spec is None or spec.how == "refuse":
         return [], [EMA.caveats["not_in_source"]]
     return [sl.SlotRule(AVERAGE, AVERAGE, "copy", spec.exactness, spec.note)], []
 
@@ -57,7 +57,9 @@ def ema_hyper(source: sl.SourceOptimizer, config: Mapping[str, Any]) -> list[sl.
 def ema_reasons(vmap: VariableMap, source: sl.SourceOptimizer, rules: Iterable[sl.SlotRule]) -> list[str]:
     """Why the averages do not continue as the source's: TF1 shadows are never translated, tf_keras averages are
     only when the source has taken a step, and averages nothing translates are lost."""
+    rules = list(rules)
     translated = any(r.source == AVERAGE and r.target is not None for r in rules)
+    planned = any(r.source == AVERAGE for r in rules)  # a dropped average is named by its rule
     shadows = [v.name for v in vmap.values() if EMA_NAME.search(v.name)]
     out = []
     if shadows:
@@ -65,7 +67,7 @@ def ema_reasons(vmap: VariableMap, source: sl.SourceOptimizer, rules: Iterable[s
         shown = f"{listed(shadows, LISTED)}{'; ' + settings if settings else ''}"
         out.append(f"weight averages (EMA: {shown}): {EMA.translations['tf1'].note}")
     averages = [v.name for v in vmap.values() if v.slot == AVERAGE]
-    if not translated and (averages or source.hyper.get("use_ema") is True):
+    if not planned and (averages or source.hyper.get("use_ema") is True):
         out.append(
             f"weight averages (EMA: {listed(averages, LISTED) or 'use_ema'}) are not translated: Keras 3 would "
             "start its own averages afresh (or keep none)"
