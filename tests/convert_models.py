@@ -328,3 +328,19 @@ def twin_adam_functional() -> Any:
     import keras
 
     return twin(True, keras.optimizers.Adam(LEARNING_RATE, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+
+
+def adam_ema() -> Any:
+    """Adam averaging the weights (momentum 0.9), overwriting them with the averages every 4 steps."""
+    import keras
+
+    optimizer = keras.optimizers.Adam(
+        LEARNING_RATE, epsilon=1e-7, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=4
+    )
+    return mlp(optimizer)
+
+
+def adam_loss_scale() -> Any:
+    import keras
+
+    return mlp(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-7)))

@@ -11,6 +11,7 @@ from typing import Any
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.batchnorm import batch_norm_kernels
 from ckpt_tools.conversion.graph_reasons import graph_reasons
+from ckpt_tools.conversion.wrappers import ema_reasons, loss_scale_reasons
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.facts import short_number
 from ckpt_tools.messages import listed
@@ -18,8 +19,6 @@ from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.graph_evidence import GraphEvidence
 
 LISTED = 3
-EMA_NAME = re.compile(r"(^|/)ExponentialMovingAverage(_\d+)?(/|$)")  # tf.train.ExponentialMovingAverage's names
-EMA_SLOTS = ("average",)  # tf_keras optimizers' use_ema slot
 BATCH_NORM_VARIANCE = re.compile(r"(^|/)moving_variance(:\d+)?$")
 HALF_DTYPES = ("float16", "bfloat16")
 WEIGHTS_ONLY = "weights only: no optimizer state is carried over, so training restarts its optimizer"
@@ -59,7 +58,8 @@ def approximations(
     out += [f"slot {r.source} -> {r.target or '(dropped)'}: {r.note}" for r in rules if r.exactness == "approximate"]
     if evidence is not None:
         out += graph_reasons(evidence, vmap, factory.trained, factory.unused)
-    out += _name_reasons(vmap, source, evidence)
+    out += ema_reasons(vmap, source, rules) + loss_scale_reasons(vmap)
+    out += _name_reasons(vmap, evidence)
     out += _factory_reasons(factory, hyper, same_schedule)
     return list(dict.fromkeys(out))
 
@@ -125,15 +125,9 @@ def _value(value: Any) -> str:
     return short_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def _name_reasons(vmap: VariableMap, source: sl.SourceOptimizer, evidence: GraphEvidence | None) -> list[str]:
-    """What the stored names and dtypes show: weight averages, batch-norm statistics, half-precision weights."""
+def _name_reasons(vmap: VariableMap, evidence: GraphEvidence | None) -> list[str]:
+    """What the stored names and dtypes show: batch-norm statistics, half-precision weights."""
     out = []
-    averages = [v.name for v in vmap.values() if EMA_NAME.search(v.name) or v.slot in EMA_SLOTS]
-    if averages or source.hyper.get("use_ema") is True:
-        out.append(
-            f"weight averages (EMA: {listed(averages, LISTED) or 'use_ema'}) are not translated: Keras 3 would "
-            "start its own averages afresh (or keep none)"
-        )
     variances = [v.name for v in vmap.values() if BATCH_NORM_VARIANCE.search(v.name) and v.role != "optimizer"]
     if variances and vmap.format == "keras2-h5":
         out += _keras2_batch_norms(vmap)

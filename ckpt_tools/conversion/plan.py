@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_tools.conversion import exactness
+from ckpt_tools.conversion import exactness, wrappers
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.errors import ConversionError
 from ckpt_tools.messages import listed, printable
@@ -152,7 +152,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     unused = sorted(vmap[k].name for k in sources.values() if k not in matched)
     unmatched = sorted(targets[t].path for t in targets if t not in matches)
     learning_rate = current_learning_rate(optimizer, vmap.step or 0)
-    hyper = sl.compare_hyper(source_opt, class_name, config, learning_rate)
+    hyper = sl.compare_hyper(source_opt, class_name, config, learning_rate) + wrappers.ema_hyper(source_opt, config)
     slot_names = {k: vmap[k].name for pair in pairs for k in pair.slots.values() if k in vmap}
     source_step = vmap[vmap.step_key].name if vmap.step_key is not None and vmap.step_key in vmap else None
     facts = exactness.Factory(
@@ -221,13 +221,16 @@ def _target_names(keras_model: Any, rename: RenameRules) -> tuple[dict[str, Any]
 def _slot_plan(
     source_opt: sl.SourceOptimizer, class_name: str, config: dict[str, Any]
 ) -> tuple[list[sl.SlotRule], list[str]]:
-    """The slot translations for the factory's optimizer, and every problem with the optimizer state."""
-    rules, state_problems = (
-        sl.slot_rules(source_opt, class_name, config)
-        if class_name in sl.SUPPORTED_TARGETS
-        else ([], [f"the factory's optimizer {class_name} is not supported ({', '.join(sl.SUPPORTED_TARGETS)})"])
-    )
-    return rules, source_opt.problems + state_problems
+    """The slot translations for the factory's optimizer (the weight averages' included), and every problem with
+    the optimizer state."""
+    if class_name not in sl.SUPPORTED_TARGETS:
+        refused = wrappers.loss_scale_target_problem(class_name)
+        return [], source_opt.problems + (
+            refused or [f"the factory's optimizer {class_name} is not supported ({', '.join(sl.SUPPORTED_TARGETS)})"]
+        )
+    rules, state_problems = sl.slot_rules(source_opt, class_name, config)
+    averages, problems = wrappers.ema_rules(source_opt, config)
+    return rules + averages, source_opt.problems + state_problems + problems
 
 
 def _pairs(

@@ -13,7 +13,7 @@ from ckpt_tools.errors import CkptToolsError, ConversionError
 from ckpt_tools.messages import printable
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.catalogue import FRAMEWORK_DEFAULTS
-from ckpt_tools.optimizers.lookup import keras_family
+from ckpt_tools.optimizers.lookup import inner_config, is_loss_scale, keras_family
 
 REBUILT = "<rebuilt from model_config>"
 HINT = "give a factory with model= (docs/convert.md, Without --model)"
@@ -21,7 +21,15 @@ CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 KERAS_MODULES = ("keras", "tf_keras")
 # Optimizer options every Keras 3 optimizer takes with the tf_keras meaning (beside each family's own).
-COMMON_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "weight_decay", "use_ema", "ema_momentum")
+COMMON_OPTIONS = (
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "weight_decay",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+)
 # Loss config keys tf_keras writes that Keras 3's loss classes do not take.
 TF_KERAS_LOSS_KEYS = ("fn",)
 
@@ -109,13 +117,16 @@ def _refuse_code(model_config: dict[str, Any], label: str) -> None:
 
 def _optimizer(recorded: Any, label: str) -> tuple[str, dict[str, Any]]:
     """The Keras 3 class the catalogue continues the source's optimizer as, with the source's hyper-parameters."""
+    # A loss-scale wrapper continues as its inner optimizer: the scale's state is not in the file, which
+    # exactness.py names as an approximation (wrappers.loss_scale_reasons).
+    recorded = inner_config(recorded)
     if not isinstance(recorded, dict) or not isinstance(recorded.get("class_name"), str):
         raise ConversionError(f"{label}: training_config records no optimizer_config; {HINT}")
     cls = recorded["class_name"].split(">")[-1]
     raw = recorded.get("config")
     config: dict[str, Any] = raw if isinstance(raw, dict) else {}
     fam = keras_family(cls, config)
-    if cls.startswith("LossScaleOptimizer") or fam is None or fam.keras3 not in SUPPORTED_TARGETS:
+    if is_loss_scale(cls) or fam is None or fam.keras3 not in SUPPORTED_TARGETS:
         raise ConversionError(
             f"{label}: the source optimizer {printable(cls)[:60]} has no Keras 3 translation in the optimizer "
             f"catalogue (supported: Adam, SGD/Momentum, RMSprop, Adagrad); {HINT}"

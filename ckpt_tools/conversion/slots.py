@@ -15,8 +15,8 @@ import numpy as np
 
 from ckpt_tools.facts import FLOAT32_MAX
 from ckpt_tools.model import VariableMap
-from ckpt_tools.optimizers.catalogue import TF1_NON_SLOT, Family, SlotTranslation
-from ckpt_tools.optimizers.lookup import family, keras_family
+from ckpt_tools.optimizers.catalogue import TF1_NON_SLOT, WRAPPERS, Family, SlotTranslation
+from ckpt_tools.optimizers.lookup import family, inner_config, keras_family, wrapper_slots
 from ckpt_tools.optimizers.translation import keras3_value
 
 Transform = Literal["copy", "neg_lr", "minus_eps", "drop"]
@@ -44,6 +44,8 @@ KERAS2_HYPER = (
     "clipvalue",
     "global_clipnorm",
     "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
 )
 
 
@@ -131,6 +133,7 @@ def source_optimizer(vmap: VariableMap) -> SourceOptimizer:
 
 def _keras2_hyper(source: SourceOptimizer, recorded: Mapping[str, Any] | None) -> None:
     """Hyper-parameters from a Keras-2 training_config's optimizer_config."""
+    recorded = inner_config(recorded)  # a loss-scale wrapper records its optimizer as inner_optimizer
     if not isinstance(recorded, Mapping):
         return
     raw_config = recorded.get("config")
@@ -154,15 +157,16 @@ def target_family(class_name: str, config: Mapping[str, Any]) -> Family | None:
 
 
 def target_slots(class_name: str, config: Mapping[str, Any]) -> list[str]:
-    """The slots a Keras 3 optimizer of this class and config keeps per trainable variable."""
+    """The slots a Keras 3 optimizer of this class and config keeps per trainable variable (the EMA's included)."""
     fam = target_family(class_name, config)
-    return list(fam.slots_for(config)) if fam is not None else []
+    return [*fam.slots_for(config), *(s.name for s in wrapper_slots(config))] if fam is not None else []
 
 
 def target_slot_attribute(class_name: str, config: Mapping[str, Any], slot: str) -> str:
     """The Keras 3 optimizer attribute holding one slot's per-variable list (`_momentums`)."""
     fam = target_family(class_name, config)
     spec = fam.slot(slot) if fam is not None else None
+    spec = spec or next((s for s in wrapper_slots(config) if s.name == slot), None)
     if spec is None or not spec.lists:
         raise ValueError(f"{class_name} keeps no slot {slot!r}")
     return spec.lists[0]
@@ -170,8 +174,9 @@ def target_slot_attribute(class_name: str, config: Mapping[str, Any], slot: str)
 
 def slot_rules(source: SourceOptimizer, class_name: str, config: Mapping[str, Any]) -> tuple[list[SlotRule], list[str]]:
     """The translation of every slot, and the problems that prevent one (empty when it can be done)."""
-    wanted = target_slots(class_name, config)
-    have = source.slot_names
+    wrapped = {s.name for w in WRAPPERS for s in w.slots}  # translated by conversion/wrappers.py
+    wanted = [s for s in target_slots(class_name, config) if s not in wrapped]
+    have = source.slot_names - wrapped
     if source.family is None:
         if not wanted:
             return [], []
@@ -332,6 +337,11 @@ def _not_an_input(source: SourceOptimizer, fam: Family | None, name: str) -> boo
     if source.origin != "tf1" or fam is None or name in ("learning_rate", "momentum"):
         return False
     return "training ops" in source.hyper_origin and name not in source.hyper
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Two hyper-parameter values agree (numbers up to float32 rounding)."""
+    return _same(a, b)
 
 
 def _same(a: Any, b: Any) -> bool:

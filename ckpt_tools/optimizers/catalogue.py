@@ -538,26 +538,80 @@ FAMILIES: tuple[Family, ...] = (
 
 @dataclass(frozen=True)
 class Wrapper:
-    """An optimizer wrapper or option that adds state of its own around a family's slots."""
+    """An optimizer wrapper or option that adds state of its own around a family's slots.
+
+    `hyper` are its options (Keras 3 names, the same in tf_keras) that must agree for a resumed run to be the
+    source's; `translations` say, per source dialect, how its state becomes Keras 3 state; `caveats` are the
+    named conditions under which that translation is not exact.
+    """
 
     name: str
     slots: tuple[Slot, ...] = ()
     scalars: tuple[str, ...] = ()
     keras3_flag: str | None = None
+    hyper: Mapping[str, Any] = field(default_factory=dict)  # option -> tf_keras and Keras 3 default
+    translations: Mapping[str, SlotTranslation] = field(default_factory=dict)
+    caveats: Mapping[str, str] = field(default_factory=dict)
 
 
-WRAPPERS: tuple[Wrapper, ...] = (
-    Wrapper(
-        "ema",
-        (Slot("average", keras2=("average",), lists=("_model_variables_moving_average",)),),
-        keras3_flag="use_ema",
+EMA = Wrapper(
+    "ema",
+    (Slot("average", keras2=("average",), lists=("_model_variables_moving_average",)),),
+    keras3_flag="use_ema",
+    hyper=MappingProxyType({"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}),
+    translations=MappingProxyType(
+        {
+            # tf_keras (2.11+ optimizers) and Keras 3 both update average <- m*average + (1-m)*weight after every
+            # update, overwrite the weights when (iterations + 1) % ema_overwrite_frequency == 0 (iterations read
+            # before its increment), and overwrite them again in finalize_variable_values at the end of fit.
+            "keras2": SlotTranslation(
+                "average", "copy", "exact", "same rule: average <- m*average + (1-m)*weight after each update"
+            ),
+            "tf1": SlotTranslation(
+                "average",
+                "refuse",
+                "approximate",
+                "tf.train.ExponentialMovingAverage shadows are updated by ops the training script runs when it "
+                "chooses, over the variables it passed to apply() (decay min(decay, (1+n)/(10+n)) with num_updates); "
+                "the checkpoint cannot show that they ran once per optimizer step, over exactly the trainable "
+                "variables, with a constant decay, as Keras 3's use_ema does, so they are not translated (the "
+                "weights continue exactly; the averages do not)",
+            ),
+        }
     ),
+    caveats=MappingProxyType(
+        {
+            "first_step": "the source is at step 0: Keras 3's first update sets the average to the weight "
+            "(momentum 0 while iterations is 0), tf_keras blends it with the initial weight",
+            "not_in_source": "the factory's optimizer averages the weights (use_ema=True) but the source keeps no "
+            "averages for it to continue",
+        }
+    ),
+)
+LOSS_SCALE = Wrapper(
+    "loss_scale",
+    scalars=("current_loss_scale", "step_counter", "dynamic_scale"),
+    keras3_flag=None,
+    caveats=MappingProxyType(
+        {
+            # tf_keras LossScaleOptimizer(V3) keeps its scale and counter outside optimizer.variables, so
+            # model.save("m.h5") writes the inner optimizer's weights only (checked with tf_keras 2.21).
+            "keras2": "the legacy .h5 does not store the loss scale or its good-steps counter (tf_keras keeps them "
+            "outside optimizer.variables), so the scaling cannot continue where it was: the output continues with the "
+            "inner optimizer alone, and the steps the source would skip (overflowing gradients) or rescale at differ",
+            "target": "the factory's optimizer is a LossScaleOptimizer, whose dynamic scale and step counter no "
+            "supported source stores",
+        }
+    ),
+)
+WRAPPERS: tuple[Wrapper, ...] = (
+    EMA,
     Wrapper(
         "gradient_accumulation",
         (Slot("gradient_accumulator", lists=("_accumulated_gradients",)),),
         keras3_flag="gradient_accumulation_steps",
     ),
-    Wrapper("loss_scale", scalars=("current_loss_scale", "step_counter", "dynamic_scale"), keras3_flag=None),
+    LOSS_SCALE,
 )
 # Layouts tried on a Keras 3 weights file whose optimizer class is unknown (slots named by position).
 KERAS3_UNKNOWN_LAYOUTS: tuple[tuple[tuple[tuple[str, ...], ...], tuple[str, ...]], ...] = (

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
-from ckpt_tools.optimizers.catalogue import FAMILIES, MOMENTUM, RMSPROP, SGD, WRAPPERS, Family, Slot, TrainingOp
+from ckpt_tools.optimizers.catalogue import EMA, FAMILIES, MOMENTUM, RMSPROP, SGD, WRAPPERS, Family, Slot, TrainingOp
 
 _SPARSE_PREFIXES = ("ResourceSparse", "Sparse")
 
@@ -134,6 +134,25 @@ def wrapper_groups(config: Mapping[str, Any] | None) -> list[tuple[tuple[str, ..
     else:
         chosen = [[w for w in wrappers if w.name in pick] for pick in _combinations([w.name for w in wrappers])]
     return [tuple(tuple(s.name for s in w.slots) for w in combo) for combo in chosen]
+
+
+def is_loss_scale(class_name: str | None) -> bool:
+    """A tf_keras or Keras 3 loss-scale wrapper class (`LossScaleOptimizer`, tf_keras' `LossScaleOptimizerV3`)."""
+    return bool(class_name) and str(class_name).split(">")[-1].startswith("LossScaleOptimizer")
+
+
+def inner_config(recorded: Any) -> Any:
+    """A serialized optimizer with a loss-scale wrapper taken off (its `inner_optimizer`), else as given."""
+    if isinstance(recorded, Mapping) and is_loss_scale(recorded.get("class_name")):
+        config = recorded.get("config")
+        inner = config.get("inner_optimizer") if isinstance(config, Mapping) else None
+        return inner if isinstance(inner, Mapping) else recorded
+    return recorded
+
+
+def wrapper_slots(config: Mapping[str, Any]) -> tuple[Slot, ...]:
+    """The per-weight slots Keras 3 wrappers add under `config` that convert translates (the EMA's averages)."""
+    return EMA.slots if config.get(EMA.keras3_flag or "") is True else ()
 
 
 def _combinations(names: list[str]) -> list[set[str]]:
