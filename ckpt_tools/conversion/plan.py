@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_tools.conversion import exactness
+from ckpt_tools.conversion import exactness, rnn
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.errors import ConversionError
 from ckpt_tools.messages import listed, printable
@@ -145,7 +145,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     if found.status == "fail":  # the same finding inspect and validate report, first among the problems
         state_problems.insert(0, f"source {found.reason}")
     pairs, mismatches, missing_slots = _pairs(vmap, matches, sources, targets, source_opt, rules)
-    mismatches = [*ambiguous, *mismatches]
+    mismatches = [*ambiguous, *mismatches, *rnn.model_problems(vmap, keras_model, pairs)]
     if missing_slots and not state_problems:
         state_problems.append(f"no optimizer slots for {listed_names(sorted(set(missing_slots)))}")
     matched = {p.source for p in pairs}
@@ -158,12 +158,12 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     facts = exactness.Factory(
         str(getattr(getattr(keras_model, "dtype_policy", None), "name", "float32")),
         config.get("learning_rate"),
-        tuple((p.source, p.trainable) for p in pairs),
+        tuple((key, p.trainable) for p in pairs for key in rnn.origins(vmap, p.source)),
         tuple(unused),
     )
     found_approximations = exactness.approximations(
         vmap, source_opt, rules, hyper, exactness.graph_evidence(vmap), facts
-    )
+    ) + rnn.approximations(vmap, source_opt.hyper)
     return Plan(
         pairs,
         unmatched,
