@@ -46,6 +46,7 @@ class Pair:
     output: str | None = None  # the name ckpt-tools reads the target variable back under
     slot_paths: dict[str, str] = field(default_factory=dict, repr=False)  # Keras slot -> optimizer variable path
     slot_outputs: dict[str, str] = field(default_factory=dict)  # Keras slot -> name in the output
+    translated_from: list[str] | None = None  # the source keys a layer translation computes it from (rnn.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class Pair:
             "slots": dict(self.slots),
             "output": self.output,
             "slot_outputs": dict(self.slot_outputs),
+            "translated_from": self.translated_from,
         }
 
 
@@ -245,6 +247,7 @@ def _pairs(
     for target_name, source_name in matches.items():
         variable, var = targets[target_name], vmap[sources[source_name]]
         pair = Pair(var.key, var.name, variable.path, tuple(var.shape), var.dtype, bool(variable.trainable))
+        pair.translated_from = rnn.translated_from(vmap, var.key)
         if tuple(variable.shape) != pair.shape or str(variable.dtype) != var.dtype:
             mismatches.append(
                 f"{var.name} {list(var.shape)} {var.dtype} does not fit {variable.path} "

@@ -46,6 +46,7 @@ class Translated(Variable):
     origins: tuple[str, ...] = ()
     cell: str = ""  # the TF1 cell scope it belongs to
     kind: str = ""  # "lstm" or "gru"
+    notes: tuple[str, ...] = ()  # the cell's approximations
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Cell:
     units: int
     forget_bias: float | None = None
     renamed: str = ""  # the scope its Keras 3-layout variables take (the Keras cell's name in place of TF1's)
+    notes: tuple[str, ...] = ()  # why Keras 3 may not continue the same run (approximations)
 
     def targets(self) -> dict[str, tuple[tuple[str, ...], Piece]]:
         """Keras 3 weight name -> (TF1 weight names it is built from, how)."""
@@ -173,6 +175,8 @@ def _with_forget_bias(vmap: VariableMap, cell: Cell, graph: CellGraph | None) ->
         problem = graph.problem(cell.scope, cell.kind)
         if problem is not None:
             raise ConversionError(f"{cell.scope}: {problem}")
+    if graph is not None and graph.sequence_length(cell.scope):
+        cell = replace(cell, notes=(_SEQUENCE_LENGTH.format(cell.scope),))
     if cell.kind != "lstm":
         return cell
     values = graph.forget_biases(cell.scope) if graph is not None else []
@@ -191,6 +195,12 @@ def _with_forget_bias(vmap: VariableMap, cell: Cell, graph: CellGraph | None) ->
     )
 
 
+_SEQUENCE_LENGTH = (
+    "{} runs under dynamic_rnn with sequence_length: TF1 stops each sequence at its length (zero outputs, the "
+    "state carried through), and whether the factory's model masks the same steps is not checked"
+)
+
+
 def _translate(vmap: VariableMap, cell: Cell, variables: dict[str, Variable]) -> None:
     """Replace the cell's TF1 weights and their slots in `variables` by the Keras 3-layout ones."""
     slots = _slots_by_weight(vmap)
@@ -204,7 +214,7 @@ def _translate(vmap: VariableMap, cell: Cell, variables: dict[str, Variable]) ->
         shape = value_shape(cell, name)
         variables[key] = Translated(
             key, key, shape, first.dtype, "weight", loader=value, origins=tuple(sources), cell=cell.scope,
-            kind=cell.kind,
+            kind=cell.kind, notes=cell.notes,
         )  # fmt: skip
         per = [slots.get(s, {}) for s in sources]
         for slot in sorted(set.intersection(*(set(p) for p in per))):
@@ -260,6 +270,12 @@ def origins(vmap: Mapping[str, Variable], key: str) -> tuple[str, ...]:
     return var.origins if isinstance(var, Translated) else (key,)
 
 
+def translated_from(vmap: Mapping[str, Variable], key: str) -> list[str] | None:
+    """The checkpoint keys a translated variable is computed from; None for a stored one."""
+    var = vmap.get(key)
+    return list(var.origins) if isinstance(var, Translated) else None
+
+
 def model_problems(vmap: Mapping[str, Variable], keras_model: Any, pairs: Sequence[Any]) -> list[str]:
     """Translated cells whose Keras 3 layer would compute something else (another cell or settings)."""
     cells = _keras_cells(keras_model)
@@ -293,9 +309,10 @@ def _keras_cells(keras_model: Any) -> dict[str, Any]:
 def approximations(vmap: Mapping[str, Variable], hyper: Mapping[str, Any]) -> list[str]:
     """Why a translated cell would train differently: a per-tensor gradient clip sees other tensors."""
     translated = sorted({v.cell for v in vmap.values() if isinstance(v, Translated)})
+    out = list(dict.fromkeys(n for v in vmap.values() if isinstance(v, Translated) for n in v.notes))
     if translated and hyper.get("clipnorm") not in (None, 0, 0.0):
-        return [
+        out += [
             f"the source clips each gradient by its norm over the fused TF1 kernel of {', '.join(translated)}; "
             "Keras 3's clipnorm clips kernel and recurrent_kernel separately"
         ]
-    return []
+    return out

@@ -27,6 +27,11 @@ class CellGraph:
     candidate_ops: dict[str, set[str]] = field(default_factory=dict)
     odd: dict[str, set[str]] = field(default_factory=dict)
     fused: list[str] = field(default_factory=list)
+    lengths: list[str] = field(default_factory=list)  # dynamic_rnn scopes given a sequence_length
+
+    def sequence_length(self, scope: str) -> bool:
+        """Whether the dynamic_rnn the cell `scope` runs under was given per-sequence lengths."""
+        return any(scope.startswith(f"{s}/") for s in self.lengths)
 
     def _best(self, scope: str, table: dict[str, list[float]] | dict[str, set[str]]) -> list[str]:
         """The op scopes sharing the longest trailing run of components with the variable scope `scope`."""
@@ -90,6 +95,8 @@ def _scan_one(graph: GraphLike, found: CellGraph) -> None:
         if node.op in FUSED_LSTM_OPS:
             found.fused.append(node.op)
         parts = node.name.split("/")
+        if parts[-1] == "CheckSeqLen":  # dynamic_rnn's assertion on its sequence_length argument
+            found.lengths.append("/".join(parts[:-1]))
         cells = [i for i, p in enumerate(parts[:-1]) if CELL_NAME.match(p)]
         if not cells:
             continue
