@@ -174,7 +174,10 @@ RESUMED = [
 
 
 def _resumed(
-    sources: Callable[..., tuple[Path, Graph]], tmp_path: Path, case: tuple[str, str, bool, str, float, str]
+    sources: Callable[..., tuple[Path, Graph]],
+    tmp_path: Path,
+    case: tuple[str, str, bool, str, float, str],
+    bounds: tuple[tuple[int, float], ...] = ((1, 1e-5), (20, 1e-4)),
 ) -> list[float]:
     cell, optimizer, static, factory_name, forget_bias, to = case
     source, graph = sources(cell, optimizer, static)
@@ -192,7 +195,7 @@ def _resumed(
     converted = keras_resume(out, to, factory_name, 0)
     measured = [deviation(in_keras_layout(graph.resume(source, 0), forget_bias), converted)]
     assert measured[0] == 0.0  # the converted weights are TF1's, rearranged (and the forget bias folded) exactly
-    for steps, bound in ((1, 1e-5), (20, 1e-4)):
+    for steps, bound in bounds:
         tf1_after = in_keras_layout(graph.resume(source, steps), forget_bias)
         measured.append(deviation(tf1_after, keras_resume(out, to, factory_name, steps)))
         assert measured[-1] < bound, (case, steps, measured)
@@ -210,9 +213,10 @@ def test_a_tf1_cell_resumes_as_a_keras_layer(
     print(case, _resumed(sources, tmp_path, case))
 
 
+@pytest.mark.slow
 def test_lstm_adam_resumes_one_step(sources: Callable[..., tuple[Path, Graph]], tmp_path: Path) -> None:
-    """The representative fast case: TF1 LSTMCell + Adam (dynamic_rnn) into a TF2 checkpoint."""
-    _resumed(sources, tmp_path, RESUMED[0])
+    """The representative fast case: TF1 LSTMCell + Adam (dynamic_rnn) into a TF2 checkpoint, one step."""
+    _resumed(sources, tmp_path, RESUMED[0], ((1, 1e-5),))
 
 
 def test_the_forget_bias_matters(sources: Callable[..., tuple[Path, Graph]], tmp_path: Path) -> None:
@@ -287,3 +291,35 @@ def test_inspect_still_shows_the_checkpoint_as_stored(sources: Callable[..., tup
     source, _ = sources("lstm", "adam")
     names = {v["name"]: v["shape"] for v in run_json(["inspect", source])["variables"]}
     assert names["rnn/lstm_cell/kernel"] == [7, 16] and "rnn/lstm_cell/recurrent_kernel" not in names
+
+
+@pytest.mark.parametrize("layout", ["two_loops", "stacked"])
+def test_each_cell_takes_its_own_forget_bias(tmp_path: Path, layout: str) -> None:
+    """Two LSTMs with forget biases 0.5 and 2.0 (two dynamic_rnn loops, or a MultiRNNCell): each folded bias
+    is its own TF1 bias plus its own constant, found in its own while-loop body."""
+    import tensorflow as tf
+
+    from ckpt_tools.conversion.rnn import cell_view
+    from ckpt_tools.readers.registry import open_checkpoint
+
+    tf1, cells = tf.compat.v1, _cells()
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [None, 5, 3])
+        if layout == "two_loops":
+            tf1.nn.dynamic_rnn(cells.LSTMCell(4, forget_bias=0.5), x, dtype=tf.float32, scope="enc")
+            tf1.nn.dynamic_rnn(cells.LSTMCell(4, forget_bias=2.0), x, dtype=tf.float32, scope="dec")
+            scopes = ["enc/lstm_cell", "dec/lstm_cell"]
+        else:
+            stacked = cells.MultiRNNCell([cells.LSTMCell(4, forget_bias=0.5), cells.LSTMCell(4, forget_bias=2.0)])
+            tf1.nn.dynamic_rnn(stacked, x, dtype=tf.float32)
+            scopes = [f"rnn/multi_rnn_cell/cell_{i}/lstm_cell" for i in (0, 1)]
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            variables = {v.op.name: v for v in tf1.global_variables()}
+            stored = {s: sess.run(variables[f"{s}/bias"]) for s in scopes}
+            tf1.train.Saver().save(sess, str(tmp_path / "model.ckpt"))
+    view = cell_view(open_checkpoint(tmp_path))
+    for scope, forget_bias in zip(scopes, (0.5, 2.0), strict=True):
+        i, j, f, o = np.split(stored[scope], 4)
+        want = np.concatenate([i, f + np.float32(forget_bias), j, o])
+        np.testing.assert_array_equal(view[f"{scope}/bias"].read(), want)

@@ -34,11 +34,15 @@ class CellGraph:
         return any(scope.startswith(f"{s}/") for s in self.lengths)
 
     def _best(self, scope: str, table: dict[str, list[float]] | dict[str, set[str]]) -> list[str]:
-        """The op scopes sharing the longest trailing run of components with the variable scope `scope`."""
+        """The op scopes sharing the longest trailing run of components with the variable scope `scope`; among
+        while-loop bodies (`enc_while_body_7` for `enc/while`), those of the loop whose name begins `scope`."""
         parts = scope.split("/")
-        scored = [(_common_tail(parts, s.split("/")), s) for s in table]
+        scored = [(_common_tail(parts, _body_scope(s).split("/")), s) for s in table]
         top = max((n for n, _ in scored), default=0)
-        return [s for n, s in scored if n == top and n > 0]
+        best = [s for n, s in scored if n == top and n > 0]
+        flat = scope.replace("/", "_")
+        mine = [s for s in best if flat.startswith(_loop_prefix(s))]
+        return mine or best
 
     def forget_biases(self, scope: str) -> list[float]:
         """The distinct constants added to the f gate of the cell whose variables live under `scope`."""
@@ -59,6 +63,20 @@ class CellGraph:
         if kind == "lstm" and ops and ops != ["Tanh"]:
             return f"the cell's candidate activation is {', '.join(ops)}, Keras 3 LSTM's is tanh"
         return None
+
+
+BODY = "//"  # joins a while-loop body function's name to the op scope inside it
+LOOP = re.compile(r"_while_body_\d+$")
+
+
+def _body_scope(key: str) -> str:
+    return key.partition(BODY)[2] if BODY in key else key
+
+
+def _loop_prefix(key: str) -> str:
+    """`enc_` for a scope in function `enc_while_body_7` (the loop of tf.while_loop under `enc`), else ``."""
+    function = key.partition(BODY)[0] if BODY in key else ""
+    return LOOP.sub("_", function) if LOOP.search(function) else "\0"
 
 
 def _common_tail(a: list[str], b: list[str]) -> int:
@@ -101,6 +119,8 @@ def _scan_one(graph: GraphLike, found: CellGraph) -> None:
         if not cells:
             continue
         scope = "/".join(parts[: cells[-1] + 1])
+        if not isinstance(graph, MetaGraph):
+            scope = f"{graph.name}{BODY}{scope}"
         if node.op in OTHER_ACTIVATIONS or "clip_by_value" in parts:
             found.odd.setdefault(scope, set()).add(node.op)
         if len(parts) != cells[-1] + 2:
