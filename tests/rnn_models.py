@@ -9,10 +9,12 @@ LEARNING_RATE = 0.05
 
 
 def recurrent(layer: Any, optimizer: Any) -> Any:
-    """A built Keras 3 model: Input (5, 3) -> `layer` (last output) -> Dense(3), softmax cross-entropy."""
+    """A built Keras 3 model: Input (5, 3) -> `layer` (or a list of layers; last output) -> Dense(3),
+    softmax cross-entropy."""
     import keras
 
-    model = keras.Sequential([keras.Input((5, 3)), layer, keras.layers.Dense(3, name="dense")], name="seq")
+    layers = layer if isinstance(layer, list) else [layer]
+    model = keras.Sequential([keras.Input((5, 3)), *layers, keras.layers.Dense(3, name="dense")], name="seq")
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -64,3 +66,11 @@ def lstm_relu() -> Any:
     import keras
 
     return recurrent(keras.layers.LSTM(4, activation="relu", name="lstm"), _adam())
+
+
+def stacked_lstm_adam() -> Any:
+    """Two LSTM layers, as a TF1 MultiRNNCell of two LSTMCells computes them."""
+    import keras
+
+    layers = [keras.layers.LSTM(4, return_sequences=True, name="lstm"), keras.layers.LSTM(4, name="lstm_1")]
+    return recurrent(layers, _adam())

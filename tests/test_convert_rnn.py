@@ -41,6 +41,8 @@ CELLS: dict[str, Callable[[], Any]] = {
     "projection": lambda: _cells().LSTMCell(4, num_proj=2),
     "clipped": lambda: _cells().LSTMCell(4, cell_clip=0.5),
     "lengths": lambda: _cells().LSTMCell(4),  # run with a sequence_length
+    "relu": lambda: _cells().LSTMCell(4, activation="relu"),
+    "stacked": lambda: _cells().MultiRNNCell([_cells().LSTMCell(4, forget_bias=0.5), _cells().LSTMCell(4)]),
 }
 
 
@@ -100,27 +102,31 @@ class Graph:
             return {name: sess.run(v) for name, v in self.weights.items()}
 
 
-def in_keras_layout(weights: dict[str, np.ndarray], forget_bias: float) -> dict[str, np.ndarray]:
-    """TF1 weights rearranged by hand the way Keras 3 keeps them (an independent statement of the layout)."""
+def in_keras_layout(weights: dict[str, np.ndarray], forget_bias: float | tuple[float, ...]) -> dict[str, np.ndarray]:
+    """TF1 weights rearranged by hand the way Keras 3 keeps them (an independent statement of the layout),
+    named like the factory's variables without the model's name; `forget_bias` per LSTM layer, in order."""
+    biases = forget_bias if isinstance(forget_bias, tuple) else (forget_bias,)
     out = {k: v for k, v in weights.items() if k.startswith("dense/")}
     for name, value in weights.items():
+        layer = "lstm_1" if "/cell_1/" in name else "lstm"  # MultiRNNCell's second layer
         if name.endswith("lstm_cell/kernel"):
             units = value.shape[1] // 4
             i, j, f, o = (value[:, g * units : (g + 1) * units] for g in range(4))
             fused = np.concatenate([i, f, j, o], axis=1)
-            out["lstm_cell/kernel"], out["lstm_cell/recurrent_kernel"] = fused[:-units], fused[-units:]
-            b = weights[name[: -len("kernel")] + "bias"]
-            bi, bj, bf, bo = np.split(b, 4)
-            out["lstm_cell/bias"] = np.concatenate([bi, bf + np.float32(forget_bias), bj, bo])
+            kernel, recurrent = fused[:-units], fused[-units:]
+            out[f"{layer}/lstm_cell/kernel"], out[f"{layer}/lstm_cell/recurrent_kernel"] = kernel, recurrent
+            bi, bj, bf, bo = np.split(weights[name[: -len("kernel")] + "bias"], 4)
+            folded = bf + np.float32(biases[1 if layer == "lstm_1" else 0])
+            out[f"{layer}/lstm_cell/bias"] = np.concatenate([bi, folded, bj, bo])
         if name.endswith("gru_cell/gates/kernel"):
             units = value.shape[1] // 2
             scope = name[: -len("gates/kernel")]
             candidate = weights[scope + "candidate/kernel"]
             r, u = value[:, :units], value[:, units:]
             fused = np.concatenate([u, r, candidate], axis=1)
-            out["gru_cell/kernel"], out["gru_cell/recurrent_kernel"] = fused[:-units], fused[-units:]
+            out["gru/gru_cell/kernel"], out["gru/gru_cell/recurrent_kernel"] = fused[:-units], fused[-units:]
             br, bu = np.split(weights[scope + "gates/bias"], 2)
-            out["gru_cell/bias"] = np.concatenate([bu, br, weights[scope + "candidate/bias"]])
+            out["gru/gru_cell/bias"] = np.concatenate([bu, br, weights[scope + "candidate/bias"]])
     return out
 
 
@@ -139,7 +145,7 @@ def keras_resume(out: Path, to: str, factory_name: str, steps: int) -> dict[str,
         checkpoint.restore(tf.train.latest_checkpoint(str(out))).assert_existing_objects_matched()
     for x, y in BATCHES[SAVED_AT : SAVED_AT + steps]:
         model.train_on_batch(x, y)
-    return {"/".join(v.path.split("/")[-2:]): keras.ops.convert_to_numpy(v) for v in model.weights}
+    return {v.path.partition("/")[2]: keras.ops.convert_to_numpy(v) for v in model.weights}
 
 
 def deviation(tf1: dict[str, np.ndarray], keras: dict[str, np.ndarray]) -> float:
@@ -170,19 +176,28 @@ RESUMED = [
     ("basic", "adam", True, "lstm_adam", -0.5, "tf2"),
     ("lstm_fb", "momentum", False, "lstm_momentum", 0.3, "keras"),
     ("gru", "adam", True, "gru_adam", 0.0, "tf2"),
+    ("stacked", "adam", False, "stacked_lstm_adam", (0.5, 1.0), "tf2"),
 ]
+STACKED_RULES = (
+    '{"rules": [{"from": "^rnn/multi_rnn_cell/cell_0/", "to": "lstm/", "side": "a"},'
+    ' {"from": "^rnn/multi_rnn_cell/cell_1/", "to": "lstm_1/", "side": "a"}]}'
+)
 
 
 def _resumed(
     sources: Callable[..., tuple[Path, Graph]],
     tmp_path: Path,
-    case: tuple[str, str, bool, str, float, str],
+    case: tuple[str, str, bool, str, Any, str],
     bounds: tuple[tuple[int, float], ...] = ((1, 1e-5), (20, 1e-4)),
 ) -> list[float]:
     cell, optimizer, static, factory_name, forget_bias, to = case
     source, graph = sources(cell, optimizer, static)
     out = tmp_path / ("out.keras" if to == "keras" else "out")
-    report = run_json(["convert", source, "--model", factory(factory_name), "--out", out, "--to", to])
+    args = ["convert", source, "--model", factory(factory_name), "--out", out, "--to", to]
+    if cell == "stacked":  # two layers end alike (lstm_cell/kernel): rules say which is which
+        (tmp_path / "rules.json").write_text(STACKED_RULES)
+        args += ["--map", tmp_path / "rules.json"]
+    report = run_json(args)
     assert report["exactness"] == "exact" and report["written"], report["approximations"]
     translated = [p for p in report["mapping"] if "lstm_cell" in p["target"] or "gru_cell" in p["target"]]
     assert all(p["translated_from"] for p in translated), translated
@@ -207,7 +222,7 @@ def _resumed(
     "case", RESUMED, ids=[f"{c}-{o}-{'static' if s else 'dynamic'}-{t}" for c, o, s, *_, t in RESUMED]
 )
 def test_a_tf1_cell_resumes_as_a_keras_layer(
-    sources: Callable[..., tuple[Path, Graph]], tmp_path: Path, case: tuple[str, str, bool, str, float, str]
+    sources: Callable[..., tuple[Path, Graph]], tmp_path: Path, case: tuple[str, str, bool, str, Any, str]
 ) -> None:
     """TF1 continuing its own training 1 and 20 steps vs Keras 3 continuing from convert's output."""
     print(case, _resumed(sources, tmp_path, case))
@@ -227,7 +242,7 @@ def test_the_forget_bias_matters(sources: Callable[..., tuple[Path, Graph]], tmp
     run_cli(["convert", source, "--model", factory("lstm_momentum"), "--out", out])
     converted = keras_resume(out, "tf2", "lstm_momentum", 0)
     unfolded = in_keras_layout(graph.resume(source, 0), 0.0)
-    difference = converted["lstm_cell/bias"] - unfolded["lstm_cell/bias"]
+    difference = converted["lstm/lstm_cell/bias"] - unfolded["lstm/lstm_cell/bias"]
     np.testing.assert_allclose(difference, np.repeat([0.0, 0.3, 0.0, 0.0], 4).astype(np.float32), atol=1e-7)
 
 
@@ -237,6 +252,7 @@ def test_the_forget_bias_matters(sources: Callable[..., tuple[Path, Graph]], tmp
         ("peepholes", "rnn/lstm_cell/w_f_diag: an LSTM cell with peepholes"),
         ("projection", "rnn/lstm_cell/projection/kernel: an LSTM cell with a projection"),
         ("clipped", "a cell clip or another activation"),
+        ("relu", "the cell's graph uses Relu"),
     ],
 )
 def test_cells_keras_has_no_layer_for_are_refused(
