@@ -339,3 +339,23 @@ def test_each_cell_takes_its_own_forget_bias(tmp_path: Path, layout: str) -> Non
         i, j, f, o = np.split(stored[scope], 4)
         want = np.concatenate([i, f + np.float32(forget_bias), j, o])
         np.testing.assert_array_equal(view[f"{scope}/bias"].read(), want)
+
+
+def test_a_keras_layout_lstm_in_a_tf1_graph_is_left_alone(tmp_path: Path) -> None:
+    """A tf_keras LSTM layer run in a TF1 graph already stores kernel/recurrent_kernel (here 6 inputs > 2 units,
+    which a fused kernel's shape could also be): it is matched as stored, not translated."""
+    import tensorflow as tf
+    import tf_keras
+
+    from ckpt_tools.conversion.rnn import cell_view
+    from ckpt_tools.readers.registry import open_checkpoint
+
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        tf_keras.layers.LSTM(2, name="lstm")(tf1.placeholder(tf.float32, [None, 5, 6]))
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            tf1.train.Saver().save(sess, str(tmp_path / "model.ckpt"))
+    source = open_checkpoint(tmp_path)
+    view = cell_view(source)
+    assert view is source and tuple(view["lstm/lstm_cell/kernel"].shape) == (6, 8)

@@ -135,7 +135,8 @@ def _cells(vmap: VariableMap) -> list[Cell]:
         if lstm and len(var.shape) == 2 and var.shape[1] % 4 == 0:
             scope, units = lstm["scope"], var.shape[1] // 4
             bias = vmap.get(f"{scope}/bias")
-            if bias is not None and tuple(bias.shape) == (4 * units,) and var.shape[0] > units:
+            keras_layout = f"{scope}/recurrent_kernel" in vmap  # a tf_keras LSTM layer: nothing to translate
+            if bias is not None and tuple(bias.shape) == (4 * units,) and var.shape[0] > units and not keras_layout:
                 out.append(Cell(scope, "lstm", var.shape[0] - units, units))
         elif gru and len(var.shape) == 2 and var.shape[1] % 2 == 0:
             scope, units = gru["scope"], var.shape[1] // 2
@@ -153,7 +154,7 @@ def _renamed(cells: list[Cell], vmap: VariableMap) -> list[Cell]:
     """Each cell's scope with the Keras cell name last (`rnn/basic_lstm_cell` -> `rnn/lstm_cell`), so names
     match a Keras 3 layer's `lstm/lstm_cell/kernel`; kept as it is where that would collide."""
     wanted = {c.scope: f"{c.scope.rpartition('/')[0]}/{c.kind}_cell".lstrip("/") for c in cells}
-    taken = [w for w in wanted.values()]
+    taken = list(wanted.values())
     out = []
     for cell in cells:
         name = wanted[cell.scope]
