@@ -145,7 +145,11 @@ def keras_resume(out: Path, to: str, factory_name: str, steps: int) -> dict[str,
         checkpoint.restore(tf.train.latest_checkpoint(str(out))).assert_existing_objects_matched()
     for x, y in BATCHES[SAVED_AT : SAVED_AT + steps]:
         model.train_on_batch(x, y)
-    return {v.path.partition("/")[2]: keras.ops.convert_to_numpy(v) for v in model.weights}
+    out = {}
+    for layer in model.layers:  # named by layer (and cell), as paths differ once load_model renames things
+        scope = f"{layer.name}/{layer.cell.name}" if hasattr(layer, "cell") else layer.name
+        out.update((f"{scope}/{v.name}", keras.ops.convert_to_numpy(v)) for v in layer.weights)
+    return out
 
 
 def deviation(tf1: dict[str, np.ndarray], keras: dict[str, np.ndarray]) -> float:
