@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ckpt_tools.conversion import exactness, wrappers
+from ckpt_tools.conversion import exactness, rnn, wrappers
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.errors import ConversionError
 from ckpt_tools.messages import listed, printable
@@ -46,6 +46,7 @@ class Pair:
     output: str | None = None  # the name ckpt-tools reads the target variable back under
     slot_paths: dict[str, str] = field(default_factory=dict, repr=False)  # Keras slot -> optimizer variable path
     slot_outputs: dict[str, str] = field(default_factory=dict)  # Keras slot -> name in the output
+    translated_from: list[str] | None = None  # the source keys a layer translation computes it from (rnn.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class Pair:
             "slots": dict(self.slots),
             "output": self.output,
             "slot_outputs": dict(self.slot_outputs),
+            "translated_from": self.translated_from,
         }
 
 
@@ -145,7 +147,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     if found.status == "fail":  # the same finding inspect and validate report, first among the problems
         state_problems.insert(0, f"source {found.reason}")
     pairs, mismatches, missing_slots = _pairs(vmap, matches, sources, targets, source_opt, rules)
-    mismatches = [*ambiguous, *mismatches]
+    mismatches = [*ambiguous, *mismatches, *rnn.model_problems(vmap, keras_model, pairs)]
     if missing_slots and not state_problems:
         state_problems.append(f"no optimizer slots for {listed_names(sorted(set(missing_slots)))}")
     matched = {p.source for p in pairs}
@@ -158,12 +160,12 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
     facts = exactness.Factory(
         str(getattr(getattr(keras_model, "dtype_policy", None), "name", "float32")),
         config.get("learning_rate"),
-        tuple((p.source, p.trainable) for p in pairs),
+        tuple((key, p.trainable) for p in pairs for key in rnn.origins(vmap, p.source)),
         tuple(unused),
     )
     found_approximations = exactness.approximations(
         vmap, source_opt, rules, hyper, exactness.graph_evidence(vmap), facts
-    )
+    ) + rnn.approximations(vmap, source_opt.hyper)
     return Plan(
         pairs,
         unmatched,
@@ -248,6 +250,7 @@ def _pairs(
     for target_name, source_name in matches.items():
         variable, var = targets[target_name], vmap[sources[source_name]]
         pair = Pair(var.key, var.name, variable.path, tuple(var.shape), var.dtype, bool(variable.trainable))
+        pair.translated_from = rnn.translated_from(vmap, var.key)
         if tuple(variable.shape) != pair.shape or str(variable.dtype) != var.dtype:
             mismatches.append(
                 f"{var.name} {list(var.shape)} {var.dtype} does not fit {variable.path} "

@@ -35,6 +35,7 @@ from ckpt_tools.conversion.plan import (
 )
 from ckpt_tools.conversion.rebuild import REBUILT, RebuildSpec, rebuild_spec
 from ckpt_tools.conversion.rebuild import build as rebuild_model
+from ckpt_tools.conversion.rnn import cell_view
 from ckpt_tools.conversion.verify import CheckpointResult, Expected, Fingerprints, verify_keras, verify_tf2
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
@@ -367,7 +368,7 @@ def _open_source(path: Path) -> VariableMap:
     fmt = detect(path)
     if fmt not in SOURCE_FORMATS:
         raise UsageError(f"{path}: convert reads TF1 Saver checkpoints and legacy Keras-2 .h5 files; this is a {fmt}")
-    return open_checkpoint(path, fmt)
+    return cell_view(open_checkpoint(path, fmt))  # TF1 RNN cells in Keras 3 layout (rnn.py)
 
 
 # ---------------------------------------------------------------------------------------------- execution
