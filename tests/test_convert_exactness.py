@@ -292,6 +292,31 @@ def _partitioned(clip: bool) -> Callable[[Any, Any, Any], Any]:
     return build
 
 
+def _manual_update(x: Any, y: Any, step: Any) -> Any:
+    """SGD on `dense`, a hand-written sign-SGD assign_sub on `dense_1` in the same train op."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    loss = _mlp_loss(x, y)
+    first = [v for v in tf1.trainable_variables() if v.op.name.startswith("dense/")]
+    second = [v for v in tf1.trainable_variables() if v.op.name.startswith("dense_1/")]
+    grads = tf.gradients(loss, first + second)
+    sgd = tf1.train.GradientDescentOptimizer(LR).apply_gradients(zip(grads[:2], first, strict=True), global_step=step)
+    manual = [v.assign_sub(LR * tf.sign(g)) for g, v in zip(grads[2:], second, strict=True)]
+    return tf.group(sgd, *manual)
+
+
+def _constrained(x: Any, y: Any, step: Any) -> Any:
+    """A kernel_constraint: TF1's optimizer assigns the constrained value after ApplyAdam."""
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras.api._v1.keras.__internal__.legacy.layers import dense
+
+    hidden = tf.nn.relu(dense(x, 8, name="dense", kernel_constraint=tf_keras.constraints.MaxNorm(0.3)))
+    loss = tf.compat.v1.losses.sparse_softmax_cross_entropy(y, _dense(hidden, 3, "dense_1"))
+    return _adam().minimize(loss, global_step=step)
+
+
 def _sgd() -> Any:
     import tensorflow as tf
 
@@ -322,6 +347,8 @@ GRAPHS: dict[str, tuple[Callable[[Any, Any, Any], Any], bool]] = {
     "sparse_sgd": (_embedding(_sgd), True),
     "partitioned": (_partitioned(False), False),
     "partitioned_clip": (_partitioned(True), False),
+    "manual_update": (_manual_update, False),
+    "constrained": (_constrained, False),
 }
 
 
@@ -422,6 +449,8 @@ SUBTLE = [
     ("fused_under_cond", "batchnorm_adam", "batch normalization trained by"),
     ("in_scope", "adam_mixed_bfloat16", "computes in reduced precision (dtype policy mixed_bfloat16)"),  # 3e-2
     ("partitioned_clip", "adam_clipnorm", "clipped by its norm one partition at a time"),  # 1.8e-1
+    ("manual_update", "sgd", "Keras 3 would train dense_1/kernel, dense_1/bias, which no training op"),  # 5.4e-1
+    ("constrained", "adam", "also writes trained weights outside the optimizer (dense/kernel by"),  # 2.6e-1
 ]
 
 

@@ -22,7 +22,7 @@ def graph_reasons(
     out = _sparse(evidence, vmap)
     out += _gradients(uses, vmap)
     out += _per_variable_hyper(uses)
-    out += _coverage(evidence, list(trained))
+    out += _coverage(evidence, vmap, list(trained))
     out += _left_behind(evidence, vmap, set(unused))
     if evidence.batch_norms:
         out.append(
@@ -125,18 +125,33 @@ def _per_variable_hyper(uses: tuple[OpUse, ...]) -> list[str]:
     return out
 
 
-def _coverage(evidence: GraphEvidence, trained: list[tuple[str, bool]]) -> list[str]:
-    """Variables one side trains and the other does not (TF1's `var_list`, the factory's `trainable`)."""
+def _coverage(evidence: GraphEvidence, vmap: VariableMap, trained: list[tuple[str, bool]]) -> list[str]:
+    """Variables one side trains and the other does not (TF1's `var_list`, the factory's `trainable`), and
+    trained weights the source's step also writes by other ops (a constraint, a hand-written update)."""
     if not evidence.uses:
         return []
-    updated = {u.variable for u in evidence.uses} | set(evidence.written)
+    by_op = {u.variable for u in evidence.uses}
+    # Sparse TF1 updates are row-wise writes: SGD scatters into the weight; Adam scatters into its slots and
+    # assigns the weight (differences named by _sparse). A hand-written row-wise update would pass here too.
+    sparse = {vmap[k].slot_of for k, _ in evidence.scatters if k in vmap and vmap[k].slot_of is not None}
+    rows = {key for key, _ in evidence.scatters}
+    updated = by_op | rows | {key for key in evidence.written if key in vmap and vmap[key].name in sparse}
     only_keras = [key for key, trainable in trained if trainable and key not in updated]
-    only_tf1 = [key for key, trainable in trained if not trainable and key in {u.variable for u in evidence.uses}]
+    only_tf1 = [key for key, trainable in trained if not trainable and key in by_op]
+    keras_trained = {key for key, trainable in trained if trainable and key in updated}
+    extra = {key: op for key, op in evidence.assigned if key in keras_trained and key in by_op}
     out = []
     if only_keras:
         out.append(f"Keras 3 would train {listed(only_keras, LISTED)}, which no training op of the source updated")
     if only_tf1:
         out.append(f"the source trained {listed(only_tf1, LISTED)}, which the factory's model does not train")
+    if extra:
+        shown = listed([f"{key} by {op}" for key, op in extra.items()], LISTED)
+        out.append(
+            f"the source's training step also writes trained weights outside the optimizer ({shown}: a "
+            "constraint or a hand-written update); Keras 3 applies its optimizer's update and the factory's "
+            "constraints, which cannot be checked against the graph"
+        )
     return out
 
 

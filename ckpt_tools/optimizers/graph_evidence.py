@@ -56,6 +56,7 @@ class GraphEvidence:
     scatters: tuple[tuple[str, str], ...] = ()  # (saved variable written row by row, op type)
     written: tuple[str, ...] = ()  # saved variables some op writes
     stale: tuple[str, ...] = ()  # batch-norm statistics whose updates no training step runs
+    assigned: tuple[tuple[str, str], ...] = ()  # (saved key, `node (Op)`): written by a non-training op in the step
     hidden: tuple[str, ...] = ()  # training-relevant ops inside library functions (not analysed)
 
     @property
@@ -119,13 +120,14 @@ def with_training_traits(evidence: GraphEvidence, graph: MetaGraph) -> GraphEvid
     validate and ls never pay for it): fused batch norms in training mode, scatters, writes, stale statistics,
     training ops hidden in functions."""
     names = saved_names(graph)
-    written, stale = training_writes(graph, names)
+    writes = training_writes(graph, names)
     return replace(
         evidence,
         batch_norms=_training_batch_norms(graph),
         scatters=_scatters(graph, names),
-        written=written,
-        stale=stale,
+        written=writes.written,
+        stale=writes.stale,
+        assigned=writes.assigned,
         hidden=hidden_training(graph),
     )
 

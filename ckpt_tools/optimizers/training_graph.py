@@ -47,12 +47,24 @@ def shared_global_clips(uses: list[OpUse]) -> list[OpUse]:
     return out
 
 
-def training_writes(graph: MetaGraph, names: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(saved keys of the variables a training step writes, batch-norm moving statistics that are written but
-    by no op a training step runs: TF1's forgotten UPDATE_OPS). Initializers and restores are not training."""
+@dataclasses.dataclass(frozen=True)
+class Writes:
+    """What a TF1 training step writes: saved keys of every variable written, batch-norm moving statistics that
+    are written but by no op a training step runs (TF1's forgotten UPDATE_OPS), and the writes by ops that are
+    not training ops — (saved key, `node (Op)`): an optimizer's own bookkeeping, a constraint's assignment after
+    the update, a hand-written update. Initializers and restores are not training."""
+
+    written: tuple[str, ...] = ()
+    stale: tuple[str, ...] = ()
+    assigned: tuple[tuple[str, str], ...] = ()
+
+
+def training_writes(graph: MetaGraph, names: Mapping[str, str]) -> Writes:
+    """The variables a training step writes, and by which ops (see Writes)."""
     run = _inputs_of_training_sinks(graph)
     written: dict[str, None] = {}
     idle: dict[str, None] = {}
+    assigned: dict[tuple[str, str], None] = {}
     for node in graph.node_list:
         if not (WRITE_OPS.match(node.op) and node.inputs):
             continue
@@ -62,9 +74,11 @@ def training_writes(graph: MetaGraph, names: Mapping[str, str]) -> tuple[tuple[s
         key = names.get(source.name, source.name)
         if node.name in run:
             written[key] = None
+            if training_op(node.op) is None:
+                assigned[(key, f"{node.name} ({node.op})")] = None
         elif MOVING_STATISTIC.search(key) and not _initializer(node, source):
             idle[key] = None
-    return tuple(written), tuple(k for k in idle if k not in written)
+    return Writes(tuple(written), tuple(k for k in idle if k not in written), tuple(assigned))
 
 
 def _initializer(node: Node, variable: Node) -> bool:
