@@ -672,3 +672,20 @@ def test_keras2_ema_is_approximate(tmp_path: Path) -> None:
     report = run_json(["convert", source, "--model", factory("adam"), "--out", tmp_path / "o", "--dry-run"], 2)
     assert any(a.startswith("slot average -> (dropped)") for a in report["approximations"]), report["approximations"]
     assert json.dumps(report).count("use_ema") >= 1
+
+
+def test_keras2_legacy_adagrad_epsilon_is_judged_by_its_size(tmp_path: Path) -> None:
+    """Legacy tf_keras Adagrad adds epsilon outside the square root, Keras 3 inside: rounding at the default
+    (1e-7 over sqrt(0.1): 3.2e-7 of the denominator), approximate at 0.01 (measured 6.3e-3 after 20 steps)."""
+    layers = lambda k: [k.Input((4,)), k.layers.Dense(8, name="dense"), k.layers.Dense(3, name="dense_1")]  # noqa: E731
+    x = RNG.normal(size=(8, 4)).astype(np.float32)
+    verdicts = {}
+    for epsilon in (1e-7, 0.01):
+        source = _keras2_file(
+            tmp_path / f"adagrad_{epsilon}.h5", layers, lambda k, e=epsilon: k.optimizers.legacy.Adagrad(0.05, epsilon=e), x
+        )
+        report = run_json(["convert", source, "--out", tmp_path / "o.keras", "--to", "keras", "--dry-run"], None)
+        [rule] = report["optimizer"]["slots"]
+        verdicts[epsilon] = (report["exactness"], rule["exactness"])
+        assert "ResourceApplyAdagradV2" in rule["note"], rule
+    assert verdicts == {1e-7: ("exact", "rounding"), 0.01: ("approximate", "approximate")}, verdicts

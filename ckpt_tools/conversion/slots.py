@@ -223,8 +223,24 @@ def _rule(fam: Family, source: SourceOptimizer, slot: str) -> SlotRule:
     note = spec.note
     if spec.exact_if is not None and _positive(source.hyper.get(spec.exact_if)):
         exactness, note = "exact", "same update rule"
+    if spec.rounding_while is not None:
+        exactness, note = _rounding_while(spec.rounding_while, source, note)
     transform: Transform = "copy" if spec.how == "refuse" else spec.how
     return SlotRule(slot, slot, transform, exactness, note)
+
+
+def _rounding_while(rule: tuple[str, str, float], source: SourceOptimizer, note: str) -> tuple[Exactness, str]:
+    """An epsilon placed differently changes the denominator by at most epsilon / sqrt(floor) relative to it
+    (accumulators only grow from the floor): rounding when that is within the bound, else approximate."""
+    name, floor_name, bound = rule
+    epsilon, floor = source.hyper.get(name), source.hyper.get(floor_name)
+    if not isinstance(epsilon, (int, float)) or not isinstance(floor, (int, float)):
+        return "approximate", f"{note}; {name} or {floor_name} not recorded"
+    relative = float(epsilon) / math.sqrt(float(floor)) if floor > 0 else math.inf
+    values = f"({name} {epsilon:g}, {floor_name} {floor:g})"
+    if relative <= bound:
+        return "rounding", f"{note}: at most {relative:.2g} of the denominator {values}"
+    return "approximate", f"{note}: up to {relative:.2g} of the denominator {values}"
 
 
 def _dropped(

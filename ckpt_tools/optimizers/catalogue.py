@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -63,6 +63,9 @@ class SlotTranslation:
     exactness: Exactness
     note: str = ""
     exact_if: str | None = None  # a source hyper-parameter that, when > 0, makes an approximate rule exact
+    # (epsilon, floor, bound): an approximate rule is the same up to rounding while the source's epsilon over the
+    # square root of its floor hyper-parameter (accumulators only grow from it) stays within `bound`
+    rounding_while: tuple[str, str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ _COPY = SlotTranslation("", "copy", "exact", "same update rule")
 
 
 def _tr(**by_slot: SlotTranslation) -> Mapping[str, SlotTranslation]:
-    return MappingProxyType({k: SlotTranslation(k, v.how, v.exactness, v.note, v.exact_if) for k, v in by_slot.items()})
+    return MappingProxyType({k: replace(v, slot=k) for k, v in by_slot.items()})
 
 
 ADAM = Family(
@@ -382,6 +385,16 @@ ADAGRAD = Family(
                 )
             ),
             "keras2": _tr(accumulator=_COPY),
+            "keras2-legacy": _tr(
+                accumulator=SlotTranslation(
+                    "",
+                    "copy",
+                    "approximate",
+                    "legacy tf_keras Adagrad (ResourceApplyAdagradV2) divides by sqrt(acc) + epsilon, Keras 3 by "
+                    "sqrt(acc + epsilon)",
+                    rounding_while=("epsilon", "initial_accumulator_value", 1e-6),
+                )
+            ),
         }
     ),
 )
