@@ -681,9 +681,8 @@ def test_keras2_legacy_adagrad_epsilon_is_judged_by_its_size(tmp_path: Path) -> 
     x = RNG.normal(size=(8, 4)).astype(np.float32)
     verdicts = {}
     for epsilon in (1e-7, 0.01):
-        source = _keras2_file(
-            tmp_path / f"adagrad_{epsilon}.h5", layers, lambda k, e=epsilon: k.optimizers.legacy.Adagrad(0.05, epsilon=e), x
-        )
+        adagrad = lambda k, e=epsilon: k.optimizers.legacy.Adagrad(0.05, epsilon=e)  # noqa: E731
+        source = _keras2_file(tmp_path / f"adagrad_{epsilon}.h5", layers, adagrad, x)
         report = run_json(["convert", source, "--out", tmp_path / "o.keras", "--to", "keras", "--dry-run"], None)
         [rule] = report["optimizer"]["slots"]
         verdicts[epsilon] = (report["exactness"], rule["exactness"])
