@@ -1,4 +1,4 @@
-"""`convert`: TF1 Saver checkpoints and legacy Keras-2 .h5 files into resumable TF2 checkpoints or .keras files."""
+"""`convert`: TF1/TF2 checkpoints, Keras-2 .h5 files, tf_keras SavedModels into resumable TF2 checkpoints or .keras."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from ckpt_tools.conversion.plan import (
 )
 from ckpt_tools.conversion.rebuild import REBUILT, RebuildSpec, rebuild_spec
 from ckpt_tools.conversion.rebuild import build as rebuild_model
+from ckpt_tools.conversion.sources import SOURCE_FORMATS, check_format, epoch_note, prepared
 from ckpt_tools.conversion.verify import CheckpointResult, Expected, Fingerprints, verify_keras, verify_tf2
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
@@ -72,7 +73,6 @@ __all__ = [
 ]
 
 SCHEMA = "ckpt-tools/convert/1"
-SOURCE_FORMATS = ("tf1-checkpoint", "keras2-h5")
 TARGETS = ("tf2", "keras")
 
 
@@ -186,6 +186,7 @@ def convert(
         _refuse_blocked(src, plan, allow_weights_only)
     report.weights_only = bool(plan.state_problems)
     _add_steps(src, vmaps, plan, report)
+    report.warnings += [note for note in (epoch_note(v) for v in vmaps[-1:]) if note is not None]
     report.approximations = [
         *([WEIGHTS_ONLY] if report.weights_only else []),
         *plan.approximations,
@@ -365,9 +366,8 @@ def _open_source(path: Path) -> VariableMap:
     if path.exists() and not (path.is_file() or path.is_dir()):
         raise UsageError(f"{path}: not a regular file or directory")
     fmt = detect(path)
-    if fmt not in SOURCE_FORMATS:
-        raise UsageError(f"{path}: convert reads TF1 Saver checkpoints and legacy Keras-2 .h5 files; this is a {fmt}")
-    return open_checkpoint(path, fmt)
+    check_format(path, fmt)
+    return prepared(open_checkpoint(path, fmt))
 
 
 # ---------------------------------------------------------------------------------------------- execution
