@@ -195,6 +195,7 @@ def add_recorded_hyper(vmap: VariableMap, source: SourceOptimizer) -> None:
     have their own readers' findings)."""
     if vmap.format in ("tf1-checkpoint", "keras2-h5") or source.hyper:
         return
+    source.notes = [n for n in source.notes if "no training graph" not in n]  # TF2-era sources never have one
     hyper, origin = recorded_hyper(vmap)
     if hyper:
         source.hyper = hyper
