@@ -108,7 +108,6 @@ def assert_resumes(source_model: Any, source_losses: Any, out: Path, to: str, fa
     converted = continued(model, keras.losses)
     assert deviation(start, reference[20]) > 1e-3  # the runs move: equal weights prove something
     found = [deviation(reference[n], converted[n]) for n in BOUNDS]
-    print(f"RESUME-DEVIATION {found}")
     assert all(d < BOUNDS[n] for d, n in zip(found, BOUNDS, strict=True)), found
     return found
 

@@ -186,7 +186,6 @@ def convert(
         _refuse_blocked(src, plan, allow_weights_only)
     report.weights_only = bool(plan.state_problems)
     _add_steps(src, vmaps, plan, report)
-    report.warnings += [note for note in (epoch_note(v) for v in vmaps[-1:]) if note is not None]
     report.approximations = [
         *([WEIGHTS_ONLY] if report.weights_only else []),
         *plan.approximations,
@@ -299,6 +298,7 @@ def _add_steps(src: Path, vmaps: list[VariableMap], plan: Plan, report: ConvertR
         report.checkpoints.append(CheckpointResult(prefix_of(vmap), step, origin))
         report.warnings += notes
         report.approximations += [n for n in notes if n.endswith(f"({APPROXIMATE})")]
+    report.warnings += [note for note in (epoch_note(v) for v in vmaps[-1:]) if note is not None]
 
 
 def _write_atomically(
