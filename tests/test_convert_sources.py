@@ -29,18 +29,21 @@ FACTORIES = {"adam": "adam_keras2", "rmsprop": "rmsprop_momentum_keras2"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def tf_keras_mlp(optimizer: str, *, batch_norm: bool = False) -> Any:
+def tf_keras_mlp(optimizer: str, *, batch_norm: bool = False, lambda_layer: bool = False) -> Any:
     """tf_keras Dense(8, relu) [-> BatchNormalization] -> Dense(3), compiled as convert_models' Keras-2 twins."""
     import tf_keras
 
     layers = [tf_keras.layers.Dense(8, activation="relu", name="dense")]
     if batch_norm:
         layers.append(tf_keras.layers.BatchNormalization(name="bn"))
+    if lambda_layer:
+        layers.append(tf_keras.layers.Lambda(lambda t: t * 2.0, name="doubled"))
     model = tf_keras.Sequential([tf_keras.Input((4,)), *layers, tf_keras.layers.Dense(3, name="dense_1")], name="mlp")
     make = {
         "adam": lambda: tf_keras.optimizers.Adam(LR),
         "rmsprop": lambda: tf_keras.optimizers.RMSprop(LR, momentum=0.5),
         "legacy_adam": lambda: tf_keras.optimizers.legacy.Adam(LR),
+        "momentum": lambda: tf_keras.optimizers.SGD(LR, momentum=0.9),
     }[optimizer]
     model.compile(optimizer=make(), loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
@@ -121,12 +124,16 @@ def out_path(tmp_path: Path, to: str) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- (a) SavedModel
+SAVED_MODEL_CASES = [("adam", "keras"), ("adam", "tf2"), ("legacy_adam", "keras"), ("momentum", "keras")]
+
+
 @slow
-@pytest.mark.parametrize("to", ["keras", "tf2"])
-def test_tf_keras_saved_model_converts_without_model_exactly(tmp_path: Path, to: str) -> None:
+@pytest.mark.parametrize(("optimizer", "to"), SAVED_MODEL_CASES, ids=[f"{o}-{t}" for o, t in SAVED_MODEL_CASES])
+def test_tf_keras_saved_model_converts_without_model_exactly(tmp_path: Path, optimizer: str, to: str) -> None:
+    """keras_metadata.pb records the architecture, optimizer and loss: rebuilt in safe mode, no --model."""
     import tf_keras
 
-    source_model = trained(tf_keras_mlp("adam", batch_norm=True))
+    source_model = trained(tf_keras_mlp(optimizer, batch_norm=True))
     source_model.save(tmp_path / "sm")  # tf_keras' default: a SavedModel with keras_metadata.pb
     report = convert(tmp_path / "sm", out_path(tmp_path, to), to)
     assert report["model"] == "<rebuilt from model_config>" and report["source_format"] == "saved-model"
@@ -134,6 +141,7 @@ def test_tf_keras_saved_model_converts_without_model_exactly(tmp_path: Path, to:
     assert report["optimizer"]["hyperparameters_from"] == "keras_metadata.pb training_config"
     assert all(h["match"] for h in report["optimizer"]["hyperparameters"]), report["optimizer"]
     assert report["checkpoints"][0]["step"] == 3 and report["warnings"] == [], report
+    assert report["optimizer"]["target"] == ("SGD" if optimizer == "momentum" else "Adam")
     assert_resumes(source_model, tf_keras.losses, out_path(tmp_path, to), to, "twin_adam_sequential", 3)
 
 
@@ -272,6 +280,13 @@ def test_unsupported_sources_are_refused(tmp_path: Path, fixture: str, says: str
     line = _one_line([FIXTURES / fixture, "--out", tmp_path / "out", "--model", f"{MODELS}:adam"])
     assert says in line, line
     assert not (tmp_path / "out").exists()
+
+
+def test_saved_model_lambda_layer_needs_model(tmp_path: Path) -> None:
+    source = tmp_path / "sm"
+    trained(tf_keras_mlp("adam", lambda_layer=True)).save(source)
+    line = _one_line([source, "--out", tmp_path / "out.keras", "--to", "keras"])
+    assert "Lambda" in line and "doubled" in line and "--model" in line
 
 
 def test_saved_model_without_optimizer_is_refused(tmp_path: Path) -> None:
