@@ -3,6 +3,7 @@ directories, BackupAndRestore directories; each resumed in Keras 3 and compared 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,20 @@ def test_backup_fixture_reports_the_epoch(tmp_path: Path) -> None:
     report = run_json(["convert", *args], expect=2)  # the fixture trained at another learning rate
     assert any("initial_epoch=2" in w for w in report["warnings"]), report["warnings"]
     assert report["unmatched"]["source"] == [] and report["checkpoints"][0]["step"] == 4
+
+
+@pytest.mark.parametrize("damage", ["garbage", "outside"])
+def test_hostile_keras_metadata_is_one_line(tmp_path: Path, damage: str) -> None:
+    """keras_metadata.pb is parsed as data within limits, and read only inside the SavedModel's folder."""
+    source = tmp_path / "sm"
+    shutil.copytree(FIXTURES / "saved_model_tfkeras", source)
+    metadata = source / "keras_metadata.pb"
+    if damage == "garbage":
+        metadata.write_bytes(b"\x0a\xff\xff\xff\xff\x0f" + b"\x00" * 64)
+    else:
+        outside = tmp_path / "elsewhere.pb"
+        outside.write_bytes(metadata.read_bytes())
+        metadata.unlink()
+        metadata.symlink_to(outside)
+    line = _one_line([source, "--out", tmp_path / "out"])
+    assert ("not a valid keras_metadata.pb" if damage == "garbage" else "outside") in line, line

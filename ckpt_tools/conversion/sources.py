@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.lookup import hyperparameter_names
+from ckpt_tools.readers.confine import confine
 
 SOURCE_FORMATS = ("tf1-checkpoint", "keras2-h5", "tf2-checkpoint", "saved-model", "backup-and-restore")
 KERAS_METADATA = "keras_metadata.pb"
@@ -56,7 +58,7 @@ def _backup_counter(key: str) -> bool:
 
 def _check_saved_model(vmap: VariableMap) -> None:
     """A SavedModel converts only when tf_keras saved it with its optimizer (keras_metadata.pb + slots)."""
-    root = Path(vmap.root or vmap.path)
+    root = vmap.root or vmap.path
     if not (root / KERAS_METADATA).is_file():
         raise ConversionError(
             f"{root}: a SavedModel without {KERAS_METADATA} (tf.saved_model.save, a Keras 3 model.export, a TF1 "
@@ -72,15 +74,24 @@ def _check_saved_model(vmap: VariableMap) -> None:
 
 # ---------------------------------------------------------------------------------------------- recorded configs
 def keras_metadata(vmap: VariableMap) -> dict[str, Any] | None:
-    """The root object's metadata JSON in a tf_keras SavedModel's keras_metadata.pb (parsed as data)."""
+    """The root object's metadata JSON in a tf_keras SavedModel's keras_metadata.pb (parsed as data, once per
+    file version: planning, exactness and the rebuild all ask)."""
     if vmap.format != "saved-model":
         return None
+    root = vmap.root or vmap.path
+    path = root / KERAS_METADATA
+    if not path.is_file():
+        return None
+    confine(root, path, KERAS_METADATA)
+    stat = path.stat()
+    return _parsed_metadata(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _parsed_metadata(path: Path, _mtime: int, _size: int) -> dict[str, Any] | None:
     from ckpt_tools.bundle import protos
     from ckpt_tools.readers import h5common as h5c
 
-    path = Path(vmap.root or vmap.path) / KERAS_METADATA
-    if not path.is_file():
-        return None
     with path.open("rb") as fh:
         data = fh.read(MAX_METADATA_BYTES + 1)
     if len(data) > MAX_METADATA_BYTES:
