@@ -20,9 +20,8 @@ from ckpt_tools.readers.confine import confine
 SOURCE_FORMATS = ("tf1-checkpoint", "keras2-h5", "tf2-checkpoint", "saved-model", "backup-and-restore")
 KERAS_METADATA = "keras_metadata.pb"
 MAX_METADATA_BYTES = 64 << 20
-# tf_keras BackupAndRestore's own counters: bookkeeping of the callback, not model weights.
-BACKUP_COUNTERS = ("ckpt_saved_epoch", "ckpt_saved_batch", "Variable")
-KERAS3_FORMATS = ("keras-archive", "keras-weights-h5")
+# tf_keras BackupAndRestore's own counters (top-level checkpoint attributes): the callback's, not the model's.
+BACKUP_COUNTERS = ("ckpt_saved_epoch", "ckpt_saved_batch", "train_counter")
 REFUSED = {
     "keras-archive": "a .keras archive is loaded with keras.models.load_model; convert does not read it as a source "
     "(a tf_keras 2.x .keras archive stores its weights under positional names convert cannot pair)",
@@ -53,7 +52,7 @@ def prepared(vmap: VariableMap) -> VariableMap:
 
 
 def _backup_counter(key: str) -> bool:
-    return key.split("/")[0] in BACKUP_COUNTERS or key.startswith("train_counter/")
+    return key.split("/")[0] in BACKUP_COUNTERS
 
 
 def _check_saved_model(vmap: VariableMap) -> None:
