@@ -160,8 +160,8 @@ def convert(
     progress: Callable[[str], None] | None = None,
 ) -> ConvertReport:
     """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, a `MODULE:FACTORY` string naming a
-    function that builds one, or None to rebuild a Keras-2 .h5's own model from its configs; `progress` is
-    called with one line per phase. See docs/convert.md and docs/api.md."""
+    function that builds one, or None to rebuild a Keras-2 .h5's or tf_keras SavedModel's own model from its
+    recorded configs; `progress` is called with one line per phase. See docs/convert.md and docs/api.md."""
     say = progress or _silent
     _check_arguments(model, out, to)
     src, out_path = as_path(source), Path(out)
