@@ -119,11 +119,14 @@ Examples:
   ckpt convert fixtures/keras2_adam/model.h5 --out m.keras --to keras
   ckpt convert fixtures/tf1_adam --model examples/fixture_models.py:tf1_adam --out converted/
   ckpt convert fixtures/ident/model.h5 --model examples/fixture_models.py:ident_keras2 --out m2.keras --to keras
-A Keras-2 .h5 that carries its model_config and training_config needs no --model (the first example).
+A Keras-2 .h5 that carries its model_config and training_config needs no --model (the first example), nor
+does a tf_keras SavedModel (keras_metadata.pb); TF2 checkpoints and BackupAndRestore directories need one.
 """
 
 
-@click.command("convert", epilog=EPILOG, short_help="TF1 / Keras-2 artifact -> resumable TF2 checkpoint or .keras.")
+@click.command(
+    "convert", epilog=EPILOG, short_help="TF1 / Keras-2 / TF2 artifact -> resumable TF2 checkpoint or .keras."
+)
 @click.argument("source", type=click.Path(path_type=str))
 @click.option(
     "--model",
@@ -131,7 +134,8 @@ A Keras-2 .h5 that carries its model_config and training_config needs no --model
     default=None,
     metavar="MODULE:FACTORY",
     help="Callable returning a compiled Keras 3 model of the same architecture (module or path/file.py). "
-    "Needed for TF1 checkpoints and custom layers; a Keras-2 .h5 without it is rebuilt from its model_config.",
+    "Needed for TF1/TF2 checkpoints and custom layers; a Keras-2 .h5 or tf_keras SavedModel without it is "
+    "rebuilt from its recorded model_config.",
 )
 @click.option("--out", "out", required=True, metavar="OUT", help="Output directory (tf2) or .keras file (keras).")
 @click.option(
@@ -171,7 +175,8 @@ def command(
     allow_approximate: bool,
     as_json: bool,
 ) -> None:
-    """Convert a TF1 checkpoint or Keras-2 .h5 into a resumable TF2 checkpoint or .keras file: weights by name,
+    """Convert a TF1/TF2 checkpoint, Keras-2 .h5, tf_keras SavedModel or BackupAndRestore directory into a
+    resumable TF2 checkpoint or .keras file: weights by name,
     optimizer state translated by the optimizer catalogue, the step kept, the output re-read and verified."""
     from ckpt_tools.conversion.factory import check_factory_spec
 

@@ -11,6 +11,7 @@ from typing import Any
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.batchnorm import batch_norm_kernels
 from ckpt_tools.conversion.graph_reasons import graph_reasons
+from ckpt_tools.conversion.sources import recorded_configs
 from ckpt_tools.conversion.wrappers import ema_reasons, loss_scale_reasons
 from ckpt_tools.errors import CkptToolsError
 from ckpt_tools.facts import short_number
@@ -129,7 +130,7 @@ def _name_reasons(vmap: VariableMap, evidence: GraphEvidence | None) -> list[str
     """What the stored names and dtypes show: batch-norm statistics, half-precision weights."""
     out = []
     variances = [v.name for v in vmap.values() if BATCH_NORM_VARIANCE.search(v.name) and v.role != "optimizer"]
-    if variances and vmap.format == "keras2-h5":
+    if variances and (vmap.format == "keras2-h5" or recorded_configs(vmap) is not None):
         out += _keras2_batch_norms(vmap)
     elif variances and evidence is None:
         out.append(
@@ -167,8 +168,12 @@ def _keras2_batch_norms(vmap: VariableMap) -> list[str]:
 
 
 def _model_config(vmap: VariableMap) -> Any:
-    """The model_config attribute of a Keras-2 .h5 (parsed as data, within the readers' JSON limits)."""
+    """The model_config of a Keras-2 .h5 or tf_keras SavedModel (parsed as data, within the readers' JSON limits)."""
     from ckpt_tools.readers import h5common as h5c
+
+    recorded = recorded_configs(vmap) if vmap.format != "keras2-h5" else None
+    if recorded is not None:
+        return recorded[0]
 
     try:
         with h5c.open_h5(Path(vmap.path), str(vmap.path)) as f:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ckpt_tools.conversion import exactness, rnn, wrappers
 from ckpt_tools.conversion import slots as sl
+from ckpt_tools.conversion.sources import add_recorded_hyper
 from ckpt_tools.errors import ConversionError
 from ckpt_tools.messages import listed, printable
 from ckpt_tools.model import VariableMap
@@ -121,6 +122,7 @@ class Plan:
 def describe_source(vmap: VariableMap) -> sl.SourceOptimizer:
     """The source optimizer as the reader found it: slots per weight, family, hyper-parameters and origin."""
     source = sl.source_optimizer(vmap)
+    add_recorded_hyper(vmap, source)
     if vmap.optimizer.config_problem is not None:
         source.problems.append(vmap.optimizer.config_problem)
     return source

@@ -1,4 +1,4 @@
-"""The Keras 3 model of a Keras-2 `.h5`, rebuilt from its model_config and training_config (parsed as data)."""
+"""The Keras 3 model of a Keras-2 `.h5` or tf_keras SavedModel, rebuilt from its recorded configs (parsed as data)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.conversion.slots import SUPPORTED_TARGETS
+from ckpt_tools.conversion.sources import no_architecture, recorded_configs
 from ckpt_tools.errors import CkptToolsError, ConversionError
 from ckpt_tools.messages import printable
 from ckpt_tools.model import VariableMap
@@ -49,13 +50,13 @@ def rebuild_spec(vmap: VariableMap, *, allow_weights_only: bool) -> RebuildSpec:
     """Check, from the parsed JSON alone, that the source can be rebuilt safely (no Keras or TensorFlow import
     yet, no model code run); a one-line refusal naming model= otherwise."""
     label = str(vmap.path)
-    if vmap.format != "keras2-h5":
-        raise ConversionError(
-            f"{label}: a TF1 Saver checkpoint needs model= (MODULE:FACTORY): it stores variables but no "
-            "architecture or optimizer settings, so convert cannot build the Keras 3 model; only a Keras-2 .h5 "
-            "carrying model_config and training_config converts without one"
-        )
-    model_config, training = _configs(Path(vmap.path), label)
+    if vmap.format == "keras2-h5":
+        model_config, training = _configs(Path(vmap.path), label)
+    else:
+        recorded = recorded_configs(vmap)
+        if recorded is None:
+            raise ConversionError(no_architecture(vmap))
+        model_config, training, _ = recorded
     if not isinstance(model_config, dict) or not isinstance(model_config.get("config"), dict):
         raise ConversionError(f"{label}: no readable model_config attribute, so the architecture is unknown; {HINT}")
     _refuse_code(model_config, label)

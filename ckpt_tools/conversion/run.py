@@ -1,4 +1,4 @@
-"""`convert`: TF1 Saver checkpoints and legacy Keras-2 .h5 files into resumable TF2 checkpoints or .keras files."""
+"""`convert`: TF1/TF2 checkpoints, Keras-2 .h5 files, tf_keras SavedModels into resumable TF2 checkpoints or .keras."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from ckpt_tools.conversion.plan import (
 from ckpt_tools.conversion.rebuild import REBUILT, RebuildSpec, rebuild_spec
 from ckpt_tools.conversion.rebuild import build as rebuild_model
 from ckpt_tools.conversion.rnn import cell_view
+from ckpt_tools.conversion.sources import SOURCE_FORMATS, check_format, epoch_note, prepared
 from ckpt_tools.conversion.verify import CheckpointResult, Expected, Fingerprints, verify_keras, verify_tf2
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 SCHEMA = "ckpt-tools/convert/1"
-SOURCE_FORMATS = ("tf1-checkpoint", "keras2-h5")
 TARGETS = ("tf2", "keras")
 
 
@@ -161,8 +161,8 @@ def convert(
     progress: Callable[[str], None] | None = None,
 ) -> ConvertReport:
     """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, a `MODULE:FACTORY` string naming a
-    function that builds one, or None to rebuild a Keras-2 .h5's own model from its configs; `progress` is
-    called with one line per phase. See docs/convert.md and docs/api.md."""
+    function that builds one, or None to rebuild a Keras-2 .h5's or tf_keras SavedModel's own model from its
+    recorded configs; `progress` is called with one line per phase. See docs/convert.md and docs/api.md."""
     say = progress or _silent
     _check_arguments(model, out, to)
     src, out_path = as_path(source), Path(out)
@@ -299,6 +299,7 @@ def _add_steps(src: Path, vmaps: list[VariableMap], plan: Plan, report: ConvertR
         report.checkpoints.append(CheckpointResult(prefix_of(vmap), step, origin))
         report.warnings += notes
         report.approximations += [n for n in notes if n.endswith(f"({APPROXIMATE})")]
+    report.warnings += [note for note in (epoch_note(v) for v in vmaps[-1:]) if note is not None]
 
 
 def _write_atomically(
@@ -366,9 +367,8 @@ def _open_source(path: Path) -> VariableMap:
     if path.exists() and not (path.is_file() or path.is_dir()):
         raise UsageError(f"{path}: not a regular file or directory")
     fmt = detect(path)
-    if fmt not in SOURCE_FORMATS:
-        raise UsageError(f"{path}: convert reads TF1 Saver checkpoints and legacy Keras-2 .h5 files; this is a {fmt}")
-    return cell_view(open_checkpoint(path, fmt))  # TF1 RNN cells in Keras 3 layout (rnn.py)
+    check_format(path, fmt)
+    return cell_view(prepared(open_checkpoint(path, fmt)))  # TF1 RNN cells in Keras 3 layout (rnn.py)
 
 
 # ---------------------------------------------------------------------------------------------- execution

@@ -184,9 +184,10 @@ def snake_case(name: str) -> str:
 
 
 def family_of_group(group_name: str) -> Family | None:
-    """The family a Keras 3 optimizer group is named after (`adam`, `rm_sprop_1`)."""
+    """The family a Keras 3 optimizer group is named after (`adam`, `rm_sprop_1`), or the class name tf_keras'
+    new optimizers put before their slots' names (`RMSprop/velocity/dense/kernel`)."""
     base = re.sub(r"_\d+$", "", group_name)
-    return next((f for f in FAMILIES if f.keras3 is not None and snake_case(f.keras3) == base), None)
+    return next((f for f in FAMILIES if f.keras3 is not None and base in (snake_case(f.keras3), f.keras3)), None)
 
 
 @cache
