@@ -344,3 +344,13 @@ def adam_loss_scale() -> Any:
     import keras
 
     return mlp(keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-7)))
+
+
+def adam_frozen_dense() -> Any:
+    """The Adam MLP with its first layer frozen."""
+    import keras
+
+    model = mlp(keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8))
+    model.get_layer("dense").trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE, epsilon=1e-8), loss=model.loss)
+    return model

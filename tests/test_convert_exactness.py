@@ -688,3 +688,48 @@ def test_keras2_legacy_adagrad_epsilon_is_judged_by_its_size(tmp_path: Path) -> 
         verdicts[epsilon] = (report["exactness"], rule["exactness"])
         assert "ResourceApplyAdagradV2" in rule["note"], rule
     assert verdicts == {1e-7: ("exact", "rounding"), 0.01: ("approximate", "approximate")}, verdicts
+
+
+def _mlp_layers(k: Any, embedding: bool = False, policy: str | None = None) -> list[Any]:
+    first = [k.Input((3,)), k.layers.Embedding(10, 4, name="embedding"), k.layers.Flatten()] if embedding else []
+    kwargs = {"dtype": policy} if policy else {}
+    return [
+        *(first or [k.Input((4,))]),
+        k.layers.Dense(8, activation="relu", name="dense", **kwargs),
+        k.layers.Dense(3, name="dense_1", **kwargs),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "optimizer", "reason"),
+    [
+        ("embedding_adam", lambda k: k.optimizers.Adam(0.05), "sparse updates (embedding, Adam): tf_keras merges"),
+        ("embedding_sgd_legacy", lambda k: k.optimizers.legacy.SGD(0.05, 0.9), "updates only the rows in each batch"),
+        ("embedding_sgd", lambda k: k.optimizers.SGD(0.05, 0.9), None),  # the same update either way (6e-8)
+        ("bfloat16", lambda k: k.optimizers.Adam(0.05), "the source's model computed in reduced precision"),
+        ("adamw", lambda k: k.optimizers.AdamW(0.05, weight_decay=0.01), "exclude_from_weight_decay"),
+    ],
+)
+def test_keras2_configs_name_what_they_show(tmp_path: Path, case: str, optimizer: Any, reason: str | None) -> None:
+    """Red team, measured after 20 resumed steps: Adam on an embedding with repeated ids 5.2e-2, legacy SGD
+    momentum on one 1.9e-2 (rows not in a batch keep their momentum), a mixed_bfloat16 source into a float32
+    model 1.1e-3, AdamW whose source excluded biases from decay 6.6e-2 (the file does not record it)."""
+    embedding = case.startswith("embedding")
+    x = RNG.integers(0, 10, (8, 3)) if embedding else RNG.normal(size=(8, 4)).astype(np.float32)
+    policy = "mixed_bfloat16" if case == "bfloat16" else None
+    source = _keras2_file(tmp_path / "m.h5", lambda k: _mlp_layers(k, embedding, policy), optimizer, x)
+    model = ["--model", factory("adam")] if policy else []  # a policy is not rebuilt: a factory is needed
+    args = ["convert", source, *model, "--out", tmp_path / "o.keras", "--to", "keras", "--dry-run"]
+    report = run_json(args, None)
+    found = [a for a in report["approximations"] if reason is not None and reason in a]
+    assert found if reason else not report["approximations"], report["approximations"]
+
+
+def test_keras2_weights_the_factory_freezes_are_named(tmp_path: Path) -> None:
+    """The source's Adam holds state for every weight; a factory freezing `dense` would drop it (0.47 after 20)."""
+    source = _keras2_file(
+        tmp_path / "m.h5", _mlp_layers, lambda k: k.optimizers.Adam(0.05), RNG.normal(size=(8, 4)).astype(np.float32)
+    )
+    args = ["convert", source, "--model", factory("adam_frozen_dense"), "--out", tmp_path / "o", "--dry-run"]
+    report = run_json(args, 2)
+    assert any(a.startswith("the source trained dense/kernel, dense/bias") for a in report["approximations"]), report

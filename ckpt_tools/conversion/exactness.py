@@ -10,6 +10,7 @@ from typing import Any
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.batchnorm import batch_norm_kernels
+from ckpt_tools.conversion.config_reasons import config_reasons
 from ckpt_tools.conversion.graph_reasons import graph_reasons
 from ckpt_tools.conversion.sources import recorded_configs
 from ckpt_tools.conversion.wrappers import ema_reasons, loss_scale_reasons
@@ -60,6 +61,8 @@ def approximations(
     if evidence is not None:
         out += graph_reasons(evidence, vmap, factory.trained, factory.unused)
     out += ema_reasons(vmap, source, rules) + loss_scale_reasons(vmap)
+    recorded = vmap.format == "keras2-h5" or recorded_configs(vmap) is not None
+    out += config_reasons(vmap, source, _model_config(vmap) if recorded else None, factory.trained)
     out += _name_reasons(vmap, evidence)
     out += _factory_reasons(factory, hyper, same_schedule)
     return list(dict.fromkeys(out))

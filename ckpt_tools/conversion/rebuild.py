@@ -44,6 +44,7 @@ class RebuildSpec:
     optimizer_class: str | None  # None: the source records no optimizer (a weights-only output)
     optimizer_args: dict[str, Any] = field(default_factory=dict)
     loss: Any = None
+    loss_weights: Any = None  # training_config's loss_weights: a list or dict of numbers
 
 
 def rebuild_spec(vmap: VariableMap, *, allow_weights_only: bool) -> RebuildSpec:
@@ -60,6 +61,7 @@ def rebuild_spec(vmap: VariableMap, *, allow_weights_only: bool) -> RebuildSpec:
     if not isinstance(model_config, dict) or not isinstance(model_config.get("config"), dict):
         raise ConversionError(f"{label}: no readable model_config attribute, so the architecture is unknown; {HINT}")
     _refuse_code(model_config, label)
+    _refuse_policies(model_config, label)
     if not isinstance(training, dict):
         if not allow_weights_only:
             raise ConversionError(
@@ -68,7 +70,28 @@ def rebuild_spec(vmap: VariableMap, *, allow_weights_only: bool) -> RebuildSpec:
             )
         return RebuildSpec(label, model_config, None)
     optimizer_class, args = _optimizer(training.get("optimizer_config"), label)
-    return RebuildSpec(label, model_config, optimizer_class, args, training.get("loss"))
+    return RebuildSpec(label, model_config, optimizer_class, args, training.get("loss"), _loss_weights(training, label))
+
+
+def _loss_weights(training: dict[str, Any], label: str) -> Any:
+    """training_config's loss_weights (a list or a dict of numbers), refused when malformed."""
+    weights = training.get("loss_weights")
+    values = list(weights.values()) if isinstance(weights, dict) else weights
+    if weights is None:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ConversionError(f"{label}: training_config's loss_weights are not a list or dict of numbers; {HINT}")
+    return weights
+
+
+def _refuse_policies(model_config: dict[str, Any], label: str) -> None:
+    """A mixed-precision dtype policy is not rebuilt (tf_keras writes it in a form Keras 3 does not read)."""
+    for obj in _objects(model_config):
+        dtype = obj.get("dtype")
+        if isinstance(dtype, dict) and dtype.get("class_name") == "Policy":
+            name = printable(str((dtype.get("config") or {}).get("name", "?")))[:40]
+            if name not in ("float32", "float64", "float16", "bfloat16"):
+                raise ConversionError(f"{label}: the model was trained under the dtype policy {name}; {HINT}")
 
 
 def _configs(path: Path, label: str) -> tuple[Any, Any]:
@@ -177,7 +200,14 @@ def build(spec: RebuildSpec, keras: Any) -> tuple[Any, list[str]]:
     else:
         optimizer = getattr(keras.optimizers, spec.optimizer_class)(**spec.optimizer_args)
         loss = _loss(spec, keras, warnings)
-    model.compile(optimizer=optimizer, loss=loss)
+    weights = spec.loss_weights if loss is not None else None
+    if isinstance(weights, list) and len(weights) > 1:
+        loss = [loss] * len(weights)  # tf_keras applies one loss to every output; Keras 3 wants one per weight
+    elif isinstance(weights, dict):
+        loss = dict.fromkeys(weights, loss)
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=weights)
+    if spec.loss_weights is not None and loss is None:
+        warnings.append(f"training_config's loss_weights {spec.loss_weights} are not applied: the loss is not rebuilt")
     return model, warnings
 
 
