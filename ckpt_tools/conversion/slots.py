@@ -337,6 +337,11 @@ def _not_an_input(source: SourceOptimizer, fam: Family | None, name: str) -> boo
     return "training ops" in source.hyper_origin and name not in source.hyper
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Two hyper-parameter values agree (numbers up to float32 rounding)."""
+    return _same(a, b)
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
         return bool(a) == bool(b) if isinstance(a, bool) or isinstance(b, bool) else a == b
