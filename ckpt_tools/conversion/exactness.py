@@ -97,15 +97,15 @@ def _same_schedule(recorded: Any, target: Any) -> bool:
 
 def _legacy_decay_as(rate: float, decay: Any, target: Mapping[str, Any]) -> bool:
     """A legacy tf_keras optimizer's `decay` (rate / (1 + decay * iterations)) is Keras 3's
-    InverseTimeDecay(rate, decay_steps, decay_rate=decay * decay_steps, staircase=False)."""
+    InverseTimeDecay(rate, decay_steps, decay_rate=decay * decay_steps), without a staircase over several steps."""
     inner = target.get("config")
     if not (_is_number(decay) and decay > 0 and target.get("class_name") == "InverseTimeDecay"):
         return False
-    if not isinstance(inner, Mapping) or inner.get("staircase") is not False:
+    if not isinstance(inner, Mapping):
         return False
     steps, slope = inner.get("decay_steps"), inner.get("decay_rate")
-    if not (_is_number(steps) and _is_number(slope) and steps > 0):
-        return False
+    if not (_is_number(steps) and _is_number(slope) and steps > 0) or (inner.get("staircase") and steps != 1):
+        return False  # a staircase over one step is no staircase
     return sl.same_value(inner.get("initial_learning_rate"), rate) and sl.same_value(slope / steps, decay)
 
 
