@@ -521,6 +521,15 @@ def test_what_keras_reproduces_is_not_called_approximate(
     assert deviation(graph.resume(source, 20), keras_after) < 1e-4
 
 
+def test_saver_keys_are_read_off_its_save_op(sources: dict[str, tuple[Path, Graph]]) -> None:
+    """`Saver(var_list={key: variable})`: the training ops update the variables stored under the renamed keys, so
+    inspect finds every weight's slots (it called the checkpoint not resumable: 4 of 4 weights lacking slots)."""
+    source, _ = sources["saver_dict"]
+    report = run_json(["inspect", source])
+    assert report["optimizer"]["complete"] and report["optimizer"]["covered_weights"] == 4, report["optimizer"]
+    assert report["resume"]["resumable"], report["resume"]
+
+
 def test_an_untranslatable_tf1_optimizer_is_named(sources: dict[str, tuple[Path, Graph]], tmp_path: Path) -> None:
     """ProximalGradientDescent trains the weights (it was refused as 'nothing in this graph trains the weights'):
     the refusal and inspect name it."""
