@@ -344,13 +344,16 @@ def _saver_dict(x: Any, y: Any, step: Any) -> Any:
     return train, keys
 
 
-def _proximal_sgd(x: Any, y: Any, step: Any) -> Any:
-    import tensorflow as tf
+def _proximal(adagrad: bool) -> Callable[[Any, Any, Any], Any]:
+    def build(x: Any, y: Any, step: Any) -> Any:
+        import tensorflow as tf
 
-    opt = tf.compat.v1.train.ProximalGradientDescentOptimizer(
-        LR, l1_regularization_strength=0.01, l2_regularization_strength=0.01
-    )
-    return opt.minimize(_mlp_loss(x, y), global_step=step)
+        tf1 = tf.compat.v1
+        kind = tf1.train.ProximalAdagradOptimizer if adagrad else tf1.train.ProximalGradientDescentOptimizer
+        opt = kind(LR, l1_regularization_strength=0.01, l2_regularization_strength=0.01)
+        return opt.minimize(_mlp_loss(x, y), global_step=step)
+
+    return build
 
 
 GRAPHS: dict[str, tuple[Callable[[Any, Any, Any], Any], bool]] = {
@@ -380,7 +383,8 @@ GRAPHS: dict[str, tuple[Callable[[Any, Any, Any], Any], bool]] = {
     "two_adams": (_two_adams, False),
     "alternative_train_op": (_alternative_train_op, False),
     "saver_dict": (_saver_dict, False),
-    "proximal_sgd": (_proximal_sgd, False),
+    "proximal_sgd": (_proximal(False), False),
+    "proximal_adagrad": (_proximal(True), False),
 }
 
 
@@ -530,14 +534,23 @@ def test_saver_keys_are_read_off_its_save_op(sources: dict[str, tuple[Path, Grap
     assert report["resume"]["resumable"], report["resume"]
 
 
-def test_an_untranslatable_tf1_optimizer_is_named(sources: dict[str, tuple[Path, Graph]], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("case", "factory_name", "named"),
+    [
+        ("proximal_sgd", "sgd", "ProximalGradientDescent (ApplyProximalGradientDescent)"),
+        ("proximal_adagrad", "adagrad", "ProximalAdagrad (ApplyProximalAdagrad)"),
+    ],
+)
+def test_an_untranslatable_tf1_optimizer_is_named(
+    sources: dict[str, tuple[Path, Graph]], tmp_path: Path, case: str, factory_name: str, named: str
+) -> None:
     """ProximalGradientDescent trains the weights (it was refused as 'nothing in this graph trains the weights'):
-    the refusal and inspect name it."""
-    source, _ = sources["proximal_sgd"]
-    result = run_cli(["convert", source, "--model", factory("sgd"), "--out", tmp_path / "o"], 2)
-    assert "the TF1 optimizer ProximalGradientDescent (ApplyProximalGradientDescent) has no Keras 3" in result.stderr
+    the refusal and inspect name the optimizer and its training op."""
+    source, _ = sources[case]
+    result = run_cli(["convert", source, "--model", factory(factory_name), "--out", tmp_path / "o"], 2)
+    assert f"the TF1 optimizer {named} has no Keras 3 translation" in result.stderr, result.stderr
     assert "trains the weights" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert "ProximalGradientDescent" in run_cli(["inspect", source]).stdout
+    assert named.split()[0] in run_json(["inspect", source])["optimizer"]["name"]
 
 
 def test_gradient_accumulation_in_the_factory_is_refused(
