@@ -525,6 +525,23 @@ def test_what_keras_reproduces_is_not_called_approximate(
     assert deviation(graph.resume(source, 20), keras_after) < 1e-4
 
 
+def test_a_second_adams_powers_at_another_step_are_named(
+    sources: dict[str, tuple[Path, Graph]], tmp_path: Path
+) -> None:
+    """The two-Adam graph with the second's beta1_power one step ahead: Keras 3's one counter cannot hold it."""
+    import tensorflow as tf
+
+    source, graph = sources["two_adams"]
+    with graph.graph.as_default(), tf.compat.v1.Session(graph=graph.graph) as sess:
+        graph.saver.restore(sess, tf.train.latest_checkpoint(str(source)))
+        power = next(v for v in tf.compat.v1.global_variables() if v.op.name == "beta1_power_1")
+        sess.run(power.assign(power * 0.9))
+        graph.saver.save(sess, str(tmp_path / "model.ckpt"), global_step=graph.step)
+    args = ["convert", tmp_path, "--model", factory("adam"), "--out", tmp_path / "o", "--dry-run"]
+    shown = run_json(args, 2)["approximations"]
+    assert any("not carried over (beta1_power_1)" in a for a in shown), shown
+
+
 def test_saver_keys_are_read_off_its_save_op(sources: dict[str, tuple[Path, Graph]]) -> None:
     """`Saver(var_list={key: variable})`: the training ops update the variables stored under the renamed keys, so
     inspect finds every weight's slots (it called the checkpoint not resumable: 4 of 4 weights lacking slots)."""
