@@ -47,6 +47,27 @@ def momentum() -> Any:
     return mlp(keras.optimizers.SGD(LEARNING_RATE, momentum=0.9))
 
 
+def momentum_inverse_time(steps: int = 1, staircase: bool = False) -> Any:
+    """SGD(momentum) under the Keras 3 schedule of a legacy tf_keras SGD(decay=0.01): lr / (1 + 0.01 * step)
+    (with staircase and 2 decay steps: the rate changes every second step only)."""
+    import keras
+
+    rate = keras.optimizers.schedules.InverseTimeDecay(LEARNING_RATE, steps, 0.01 * steps, staircase=staircase)
+    return mlp(keras.optimizers.SGD(rate, momentum=0.9))
+
+
+def momentum_inverse_time_staircase() -> Any:
+    return momentum_inverse_time(steps=2, staircase=True)
+
+
+def momentum_exponential() -> Any:
+    """Another schedule than a legacy decay's."""
+    import keras
+
+    rate = keras.optimizers.schedules.ExponentialDecay(LEARNING_RATE, 1, 0.99)
+    return mlp(keras.optimizers.SGD(rate, momentum=0.9))
+
+
 def nesterov() -> Any:
     import keras
 

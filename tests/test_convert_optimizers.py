@@ -69,6 +69,7 @@ def tf_keras_optimizer(kind: str, legacy: bool) -> Any:
         "ftrl_beta": lambda: module.Ftrl(LR, beta=0.1, **FTRL),
         "adamw": lambda: module.AdamW(LR, weight_decay=0.01, epsilon=1e-7),
         "amsgrad": lambda: module.Adam(LR, epsilon=1e-7, amsgrad=True),
+        "sgd_decay": lambda: module.SGD(LR, momentum=0.9, decay=0.01),  # legacy only: lr / (1 + decay * step)
     }[kind]()
 
 
@@ -134,6 +135,22 @@ def test_keras2_exact_continuation(tmp_path: Path, kind: str, legacy: bool, fact
     deviation_1, deviation_20 = max_deviation(after_1, mine_1), max_deviation(after_20, mine_20)
     print(f"keras2 {kind} legacy={legacy}: after 1 step {deviation_1:.2g}, after {STEPS} {deviation_20:.2g}")
     assert deviation_1 < TOL_1 and deviation_20 < TOL_20
+
+
+def test_keras2_legacy_decay_continues_as_the_equivalent_schedule(tmp_path: Path) -> None:
+    """Legacy SGD(decay=0.01) is Keras 3's InverseTimeDecay(lr, 1, 0.01): the same run (it was reported as a
+    differing learning_rate and decay); any other schedule stays approximate, naming the decay."""
+    source = tmp_path / "model.h5"
+    after_1, after_20 = keras2_source(source, "sgd_decay", legacy=True)
+    out = tmp_path / "out"
+    report = run_json(["convert", source, "--model", factory("momentum_inverse_time"), "--out", out])
+    assert report["exactness"] == "exact" and report["approximations"] == [], report["approximations"]
+    mine_1, mine_20 = keras3_continues(out, "momentum_inverse_time", "tf2")
+    assert max_deviation(after_1, mine_1) < TOL_1 and max_deviation(after_20, mine_20) < TOL_20
+    for other in ("momentum_inverse_time_staircase", "momentum_exponential"):
+        args = ["convert", source, "--model", factory(other), "--out", tmp_path / other, "--dry-run"]
+        shown = run_json(args, 2)["approximations"]
+        assert any(a.startswith("decay: source 0.01, factory 0") for a in shown), (other, shown)
 
 
 def test_keras2_nadam_is_approximate(tmp_path: Path) -> None:

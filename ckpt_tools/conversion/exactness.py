@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.batchnorm import batch_norm_kernels
@@ -56,7 +56,7 @@ def approximations(
     """Why the run Keras 3 continues from the output would not be the source's run (empty: it would be)."""
     rules, hyper = list(rules), list(hyper)
     same_schedule = _same_schedule(vmap.optimizer.recorded_config, factory.learning_rate)
-    out = _hyper_reasons([h for h in hyper if not (same_schedule and h.name == "learning_rate")], rules)
+    out = _hyper_reasons([h for h in hyper if not (same_schedule and h.name in ("learning_rate", "decay"))], rules)
     out += [f"slot {r.source} -> {r.target or '(dropped)'}: {r.note}" for r in rules if r.exactness == "approximate"]
     if evidence is not None:
         out += graph_reasons(evidence, vmap, factory.trained, factory.unused)
@@ -86,6 +86,8 @@ def _same_schedule(recorded: Any, target: Any) -> bool:
     """Both sides' learning rates are the same serialized schedule (class and settings, names aside)."""
     config = recorded.get("config") if isinstance(recorded, Mapping) else None
     source = config.get("learning_rate") if isinstance(config, Mapping) else None
+    if isinstance(config, Mapping) and isinstance(target, Mapping) and _is_number(source):
+        return _legacy_decay_as(source, config.get("decay"), target)
     if not (isinstance(source, Mapping) and isinstance(target, Mapping)):
         return False
 
@@ -95,6 +97,24 @@ def _same_schedule(recorded: Any, target: Any) -> bool:
         return schedule.get("class_name"), kept
 
     return settings(source) == settings(target)
+
+
+def _legacy_decay_as(rate: float, decay: Any, target: Mapping[str, Any]) -> bool:
+    """A legacy tf_keras optimizer's `decay` (rate / (1 + decay * iterations)) is Keras 3's
+    InverseTimeDecay(rate, decay_steps, decay_rate=decay * decay_steps), without a staircase over several steps."""
+    inner = target.get("config")
+    if not (_is_number(decay) and decay > 0 and target.get("class_name") == "InverseTimeDecay"):
+        return False
+    if not isinstance(inner, Mapping):
+        return False
+    steps, slope = inner.get("decay_steps"), inner.get("decay_rate")
+    if not (_is_number(steps) and _is_number(slope) and steps > 0) or (inner.get("staircase") and steps != 1):
+        return False  # a staircase over one step is no staircase
+    return sl.same_value(inner.get("initial_learning_rate"), rate) and sl.same_value(slope / steps, decay)
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _hyper_reasons(hyper: list[sl.HyperCheck], rules: list[sl.SlotRule]) -> list[str]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from ckpt_tools.messages import listed
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.gradients import CLIP_OPTIONS
 from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse
+from ckpt_tools.optimizers.translation import adam_steps_from_power
 
 LISTED = 3
 ROWS_ONLY = ("SGD(momentum)", "RMSprop")  # sparse TF1 updates of these skip the decay of rows not in the batch
@@ -102,10 +105,13 @@ def _gradients(uses: tuple[OpUse, ...], vmap: VariableMap) -> list[str]:
     for use in uses:  # a partitioned variable has one op per partition: counted per graph variable
         counts[(use.variable, use.graph_variable)] = counts.get((use.variable, use.graph_variable), 0) + 1
     twice = list(dict.fromkeys(name for (name, _), n in counts.items() if n > 1))
-    if twice:
+    if twice:  # the graph cannot show which of them a session runs: approximate unless only one does
+        # minimize()/apply_gradients() name each update `SCOPE/update_VAR/OP`: the scope names the train op
+        ops = list(dict.fromkeys(u.node.partition("/update_")[0] for u in uses if u.variable in twice))
         out.append(
-            f"{listed(twice, LISTED)} updated by more than one training op per step: one Keras 3 optimizer "
-            "applies one update"
+            f"{listed(twice, LISTED)} {'is' if len(twice) == 1 else 'are'} updated by more than one training op "
+            f"in the graph ({listed(ops, LISTED)}): one Keras 3 optimizer applies one update per step; approximate "
+            "unless only one of them runs"
         )
     return out
 
@@ -157,10 +163,30 @@ def _coverage(evidence: GraphEvidence, vmap: VariableMap, trained: list[tuple[st
 
 def _left_behind(evidence: GraphEvidence, vmap: VariableMap, unused: set[str]) -> list[str]:
     """Source variables the training step writes that the conversion does not carry (EMA under any name)."""
-    names = [vmap[key].name for key in evidence.written if key in vmap and vmap[key].name in unused]
+    counted = _powers_at_the_step(evidence, vmap)
+    names = [
+        vmap[key].name for key in evidence.written if key in vmap and vmap[key].name in unused and key not in counted
+    ]
     if not names:
         return []
     return [
         f"state the source's training step updates is not carried over ({listed(names, LISTED)}): the "
         "Keras 3 run has no counterpart for it"
     ]
+
+
+def _powers_at_the_step(evidence: GraphEvidence, vmap: VariableMap) -> set[str]:
+    """Beta powers of TF1 Adam ops (a second AdamOptimizer's beta1_power_1) whose stored value is beta^(t+1) at
+    the run's step t, with that op's own beta: Keras 3's iteration counter reproduces them."""
+    implied: dict[str, int | None] = {}
+    for use in evidence.uses:
+        if use.family.name != "Adam" or not use.op.endswith("ApplyAdam"):
+            continue
+        for key, name in zip(use.extra_inputs[:2], ("beta_1", "beta_2"), strict=False):
+            beta = use.hyper.get(name)
+            if key in vmap and isinstance(beta, float) and vmap[key].size == 1:
+                power = float(np.asarray(vmap[key].read(), dtype=np.float64).reshape(-1)[0])
+                implied[key] = adam_steps_from_power(power, beta)
+    steps = {t for t in implied.values() if t is not None}
+    step = vmap.step if vmap.step is not None else (steps.pop() if len(steps) == 1 else None)
+    return {key for key, t in implied.items() if step is not None and t == step}

@@ -183,8 +183,11 @@ def slot_rules(source: SourceOptimizer, class_name: str, config: Mapping[str, An
         return [], [f"the source stores no optimizer slots, but {class_name} keeps {', '.join(wanted)}"]
     fam = family(source.family)
     if fam is None or fam.keras3 not in SUPPORTED_TARGETS:
+        named = f"source optimizer {source.family}"
+        if fam is not None and source.origin == "tf1" and fam.tf1_ops:
+            named = f"the TF1 optimizer {fam.name} ({', '.join(op.op for op in fam.tf1_ops)})"
         return [], [
-            f"source optimizer {source.family} has no Keras 3 translation (supported: "
+            f"{named} has no Keras 3 translation (supported: "
             f"{', '.join(SUPPORTED_TARGETS).replace('SGD', 'SGD/Momentum')})"
         ]
     if fam.keras3 != class_name:

@@ -515,6 +515,15 @@ PROXIMAL_ADAGRAD = Family(
     (Slot("accumulator", tf1="ProximalAdagrad"),),
     keras3=None,
     tf1_ops=(_ops("ApplyProximalAdagrad", ("accumulator",), {"learning_rate": 2, "l1": 3, "l2": 4}),),
+    tf1_class="ProximalAdagradOptimizer",
+)
+# TF1's ProximalGradientDescentOptimizer: a gradient step, then an l1/l2 proximal shrink Keras 3 has no step for.
+PROXIMAL_SGD = Family(
+    "ProximalGradientDescent",
+    (),
+    keras3=None,
+    tf1_ops=(_ops("ApplyProximalGradientDescent", (), {"learning_rate": 1, "l1": 2, "l2": 3}),),
+    tf1_class="ProximalGradientDescentOptimizer",
 )
 
 LAMB = Family("Lamb", ADAM.slots[:2], keras3="Lamb", keras3_groups=(("momentum", "velocity"),))
@@ -546,6 +555,7 @@ FAMILIES: tuple[Family, ...] = (
     SCHEDULE_FREE_ADAMW,
     ADAGRAD_DA,
     PROXIMAL_ADAGRAD,
+    PROXIMAL_SGD,
 )
 
 

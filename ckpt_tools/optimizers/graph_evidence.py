@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.bundle.folding import constant_value
-from ckpt_tools.bundle.graph import VARIABLE_OPS, MetaGraph, Node, describe_source, walk_functions
+from ckpt_tools.bundle.graph import VARIABLE_OPS, ConstTensor, MetaGraph, Node, describe_source, walk_functions
 from ckpt_tools.optimizers.catalogue import Family
 from ckpt_tools.optimizers.gradients import CLIP_OPTIONS, UNKNOWN, GradientPath, gradient_path
 from ckpt_tools.optimizers.lookup import display_name, training_op
@@ -70,6 +70,41 @@ def saved_names(graph: MetaGraph) -> dict[str, str]:
     out: dict[str, str] = {}
     for var in graph.variables:
         out[var.name] = var.partition.full_name if var.partition is not None else var.name
+    out.update(_saver_keys(graph))
+    return out
+
+
+SAVE_OPS = {"SaveV2": 3, "SaveSlices": 3, "Save": 2}  # op -> index of its first saved tensor (names at 1)
+MAX_SAVE_WALK = 500
+
+
+def _saver_keys(graph: MetaGraph) -> dict[str, str]:
+    """Graph variable -> checkpoint key, as the Saver's own save op writes it (`Saver(var_list={key: var})`
+    renames): the save ops behind the SaverDef's save tensor, each one's tensor_names Const paired with its
+    tensor inputs traced back to variables. Empty when the graph has no SaverDef or the names are not decoded."""
+    if graph.saver_def is None or not graph.saver_def.save_tensor:
+        return {}
+    pending, seen, saves = [graph.saver_def.save_tensor.split(":")[0]], set[str](), []
+    while pending and len(seen) < MAX_SAVE_WALK:
+        node = graph.nodes.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op in SAVE_OPS:
+            saves.append(node)
+        else:
+            pending += [*node.inputs, *node.control_inputs]
+    out: dict[str, str] = {}
+    for save in saves:
+        names = graph.nodes.get(save.inputs[1]) if len(save.inputs) > 1 else None
+        tensor = names.attrs.get("value") if names is not None and names.op == "Const" else None
+        if not isinstance(tensor, ConstTensor) or tensor.value is None:
+            continue
+        keys = [k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k) for k in tensor.value.reshape(-1)]
+        for key, ref in zip(keys, save.inputs[SAVE_OPS[save.op] :], strict=False):
+            variable = source_node(graph, ref)
+            if variable is not None and variable.op in VARIABLE_OPS:
+                out[variable.name] = key
     return out
 
 
