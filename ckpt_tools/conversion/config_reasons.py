@@ -118,3 +118,79 @@ def _coverage(vmap: VariableMap, source: sl.SourceOptimizer, trained: list[tuple
 def _weight_decay(source: sl.SourceOptimizer) -> bool:
     value = source.hyper.get("weight_decay")
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+# Layer options that change how a layer trains, compared between the source's model_config and the factory.
+TRAINING_OPTIONS = {
+    "BatchNormalization": ("momentum", "epsilon", "center", "scale"),
+}
+COMMON_OPTIONS = (
+    "activation",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "beta_regularizer",
+    "gamma_regularizer",
+    "embeddings_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+    "embeddings_constraint",
+)
+LayerConfig = tuple[str, str, Mapping[str, Any]]  # (name, class, config)
+
+
+def factory_layers(keras_model: Any) -> tuple[LayerConfig, ...]:
+    """Every layer of the factory's model with its config (layers whose config Keras cannot give are left out)."""
+    out = []
+    stack = list(getattr(keras_model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []) if layer is not keras_model else [])
+        try:
+            config = layer.get_config()
+        except Exception:  # custom layers raise anything from get_config; they are not compared
+            continue
+        if isinstance(config, Mapping):
+            out.append((str(layer.name), type(layer).__name__, config))
+    return tuple(out)
+
+
+def layer_reasons(model_config: Any, factory: Iterable[LayerConfig]) -> list[str]:
+    """Options of same-named, same-class layers that differ between the source's model_config and the factory:
+    batch-norm momentum and epsilon, activations, regularizers, constraints."""
+    theirs = {name: (cls, config) for name, cls, config in factory}
+    out = []
+    for layer in layers(model_config):
+        cls, name = layer.get("class_name"), _name(layer)
+        config = layer.get("config")
+        if name not in theirs or theirs[name][0] != cls or not isinstance(config, Mapping):
+            continue
+        other = theirs[name][1]
+        for option in (*TRAINING_OPTIONS.get(str(cls), ()), *COMMON_OPTIONS):
+            if option in config and option in other and not _same_option(config[option], other[option]):
+                out.append(
+                    f"layer {name} {option}: source {_shown(config[option])}, factory {_shown(other[option])} "
+                    "(the factory's model trains differently)"
+                )
+    return out
+
+
+def _core(value: Any) -> Any:
+    """A serialized option without what only the serialization differs in (module, registered name, dtype)."""
+    if isinstance(value, Mapping):
+        if "class_name" in value:
+            config = value.get("config")
+            return (value["class_name"], _core(config) if isinstance(config, Mapping) else config)
+        return tuple(sorted((k, _core(v)) for k, v in value.items() if k not in ("name", "dtype")))
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
+def _same_option(a: Any, b: Any) -> bool:
+    return bool(_core(a) == _core(b))
+
+
+def _shown(value: Any) -> str:
+    core = _core(value)
+    return str(core[0] if isinstance(core, tuple) and len(core) == 2 and isinstance(core[0], str) else core)[:60]

@@ -10,7 +10,7 @@ from typing import Any, TypeGuard
 
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.batchnorm import batch_norm_kernels
-from ckpt_tools.conversion.config_reasons import config_reasons
+from ckpt_tools.conversion.config_reasons import LayerConfig, config_reasons, layer_reasons
 from ckpt_tools.conversion.graph_reasons import graph_reasons
 from ckpt_tools.conversion.sources import recorded_configs
 from ckpt_tools.conversion.wrappers import ema_reasons, loss_scale_reasons
@@ -43,6 +43,7 @@ class Factory:
     learning_rate: Any = None  # the optimizer config's learning_rate: a number, or a serialized schedule
     trained: tuple[tuple[str, bool], ...] = ()  # (source key, trainable in the model) per matched variable
     unused: tuple[str, ...] = ()  # source names nothing in the model takes
+    layers: tuple[LayerConfig, ...] = ()  # the target model's layers (name, class, config)
 
 
 def approximations(
@@ -62,7 +63,8 @@ def approximations(
         out += graph_reasons(evidence, vmap, factory.trained, factory.unused)
     out += ema_reasons(vmap, source, rules) + loss_scale_reasons(vmap)
     recorded = vmap.format == "keras2-h5" or recorded_configs(vmap) is not None
-    out += config_reasons(vmap, source, _model_config(vmap) if recorded else None, factory.trained)
+    model_config = _model_config(vmap) if recorded else None
+    out += config_reasons(vmap, source, model_config, factory.trained) + layer_reasons(model_config, factory.layers)
     out += _name_reasons(vmap, evidence)
     out += _factory_reasons(factory, hyper, same_schedule)
     return list(dict.fromkeys(out))

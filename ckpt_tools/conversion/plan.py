@@ -11,6 +11,7 @@ import numpy as np
 
 from ckpt_tools.conversion import exactness, rnn, wrappers
 from ckpt_tools.conversion import slots as sl
+from ckpt_tools.conversion.config_reasons import factory_layers
 from ckpt_tools.conversion.sources import add_recorded_hyper
 from ckpt_tools.errors import ConversionError
 from ckpt_tools.messages import listed, printable
@@ -164,6 +165,7 @@ def make_plan(vmap: VariableMap, keras_model: Any, rename: RenameRules) -> Plan:
         config.get("learning_rate"),
         tuple((key, p.trainable) for p in pairs for key in rnn.origins(vmap, p.source)),
         tuple(unused),
+        factory_layers(keras_model),
     )
     found_approximations = exactness.approximations(
         vmap, source_opt, rules, hyper, exactness.graph_evidence(vmap), facts
