@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_tf, run_cli, run_json
+from tests.resume import restored, tape_steps
 
 pytestmark = [needs_tf, pytest.mark.tensorflow, pytest.mark.slow]  # tox -e slow: the CI gate stays < 30 min
 
@@ -63,15 +64,8 @@ def save_trained(path: Path, functional: bool, optimizer: str) -> Path:
 
 def continue_run(model: Any, losses: Any, steps: int, name_of: Any) -> dict[str, np.ndarray]:
     """`steps` optimizer steps on the resumed batches (mean softmax cross-entropy); every weight by layer/name."""
-    import tensorflow as tf
-
-    loss_fn = losses.SparseCategoricalCrossentropy(from_logits=True)
-    for x, y in RESUMED[:steps]:
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-    return {name_of(v): np.array(v) for v in model.weights}
+    after = tape_steps(model, losses, RESUMED[:steps], lambda m: {name_of(v): np.array(v) for v in m.weights})
+    return after[-1]
 
 
 def tf_keras_name(variable: Any) -> str:
@@ -89,17 +83,7 @@ def deviation(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 def resumed_keras(out: Path, to: str, twin: str) -> Any:
     """Keras 3 continuing from OUT: load_model for .keras, a hand-written twin restored for tf2."""
-    import keras
-    import tensorflow as tf
-
-    if to == "keras":
-        return keras.models.load_model(out)
-    from ckpt_tools.conversion.factory import load_factory
-
-    model = load_factory(f"{MODELS}:{twin}")()
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    checkpoint.restore(tf.train.latest_checkpoint(str(out))).assert_existing_objects_matched()
-    return model
+    return restored(out, to, f"{MODELS}:{twin}")
 
 
 CASES = [

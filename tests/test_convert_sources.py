@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_tf, run_cli, run_json
+from tests.resume import restored
 
 pytestmark = [needs_tf, pytest.mark.tensorflow]
 slow = pytest.mark.slow  # the resume matrices run in tox -e slow: the CI gate stays < 30 min
@@ -86,19 +87,8 @@ def deviation(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 
 
 def resumed(out: Path, to: str, factory: str) -> Any:
-    """Keras 3 continuing from OUT: load_model for .keras; for tf2 the factory's model restored by
-    tf.train.Checkpoint, as a training script would."""
-    import keras
-    import tensorflow as tf
-
-    if to == "keras":
-        return keras.models.load_model(out)
-    from ckpt_tools.conversion.factory import load_factory
-
-    model = load_factory(f"{MODELS}:{factory}")()
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    checkpoint.restore(tf.train.latest_checkpoint(str(out))).assert_existing_objects_matched()
-    return model
+    """Keras 3 continuing from OUT (tests/resume.py)."""
+    return restored(out, to, f"{MODELS}:{factory}")
 
 
 def assert_resumes(source_model: Any, source_losses: Any, out: Path, to: str, factory: str, step: int) -> list[float]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_tf, run_cli, run_json
+from tests.resume import tape_steps
 from tests.test_convert import BATCHES, WEIGHTS, factory
 from tests.test_convert_exactness import Graph, _adam, _ema, _mlp_loss
 
@@ -44,16 +45,7 @@ def _state(model: Any) -> State:
 
 def _continue(model: Any, losses: Any) -> tuple[State, State]:
     """The state after 1 and after STEPS more optimizer steps on CONTINUE (eager, one tape per step)."""
-    import tensorflow as tf
-
-    loss_fn = losses.SparseCategoricalCrossentropy(from_logits=True)
-    after: list[State] = []
-    for x, y in CONTINUE:
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        after.append(_state(model))
+    after = tape_steps(model, losses, CONTINUE, _state)
     return after[0], after[-1]
 
 
