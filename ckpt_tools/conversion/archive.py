@@ -70,6 +70,12 @@ def layer_paths(keras_model: Any) -> dict[str, Any]:
     return out
 
 
+def own_variables(layer: Any) -> list[Any]:
+    """The variables Keras 3's saving writes under a layer's own path: its own trainable, then non-trainable ones
+    (a sublayer's are written under the sublayer's path, so convert refuses a layer that has any)."""
+    return [*layer._trainable_variables, *layer._non_trainable_variables]
+
+
 def paired_all(vmaps: list[VariableMap], keras_model: Any) -> list[VariableMap]:
     """The sources as convert plans them for `keras_model`: a .keras archive `paired`, any other as it is."""
     return [paired(v, keras_model) if v.format == "keras-archive" else v for v in vmaps]
@@ -89,7 +95,7 @@ def paired(vmap: VariableMap, keras_model: Any) -> VariableMap:
             by_layer.setdefault(f"layers/{parts[1]}", []).append(var.key)
     names: dict[str, str] = {}
     for path, layer in layers.items():
-        targets = [*layer.trainable_variables, *layer.non_trainable_variables]
+        targets = own_variables(layer)
         keys = sorted(by_layer.pop(path, []), key=lambda k: int(vmap[k].name.rsplit("/", 1)[1]))
         if len(keys) != len(targets) or len(targets) != len(layer.weights):
             raise ConversionError(
