@@ -12,7 +12,8 @@ from ckpt_tools.model import VariableMap
 CONFIG = "config.json"
 LEGACY_DROPPED = frozenset({"module", "registered_name", "build_config"})
 KERAS3_REFUSAL = (
-    "a Keras 3 .keras archive is loaded with keras.models.load_model; convert reads only tf_keras (Keras 2) archives"
+    "a .keras archive whose metadata.json names no Keras 2.x version (a Keras 3 archive is loaded with "
+    "keras.models.load_model); convert reads only tf_keras (Keras 2) archives"
 )
 
 
