@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ckpt_tools.conversion import archive
 from ckpt_tools.conversion.slots import SUPPORTED_TARGETS
 from ckpt_tools.conversion.sources import no_architecture, recorded_configs
 from ckpt_tools.errors import CkptToolsError, ConversionError
@@ -62,6 +63,8 @@ def rebuild_spec(vmap: VariableMap, *, allow_weights_only: bool) -> RebuildSpec:
         raise ConversionError(f"{label}: no readable model_config attribute, so the architecture is unknown; {HINT}")
     _refuse_code(model_config, label)
     _refuse_policies(model_config, label)
+    if vmap.format == "keras-archive":
+        model_config = archive.legacy(model_config)
     if not isinstance(training, dict):
         if not allow_weights_only:
             raise ConversionError(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ckpt_tools.conversion import archive
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.conversion.atomic import AtomicOutput, check_output
 from ckpt_tools.conversion.exactness import WEIGHTS_ONLY
@@ -160,9 +161,8 @@ def convert(
     allow_approximate: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ConvertReport:
-    """Convert SOURCE into OUT for `model`: a compiled `keras.Model`, a `MODULE:FACTORY` string naming a
-    function that builds one, or None to rebuild a Keras-2 .h5's or tf_keras SavedModel's own model from its
-    recorded configs; `progress` is called with one line per phase. See docs/convert.md and docs/api.md."""
+    """Convert SOURCE into OUT for `model` (a compiled `keras.Model`, a `MODULE:FACTORY` string, or None to rebuild
+    the model a .h5, SavedModel or .keras source records); `progress` gets one line per phase (docs/convert.md)."""
     say = progress or _silent
     _check_arguments(model, out, to)
     src, out_path = as_path(source), Path(out)
@@ -176,6 +176,7 @@ def convert(
         check_output(out_path, force=force, protect=protect, members=source_members)
     say("building the Keras 3 model" + (" from the source's model_config" if spec is not None else f" ({model})"))
     keras_model, label, notes = _model_for(model, spec)
+    vmaps = archive.paired_all(vmaps, keras_model)
     say("planning the mapping and the optimizer translation")
     plan = make_plan(vmaps[-1], keras_model, rename)
     if spec is not None and spec.optimizer_class is None:

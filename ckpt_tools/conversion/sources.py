@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ckpt_tools.conversion import archive
 from ckpt_tools.conversion.slots import SourceOptimizer
 from ckpt_tools.errors import ConversionError, UsageError
 from ckpt_tools.messages import printable
@@ -17,14 +18,19 @@ from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.lookup import hyperparameter_names
 from ckpt_tools.readers.confine import confine
 
-SOURCE_FORMATS = ("tf1-checkpoint", "keras2-h5", "tf2-checkpoint", "saved-model", "backup-and-restore")
+SOURCE_FORMATS = (
+    "tf1-checkpoint",
+    "keras2-h5",
+    "tf2-checkpoint",
+    "saved-model",
+    "backup-and-restore",
+    "keras-archive",
+)
 KERAS_METADATA = "keras_metadata.pb"
 MAX_METADATA_BYTES = 64 << 20
 # tf_keras BackupAndRestore's own counters (top-level checkpoint attributes): the callback's, not the model's.
 BACKUP_COUNTERS = ("ckpt_saved_epoch", "ckpt_saved_batch", "train_counter")
 REFUSED = {
-    "keras-archive": "a .keras archive is loaded with keras.models.load_model; convert does not read it as a source "
-    "(a tf_keras 2.x .keras archive stores its weights under positional names convert cannot pair)",
     "keras-weights-h5": "a Keras 3 .weights.h5 file is loaded with model.load_weights; convert does not read it as a "
     "source",
 }
@@ -37,7 +43,7 @@ def check_format(path: Path, fmt: str) -> None:
     detail = REFUSED.get(fmt, f"this is a {fmt}")
     raise UsageError(
         f"{path}: convert reads TF1 Saver checkpoints, Keras-2 .h5 files, TF2 checkpoints (tf.train.Checkpoint, "
-        f"save_weights TF format), tf_keras SavedModels and BackupAndRestore directories; {detail}"
+        f"save_weights TF format), tf_keras SavedModels and .keras archives, BackupAndRestore directories; {detail}"
     )
 
 
@@ -45,6 +51,8 @@ def prepared(vmap: VariableMap) -> VariableMap:
     """The source as convert plans it: refused when it cannot resume training, the callbacks' counters dropped."""
     if vmap.format == "saved-model":
         _check_saved_model(vmap)
+    if vmap.format == "keras-archive" and not archive.is_tf_keras(vmap):
+        raise ConversionError(f"{vmap.path}: {archive.KERAS3_REFUSAL}")
     if vmap.format == "backup-and-restore" and vmap.layout == "tf_keras BackupAndRestore":
         kept = {k: v for k, v in vmap.variables.items() if not _backup_counter(k)}
         return dataclasses.replace(vmap, variables=kept)
@@ -108,6 +116,8 @@ def _parsed_metadata(path: Path, _mtime: int, _size: int) -> dict[str, Any] | No
 
 def recorded_configs(vmap: VariableMap) -> tuple[Any, Any, str] | None:
     """(model_config, training_config, where) of a source that records its architecture; None otherwise."""
+    if vmap.format == "keras-archive":
+        return archive.recorded(vmap)
     metadata = keras_metadata(vmap)
     if metadata is None:
         return None
@@ -140,7 +150,7 @@ def no_architecture(vmap: VariableMap) -> str:
     return (
         f"{label}: {kind} needs model= (MODULE:FACTORY): it stores variables but no architecture or optimizer "
         "settings, so convert cannot build the Keras 3 model; only a Keras-2 .h5 (model_config, training_config) "
-        f"or a tf_keras SavedModel ({KERAS_METADATA}) converts without one"
+        f"or a tf_keras SavedModel ({KERAS_METADATA}) or .keras archive converts without one"
     )
 
 
@@ -149,6 +159,10 @@ def recorded_hyper(vmap: VariableMap) -> tuple[dict[str, Any], str | None]:
     """Hyper-parameters the source records outside a Keras-2 training_config: a tf_keras SavedModel's
     training_config in keras_metadata.pb, else the optimizer's scalar hyper-parameter variables (tf_keras' legacy
     optimizers store learning_rate, beta_1, ...; the new ones and Keras 3 store learning_rate)."""
+    if vmap.format == "keras-archive":
+        recorded = vmap.metadata.get("optimizer_config")
+        found = config_hyper(recorded) if isinstance(recorded, Mapping) else {}
+        return found, ("config.json compile_config" if found else None)
     metadata = keras_metadata(vmap)
     training = metadata.get("training_config") if metadata is not None else None
     config = training.get("optimizer_config") if isinstance(training, Mapping) else None

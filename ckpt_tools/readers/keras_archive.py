@@ -301,6 +301,13 @@ def open(path: Path) -> VariableMap:
     return result.to_map(path, FORMAT, root=path if path.is_dir() else None, metadata=metadata, files=files)
 
 
+def read_config(path: Path) -> Any:
+    """config.json of an archive (zip or directory), parsed as data; None when absent or unreadable."""
+    warnings: list[str] = []
+    path = as_path(path)
+    return _dir_json(path, warnings)[0] if path.is_dir() else _open_zip(path, warnings)[0]
+
+
 def _open_zip(path: Path, warnings: list[str]) -> tuple[Any, Any, _Member]:
     """config.json, metadata.json and where model.weights.h5 lies, after `check_archive`."""
     archive_size = h5c.require_file(path)
