@@ -334,3 +334,19 @@ def test_hostile_keras_metadata_is_one_line(tmp_path: Path, damage: str) -> None
         metadata.symlink_to(outside)
     line = _one_line([source, "--out", tmp_path / "out"])
     assert ("not a valid keras_metadata.pb" if damage == "garbage" else "outside") in line, line
+
+
+def test_a_checkpointed_loss_scale_is_named(tmp_path: Path) -> None:
+    """A tf_keras LossScaleOptimizer in a tf.train.Checkpoint stores its scale and good-steps counter; the
+    converted run continues without them, so the conversion says so (before, they were dropped silently)."""
+    import tensorflow as tf
+    import tf_keras
+
+    model = tf_keras_mlp("adam")
+    optimizer = tf_keras.mixed_precision.LossScaleOptimizer(model.optimizer)
+    model.compile(optimizer=optimizer, loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trained(model)
+    tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ck" / "ckpt"))
+    args = ["convert", tmp_path / "ck" / "ckpt", "--model", f"{MODELS}:adam", "--out", tmp_path / "o", "--dry-run"]
+    report = run_json(args, 2)
+    assert any(a.startswith("loss scaling (state ") and "current_loss_scale" in a for a in report["approximations"])

@@ -113,6 +113,10 @@ def loss_scale_reasons(vmap: VariableMap) -> list[str]:
     recorded = vmap.optimizer.recorded_config
     if vmap.format == "keras2-h5" and isinstance(recorded, Mapping) and is_loss_scale(recorded.get("class_name")):
         return [f"loss scaling ({str(recorded.get('class_name'))[:40]}): {LOSS_SCALE.caveats['keras2']}"]
+    names = [v.name for v in vmap.values() if v.role == "optimizer"]
+    stored = [name for name in names if name.rsplit("/", 1)[-1] in LOSS_SCALE.scalars]
+    if stored:
+        return [f"loss scaling (state {listed(stored, 2)}): {LOSS_SCALE.caveats['checkpoint']}"]
     return []
 
 

@@ -613,7 +613,7 @@ EMA = Wrapper(
 )
 LOSS_SCALE = Wrapper(
     "loss_scale",
-    scalars=("current_loss_scale", "step_counter", "dynamic_scale"),
+    scalars=("current_loss_scale", "good_steps", "step_counter", "dynamic_scale"),
     keras3_flag=None,
     caveats=MappingProxyType(
         {
@@ -622,8 +622,10 @@ LOSS_SCALE = Wrapper(
             "keras2": "the legacy .h5 does not store the loss scale or its good-steps counter (tf_keras keeps them "
             "outside optimizer.variables), so the scaling cannot continue where it was: the output continues with the "
             "inner optimizer alone, and the steps the source would skip (overflowing gradients) or rescale at differ",
-            "target": "the factory's optimizer is a LossScaleOptimizer, whose dynamic scale and step counter no "
-            "supported source stores",
+            "checkpoint": "its scale and counter are not carried over: the output continues with the inner "
+            "optimizer alone, and the steps the source would skip (overflowing gradients) or rescale at differ",
+            "target": "the factory's optimizer is a LossScaleOptimizer, whose dynamic scale and step counter convert "
+            "does not translate",
         }
     ),
 )
