@@ -40,3 +40,14 @@ def restored(out: Path, to: str, factory_spec: str) -> Any:
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     checkpoint.restore(tf.train.latest_checkpoint(str(out))).assert_existing_objects_matched()
     return model
+
+
+BOUNDS = {1: 1e-5, 20: 1e-4}  # max weight difference allowed after 1 and 20 resumed steps of an exact conversion
+
+
+def mlp_batches(seed: int, count: int = 23) -> list[tuple[Any, Any]]:
+    """`count` fixed batches of 6 for the 4 -> 8 -> 3 MLPs: float32 inputs, int32 labels in 0..2."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(6, 4)).astype(np.float32), rng.integers(0, 3, 6).astype(np.int32)) for _ in range(count)]

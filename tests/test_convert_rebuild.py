@@ -13,17 +13,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_tf, run_cli, run_json
-from tests.resume import restored, tape_steps
+from tests.resume import BOUNDS, mlp_batches, restored, tape_steps
 
 pytestmark = [needs_tf, pytest.mark.tensorflow, pytest.mark.slow]  # tox -e slow: the CI gate stays < 30 min
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(__file__).resolve().parent / "convert_models.py"
 LR = 0.05
-RNG = np.random.default_rng(4321)
-BATCHES = [(RNG.normal(size=(6, 4)).astype(np.float32), RNG.integers(0, 3, 6).astype(np.int32)) for _ in range(23)]
+BATCHES = mlp_batches(4321)
 TRAINED, RESUMED = BATCHES[:3], BATCHES[3:]
-BOUNDS = {1: 1e-5, 20: 1e-4}
 
 
 def tf_keras_model(functional: bool, optimizer: str, *, compiled: bool = True, lambda_layer: bool = False) -> Any:

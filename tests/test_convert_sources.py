@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_tf, run_cli, run_json
-from tests.resume import restored
+from tests.resume import BOUNDS, mlp_batches, restored
 
 pytestmark = [needs_tf, pytest.mark.tensorflow]
 slow = pytest.mark.slow  # the resume matrices run in tox -e slow: the CI gate stays < 30 min
@@ -20,10 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
 MODELS = Path(__file__).resolve().parent / "convert_models.py"
 LR = 0.05
-RNG = np.random.default_rng(2468)
-BATCHES = [(RNG.normal(size=(6, 4)).astype(np.float32), RNG.integers(0, 3, 6).astype(np.int32)) for _ in range(23)]
+BATCHES = mlp_batches(2468)
 TRAINED, RESUMED = BATCHES[:3], BATCHES[3:]
-BOUNDS = {1: 1e-5, 20: 1e-4}
 UNRECORDED = (
     "hyper-parameters not recorded by the source ({}): the factory's values cannot be checked against the run's"
 )
