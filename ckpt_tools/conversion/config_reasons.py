@@ -8,10 +8,10 @@ from typing import Any
 from ckpt_tools.conversion import slots as sl
 from ckpt_tools.messages import listed
 from ckpt_tools.model import VariableMap
+from ckpt_tools.optimizers.catalogue import SPARSE_ROWS_ONLY
 
 LISTED = 3
 SPARSE_LAYERS = ("Embedding",)  # layers whose weights get row-wise (IndexedSlices) gradients
-ROWS_ONLY = ("SGD(momentum)", "RMSprop")  # legacy tf_keras sparse kernels of these skip the rows not in a batch
 LINEAR_IN_GRADIENT = ("SGD", "SGD(momentum)")  # repeated ids sum to the same update in every framework
 HALF_POLICIES = ("float16", "bfloat16")
 REPEATED = (
@@ -64,7 +64,7 @@ def _sparse(source: sl.SourceOptimizer, model_config: Any) -> list[str]:
     if not sparse or source.family is None:
         return []
     names = listed(sparse, LISTED)
-    if source.origin == "keras2-legacy" and source.family in ROWS_ONLY:
+    if source.origin == "keras2-legacy" and source.family in SPARSE_ROWS_ONLY:
         return [
             f"sparse updates ({names}): legacy tf_keras {source.family} updates only the rows in each batch (the "
             "others' state does not decay), Keras 3 updates every row"

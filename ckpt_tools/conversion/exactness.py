@@ -63,9 +63,9 @@ def approximations(
         out += graph_reasons(evidence, vmap, factory.trained, factory.unused)
     out += ema_reasons(vmap, source, rules) + loss_scale_reasons(vmap)
     recorded = vmap.format == "keras2-h5" or recorded_configs(vmap) is not None
-    model_config = _model_config(vmap) if recorded else None
+    model_config = _model_config(vmap) if recorded else None  # read once: the .h5 is opened and parsed for it
     out += config_reasons(vmap, source, model_config, factory.trained) + layer_reasons(model_config, factory.layers)
-    out += _name_reasons(vmap, evidence)
+    out += _name_reasons(vmap, evidence, recorded, model_config)
     out += _factory_reasons(factory, hyper, same_schedule)
     return list(dict.fromkeys(out))
 
@@ -151,12 +151,13 @@ def _value(value: Any) -> str:
     return short_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def _name_reasons(vmap: VariableMap, evidence: GraphEvidence | None) -> list[str]:
-    """What the stored names and dtypes show: batch-norm statistics, half-precision weights."""
+def _name_reasons(vmap: VariableMap, evidence: GraphEvidence | None, recorded: bool, model_config: Any) -> list[str]:
+    """What the stored names and dtypes show: batch-norm statistics, half-precision weights; `recorded`: the
+    source records its architecture, `model_config` as read from it."""
     out = []
     variances = [v.name for v in vmap.values() if BATCH_NORM_VARIANCE.search(v.name) and v.role != "optimizer"]
-    if variances and (vmap.format == "keras2-h5" or recorded_configs(vmap) is not None):
-        out += _keras2_batch_norms(vmap)
+    if variances and recorded:
+        out += _keras2_batch_norms(model_config)
     elif variances and evidence is None:
         out.append(
             f"batch normalization ({listed(variances, LISTED)}): without the training graph it is unknown whether "
@@ -171,9 +172,9 @@ def _name_reasons(vmap: VariableMap, evidence: GraphEvidence | None) -> list[str
     return out
 
 
-def _keras2_batch_norms(vmap: VariableMap) -> list[str]:
+def _keras2_batch_norms(model_config: Any) -> list[str]:
     """The BatchNormalization layers of a Keras-2 file that tf_keras trained (or may have) with the fused kernel."""
-    kernels = batch_norm_kernels(_model_config(vmap))
+    kernels = batch_norm_kernels(model_config)
     fused = [name for name, kernel in kernels.items() if kernel == "fused"]
     unknown = [name for name, kernel in kernels.items() if kernel == "unknown"]
     if not kernels:

@@ -8,12 +8,12 @@ import numpy as np
 
 from ckpt_tools.messages import listed
 from ckpt_tools.model import VariableMap
+from ckpt_tools.optimizers.catalogue import SPARSE_ROWS_ONLY
 from ckpt_tools.optimizers.gradients import CLIP_OPTIONS
 from ckpt_tools.optimizers.graph_evidence import GraphEvidence, OpUse
 from ckpt_tools.optimizers.translation import adam_steps_from_power
 
 LISTED = 3
-ROWS_ONLY = ("SGD(momentum)", "RMSprop")  # sparse TF1 updates of these skip the decay of rows not in the batch
 
 
 def graph_reasons(
@@ -51,7 +51,7 @@ def _sparse(evidence: GraphEvidence, vmap: VariableMap) -> list[str]:
     for op in dict.fromkeys(u.op for u in sparse):
         users = [u for u in sparse if u.op == op]
         names = listed([u.variable for u in users], LISTED)
-        if users[0].family.name in ROWS_ONLY:
+        if users[0].family.name in SPARSE_ROWS_ONLY:
             out.append(
                 f"sparse updates ({op} on {names}): TF1 updates only the rows in each batch (the others' state "
                 "does not decay), Keras 3 applies the update to every row"

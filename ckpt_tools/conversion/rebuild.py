@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.conversion import archive
+from ckpt_tools.conversion.config_reasons import layers
 from ckpt_tools.conversion.slots import SUPPORTED_TARGETS
 from ckpt_tools.conversion.sources import no_architecture, recorded_configs
 from ckpt_tools.errors import CkptToolsError, ConversionError
@@ -214,20 +215,9 @@ def build(spec: RebuildSpec, keras: Any) -> tuple[Any, list[str]]:
     return model, warnings
 
 
-def _layers(model_config: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The model and every layer in it, nested models' layers included."""
-    stack = [model_config]
-    while stack:
-        item = stack.pop()
-        yield item
-        inner = item.get("config")
-        layers = inner.get("layers") if isinstance(inner, dict) else None
-        stack.extend(x for x in (layers if isinstance(layers, list) else []) if isinstance(x, dict))
-
-
 def _refuse_unknown_layers(spec: RebuildSpec, keras: Any) -> None:
     """Every layer must be a Keras 3 built-in: a custom layer needs its code, which only a factory brings."""
-    for layer in _layers(spec.model_config):
+    for layer in layers(spec.model_config):
         name = layer.get("class_name")
         if name not in MODEL_CLASSES and not isinstance(getattr(keras.layers, str(name), None), type):
             raise ConversionError(

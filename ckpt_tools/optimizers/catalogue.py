@@ -629,6 +629,9 @@ LOSS_SCALE = Wrapper(
         }
     ),
 )
+# Families whose sparse kernels (ResourceSparseApply*, TF1 and legacy tf_keras alike) update only the rows in
+# the batch: the other rows' state does not decay, where Keras 3 updates every row.
+SPARSE_ROWS_ONLY = ("SGD(momentum)", "RMSprop")
 WRAPPERS: tuple[Wrapper, ...] = (
     EMA,
     Wrapper(
