@@ -10,7 +10,9 @@ grow their output buffer for as long as the compressed stream goes on.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -28,7 +30,7 @@ import numpy as np
 from ckpt_tools.bundle.shards import CHUNK, POOL, current_observer, read_at, read_blocks
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.model import COUNTER_DTYPES, Variable
-from ckpt_tools.readers import magic
+from ckpt_tools.readers import h5guard, magic
 from ckpt_tools.storage import is_remote, openable
 
 # A dataset stored without compression cannot hold more than the file does; we allow SIZE_FACTOR times the file
@@ -156,8 +158,54 @@ def open_h5(target: Path | IO[bytes], label: str) -> h5py.File:
         target = cast(IO[bytes], openable(cast(Path, target)))  # h5py reads through the ranged file object
     elif isinstance(target, (str, Path)):
         _refuse_if_write_locked(Path(target), label)
+    h5guard.check(target, label, touch_metadata)
     with translate_errors(label):
         return h5py.File(target, "r", locking=False)
+
+
+def touch_metadata(f: h5py.File, label: str) -> None:
+    """Make libhdf5 parse what ckpt-tools' reads make it parse: every object reachable through hard links (at
+    most MAX_OBJECTS, MAX_DEPTH deep), each one's attributes (size-checked first), each dataset's type, space,
+    layout, filters and chunk index. Errors are skipped: only whether libhdf5 survives matters (h5guard)."""
+    seen: set[int] = set()
+    stack: list[tuple[bytes, Any, int]] = [(b"", f.id, 0)]
+    _touch_object(f.id, b"/", label)
+    while stack and len(seen) < MAX_OBJECTS:
+        prefix, gid, depth = stack.pop()
+        try:
+            links = list_links(gid, label)
+        except _READ_ERRORS:
+            continue
+        for name, kind in links:
+            raw = prefix + b"/" + name if prefix else name
+            if kind != h5py.h5l.TYPE_HARD or len(name) > MAX_NAME_BYTES:
+                continue
+            try:
+                oid = h5py.h5o.open(gid, name)
+                address = int(h5py.h5o.get_info(oid).addr)
+            except _READ_ERRORS:
+                continue
+            if address not in seen:
+                seen.add(address)
+                _touch_object(oid, raw, label)
+                if isinstance(oid, h5py.h5g.GroupID) and depth < MAX_DEPTH:
+                    stack.append((raw, oid, depth + 1))
+
+
+def _touch_object(oid: Any, raw: bytes, label: str) -> None:
+    obj = h5py.Dataset(oid) if isinstance(oid, h5py.h5d.DatasetID) else h5py.Group(oid)
+    with contextlib.suppress(*_READ_ERRORS):
+        for name in list(itertools.islice(obj.attrs, MAX_LIST_ENTRIES)):
+            with contextlib.suppress(*_READ_ERRORS):
+                _attr_value(obj, name)
+    if isinstance(oid, h5py.h5d.DatasetID):
+        with contextlib.suppress(*_READ_ERRORS):
+            check_dataset(oid, decode(raw), label, 1 << 62)
+            plan = _Chunked.of(oid, decode(raw))
+            if plan is not None:
+                plan.stored()
+            elif oid.get_create_plist().get_layout() == h5py.h5d.CHUNKED:
+                oid.get_num_chunks()
 
 
 def require_file(path: Path) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import shutil
 import struct
 import tempfile
@@ -95,6 +96,24 @@ class _RangeFile(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def identity(self) -> tuple[object, ...]:
+        """The archive file (path, device, inode, size, mtime, ctime) and the window's range: what h5guard caches by."""
+        st = os.fstat(self._fh.fileno())
+        return (
+            self._fh.name,
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            self._start,
+            self._length,
+        )
+
+    def reopened(self) -> _RangeFile:
+        """The same window over a descriptor of its own (a forked child must not move this one's offset)."""
+        return _RangeFile(Path(self._fh.name).open("rb"), self._start, self._length)
 
     def seekable(self) -> bool:
         return True
