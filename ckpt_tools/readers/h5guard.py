@@ -87,7 +87,10 @@ def _identity(target: Path | IO[bytes]) -> tuple[tuple[Any, ...] | None, Callabl
     reopen = getattr(target, "reopened", None)
     identity = getattr(target, "identity", None)
     if callable(reopen) and callable(identity):
-        return ("window", *identity()), reopen
+        try:
+            return ("window", *identity()), reopen
+        except (OSError, ValueError):  # a window over a remote file has no descriptor (io.UnsupportedOperation)
+            return None, None
     return None, None
 
 
