@@ -10,7 +10,6 @@ grow their output buffer for as long as the compressed stream goes on.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import itertools
 import json
@@ -151,61 +150,98 @@ def _refuse_if_write_locked(path: Path, label: str) -> None:
         os.close(fd)
 
 
-def open_h5(target: Path | IO[bytes], label: str) -> h5py.File:
-    """Open read-only without taking a file lock (nothing is ever written); a file another process is writing
+def open_h5(target: Path | IO[bytes], label: str, identity: tuple[Any, ...] = ()) -> h5py.File:
+    """Open read-only without taking a file lock (nothing is ever written), once a forked child has read its
+    metadata without harm (h5guard; `identity` names a private copy's source); a file another process is writing
     (it holds the HDF5 write lock) is refused."""
     if is_remote(target):
         target = cast(IO[bytes], openable(cast(Path, target)))  # h5py reads through the ranged file object
     elif isinstance(target, (str, Path)):
         _refuse_if_write_locked(Path(target), label)
-    h5guard.check(target, label, touch_metadata)
+    stamp = h5guard.check(target, label, touch_metadata, identity)
     with translate_errors(label):
-        return h5py.File(target, "r", locking=False)
+        f = h5py.File(target, "r", locking=False)
+    if isinstance(target, (str, Path)):
+        try:
+            h5guard.verify(f, stamp, label)
+        except CkptToolsError:
+            f.close()
+            raise
+    return f
+
+
+# Names the readers look up without knowing whether they exist (a lookup by name walks other libhdf5 code than
+# listing does): the child looks them up too.
+_PROBED_ATTRS = (
+    "model_config", "training_config", "keras_version", "backend", "layer_names", "weight_names", "layer_names0",
+    "weight_names0", "name", "dtype",
+)  # fmt: skip
+_PROBED_LINKS = (b"model_weights", b"optimizer_weights", b"vars", b"layers", b"optimizer")
 
 
 def touch_metadata(f: h5py.File, label: str) -> None:
     """Make libhdf5 parse what ckpt-tools' reads make it parse: every object reachable through hard links (at
-    most MAX_OBJECTS, MAX_DEPTH deep), each one's attributes (size-checked first), each dataset's type, space,
-    layout, filters and chunk index. Errors are skipped: only whether libhdf5 survives matters (h5guard)."""
+    most MAX_OBJECTS, MAX_DEPTH deep), each one's attributes (size-checked first) and the names the readers look
+    up, each dataset's type, space, layout, filters and chunk index, and the values of string datasets. Errors are
+    skipped, failed allocations raised: only whether libhdf5 survives matters (h5guard)."""
     seen: set[int] = set()
     stack: list[tuple[bytes, Any, int]] = [(b"", f.id, 0)]
     _touch_object(f.id, b"/", label)
     while stack and len(seen) < MAX_OBJECTS:
         prefix, gid, depth = stack.pop()
-        try:
+        links: list[tuple[bytes, int]] = []
+        with _skipping():
             links = list_links(gid, label)
-        except _READ_ERRORS:
-            continue
+            for name in _PROBED_LINKS:
+                gid.links.exists(name)
         for name, kind in links:
             raw = prefix + b"/" + name if prefix else name
             if kind != h5py.h5l.TYPE_HARD or len(name) > MAX_NAME_BYTES:
                 continue
-            try:
+            oid = None
+            with _skipping():
+                gid.links.get_info(name)
                 oid = h5py.h5o.open(gid, name)
                 address = int(h5py.h5o.get_info(oid).addr)
-            except _READ_ERRORS:
-                continue
-            if address not in seen:
+            if oid is not None and address not in seen:
                 seen.add(address)
                 _touch_object(oid, raw, label)
                 if isinstance(oid, h5py.h5g.GroupID) and depth < MAX_DEPTH:
                     stack.append((raw, oid, depth + 1))
 
 
+@contextmanager
+def _skipping() -> Iterator[None]:
+    """Skip what hostile metadata makes h5py raise, except a failed allocation (the child must report it)."""
+    try:
+        yield
+    except _READ_ERRORS as exc:
+        if h5guard.out_of_memory(exc):
+            raise
+
+
 def _touch_object(oid: Any, raw: bytes, label: str) -> None:
-    obj = h5py.Dataset(oid) if isinstance(oid, h5py.h5d.DatasetID) else h5py.Group(oid)
-    with contextlib.suppress(*_READ_ERRORS):
-        for name in list(itertools.islice(obj.attrs, MAX_LIST_ENTRIES)):
-            with contextlib.suppress(*_READ_ERRORS):
+    with _skipping():
+        kinds = {h5py.h5d.DatasetID: h5py.Dataset, h5py.h5t.TypeID: h5py.Datatype}
+        obj = next((hl for kind, hl in kinds.items() if isinstance(oid, kind)), h5py.Group)(oid)
+        for name in (*itertools.islice(obj.attrs, MAX_LIST_ENTRIES), *_PROBED_ATTRS):
+            with _skipping():
                 _attr_value(obj, name)
     if isinstance(oid, h5py.h5d.DatasetID):
-        with contextlib.suppress(*_READ_ERRORS):
-            check_dataset(oid, decode(raw), label, 1 << 62)
-            plan = _Chunked.of(oid, decode(raw))
-            if plan is not None:
-                plan.stored()
-            elif oid.get_create_plist().get_layout() == h5py.h5d.CHUNKED:
-                oid.get_num_chunks()
+        with _skipping():
+            _touch_dataset(oid, decode(raw), label)
+
+
+def _touch_dataset(dsid: h5py.h5d.DatasetID, key: str, label: str) -> None:
+    check_dataset(dsid, key, label, 1 << 62)
+    plan = _Chunked.of(dsid, key)
+    if plan is not None:
+        plan.stored()
+    elif dsid.get_create_plist().get_layout() == h5py.h5d.CHUNKED:
+        dsid.get_num_chunks()
+    dt = dsid.dtype
+    if dt.kind in "OSU" or h5py.check_string_dtype(dt) is not None or h5py.check_vlen_dtype(dt) is not None:
+        h5py.Dataset(dsid)[()]  # variable-length values live in the global heap, which libhdf5 parses to read them
 
 
 def require_file(path: Path) -> int:

@@ -21,11 +21,11 @@ import h5py
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers import h5common as h5c
-from ckpt_tools.readers import magic
+from ckpt_tools.readers import h5guard, magic
 from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.keras_h5 import read_keras3
 from ckpt_tools.readers.registry import Reader
-from ckpt_tools.storage import as_path, openable
+from ckpt_tools.storage import as_path, is_remote, openable
 
 FORMAT = "keras-archive"
 VERIFY_READ = 1 << 20
@@ -97,19 +97,13 @@ class _RangeFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def identity(self) -> tuple[object, ...]:
-        """The archive file (path, device, inode, size, mtime, ctime) and the window's range: what h5guard caches by."""
-        st = os.fstat(self._fh.fileno())
-        return (
-            self._fh.name,
-            st.st_dev,
-            st.st_ino,
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-            self._start,
-            self._length,
-        )
+    def window(self) -> tuple[str, int, int]:
+        """The archive's path and the window's range: with `stamp`, what h5guard caches a check by."""
+        return (str(self._fh.name), self._start, self._length)
+
+    def stamp(self) -> h5guard.Stamp:
+        """The Stamp of the archive descriptor this window reads."""
+        return h5guard.Stamp.of(os.fstat(self._fh.fileno()))
 
     def reopened(self) -> _RangeFile:
         """The same window over a descriptor of its own (a forked child must not move this one's offset)."""
@@ -237,8 +231,15 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
             with h5c.open_h5(window, label) as f:  # type: ignore[arg-type]
                 yield f
         return
-    with _extracted(member) as target, h5c.open_h5(target, label) as f:
+    with _extracted(member) as target, h5c.open_h5(target, label, _member_identity(member)) as f:
         yield f
+
+
+def _member_identity(member: _Member) -> tuple[object, ...]:
+    """A deflated member by its archive's Stamp and its place there: each open inflates a new private copy, which
+    h5guard then checks once, not once per copy."""
+    source = None if is_remote(member.archive) else h5guard.Stamp.of(os.stat(member.archive))
+    return (str(member.archive), source, member.name, member.size, member.compressed)
 
 
 @contextmanager
