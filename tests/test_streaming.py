@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,14 @@ def test_damaged_retained_checkpoint_is_reported_the_same_with_the_run_memo(bund
     assert together.reports[1].check("state") == alone.check("state")
     assert together.reports[0].check("files").status == "fail"
     assert together.reports[2].check("state").reason == alone.check("state").reason
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 5 << 10, (8 << 20) + 3])
+def test_the_zip_crc32_equals_the_stdlib_one(size: int) -> None:
+    """The zip CRC-32 validate uses (zlib-ng's when installed) is the value zipfile and zlib compute."""
+    from ckpt_tools.readers.h5common import ZIP_CRC32
+
+    data = np.random.default_rng(size).bytes(size)
+    assert ZIP_CRC32(data, 0) == zlib.crc32(data)
+    half = size // 2
+    assert ZIP_CRC32(data[half:], ZIP_CRC32(data[:half], 0)) == zlib.crc32(data)

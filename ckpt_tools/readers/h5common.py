@@ -1107,9 +1107,23 @@ def stream_window(f: h5py.File, label: str, limit: int, raw: tuple[BinaryIO, Byt
     return frozenset(info.raw for info, _ in spans)
 
 
+def _zip_crc32() -> Callable[[Any, int], int]:
+    """zlib-ng's CRC-32 (SIMD, about 4x the stdlib's 3 GB/s here, same value), else the stdlib's."""
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:
+        return zlib.crc32
+    crc: Callable[[Any, int], int] = zlib_ng.crc32
+    return crc
+
+
+ZIP_CRC32 = _zip_crc32()
+
+
 class _BackgroundCrc32:
-    """The zip CRC-32 of a stream of blocks, computed in one helper thread (zlib releases the GIL) while the
-    caller reads the next block and checks its values; blocks must stay unchanged until their future is done."""
+    """The zip CRC-32 of a stream of blocks, computed in one helper thread (zlib and zlib-ng release the GIL)
+    while the caller reads the next block and checks its values; blocks must stay unchanged until their future is
+    done."""
 
     def __init__(self) -> None:
         self._value = 0
@@ -1121,7 +1135,7 @@ class _BackgroundCrc32:
         return self._pool.submit(self._extend, block)
 
     def _extend(self, block: np.ndarray) -> None:
-        self._value = zlib.crc32(memoryview(block.data), self._value)
+        self._value = ZIP_CRC32(memoryview(block.data), self._value)
 
     def result(self) -> int:
         """The CRC-32 of every block added, once the helper has caught up."""
