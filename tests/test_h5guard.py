@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -175,3 +177,57 @@ def test_libhdf5_looping_on_a_global_heap_is_refused(tmp_path: Path, monkeypatch
     _gcol_edited(path)
     with pytest.raises(CorruptCheckpointError, match="libhdf5 spent more than 1 s of CPU"):
         open_checkpoint(path)
+
+
+def test_the_callers_children_are_still_reaped_while_sigchld_is_ignored(weights: Path) -> None:
+    """A caller ignoring SIGCHLD never waits for its children: one that exits while the check has SIGCHLD at its
+    default must not be left a zombie."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        other = subprocess.Popen(["sleep", "0.1"])
+        h5guard.check(weights, str(weights), lambda f, label: time.sleep(0.5))
+        state = Path(f"/proc/{other.pid}/stat")
+        assert not state.exists() or state.read_text().split()[2] != "Z"
+        other.returncode = 0
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+
+def test_a_child_reaped_elsewhere_refuses_the_file(weights: Path) -> None:
+    """A SIGCHLD handler reaping every child (old asyncio watchers do) takes the child's status: unknown, refused."""
+
+    def reap_all(signum: int, frame: object) -> None:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+
+    previous = signal.signal(signal.SIGCHLD, reap_all)
+    try:
+        text = _refusal(weights, lambda f, label: os.kill(os.getpid(), signal.SIGSEGV))
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert "crashed" in text or "outcome is unknown" in text
+
+
+def test_string_datasets_are_read_in_slices_after_the_size_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 million strings declared in a few MB are left to the reader's cap (5e7 such cost the child 1.2 GB, 6 s of
+    CPU); a real string dataset is read 65,536 rows at a time."""
+    path = tmp_path / "model.weights.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("declared", shape=(200_000_000,), dtype=h5py.string_dtype(), chunks=(1 << 16,))
+        f.create_dataset(
+            "real", data=np.array([str(i) for i in range(150_000)], dtype=object), dtype=h5py.string_dtype()
+        )
+    reads: list[tuple[str, int]] = []
+    real_getitem = h5py.Dataset.__getitem__
+
+    def recording(self: h5py.Dataset, key: object) -> object:
+        value = real_getitem(self, key)
+        reads.append((str(self.name), int(np.size(value))))
+        return value
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", recording)
+    with h5py.File(path, "r") as f:
+        h5common.touch_metadata(f, str(path))
+    assert [name for name, _ in reads if name == "/declared"] == []
+    assert [n for name, n in reads if name == "/real"] == [65_536, 65_536, 150_000 - 2 * 65_536]

@@ -32,8 +32,12 @@ _MEMORY_EXIT = 3
 _ERROR_EXIT = 4  # the child raised: the reading process will raise the same error, in its own words
 _CHANGED_EXIT = 5  # the child opened other bytes than the ones identified (the file was replaced meanwhile)
 # How libhdf5 (through h5py) and numpy word a failed allocation; "address past end of allocation" is not one.
-_OUT_OF_MEMORY = re.compile(r"memory allocation failed|unable to allocate|can't allocate|out of memory", re.I)
+_OUT_OF_MEMORY = re.compile(
+    r"memory allocation failed|unable to allocate|can't allocate|cannot allocate memory|out of memory", re.I
+)
+_UNOPENED_EXIT = 6  # the child could not open what it was to check
 _PR_SET_PDEATHSIG = 1
+_UNKNOWN = -1  # a wait status standing for "reaped by someone else"
 
 
 @dataclass(frozen=True)
@@ -139,15 +143,18 @@ def _run_child(
     cpu = cpu_seconds()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     with _children_reapable():
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's coverage is not collected
-            os._exit(_child(fresh, stamp, label, touch, cpu))
+            os._exit(_child(fresh, stamp, label, touch, cpu, parent))
         status = _wait(pid, cpu * WALL_FACTOR)
     return _outcome(status, cpu)
 
 
 def _outcome(status: int | None, cpu: int) -> Outcome:
+    if status == _UNKNOWN:
+        return Outcome("the child checking it was reaped elsewhere, so its outcome is unknown")
     if status is None:
         return Outcome(f"libhdf5 did not finish reading it within {cpu * WALL_FACTOR} s")
     if os.WIFSIGNALED(status):
@@ -166,23 +173,35 @@ def _outcome(status: int | None, cpu: int) -> Outcome:
         return Outcome(f"libhdf5 needed more than {MEMORY_BYTES >> 30} GiB of memory to read it")
     if code == _CHANGED_EXIT:
         return Outcome("the file changed while it was being checked")
+    if code == _UNOPENED_EXIT:
+        return Outcome("the child checking it could not open it")
     return Outcome(None)
 
 
 def _child(
-    fresh: Callable[[], Path | IO[bytes]], stamp: Stamp, label: str, touch: Callable[[h5py.File, str], None], cpu: int
+    fresh: Callable[[], Path | IO[bytes]],
+    stamp: Stamp,
+    label: str,
+    touch: Callable[[h5py.File, str], None],
+    cpu: int,
+    parent: int,
 ) -> int:
     """Runs in the forked child: silence its output, cap CPU and memory, read the metadata; the exit code."""
     try:
         faulthandler.disable()  # a crash here is the expected outcome, not a report for the terminal
         signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # an inherited "ignore" would run on to the hard limit
         _die_with_parent()
+        if os.getppid() != parent:  # the parent died before the kernel was told to kill this child with it
+            return _ERROR_EXIT
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         _lower_limit(resource.RLIMIT_CPU, cpu)
         _lower_limit(resource.RLIMIT_AS, _address_space() + MEMORY_BYTES)
-        target = fresh()
+        try:
+            target = fresh()
+        except OSError:
+            return _UNOPENED_EXIT
         with h5py.File(target, "r", locking=False) as f:
             if stamp_of_open(f, target) not in (stamp, None):
                 return _CHANGED_EXIT
@@ -227,8 +246,17 @@ def _children_reapable() -> Iterator[None]:
     try:
         yield
     finally:
-        if ignored:
+        if ignored:  # reaped first: with SIGCHLD ignored waitpid no longer returns existing zombies
+            _reap_exited()
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+
+def _reap_exited() -> None:
+    """Reap children that exited while SIGCHLD was at its default: with it ignored the kernel would have, and
+    their owner, relying on that, never waits for them."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def _wait(pid: int, seconds: float) -> int | None:
@@ -251,9 +279,9 @@ def _wait(pid: int, seconds: float) -> int | None:
             else:
                 time.sleep(min(delay, left))
                 delay = min(delay * 2, 0.05)
-    except ChildProcessError:  # reaped by someone else (SIGCHLD ignored in a thread): its outcome is unknown
+    except ChildProcessError:  # reaped by someone else (SIGCHLD ignored in a thread, a waitpid(-1) handler)
         pid = 0
-        return 0
+        return _UNKNOWN
     finally:
         if pid:
             with contextlib.suppress(OSError):

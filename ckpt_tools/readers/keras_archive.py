@@ -106,8 +106,11 @@ class _RangeFile(io.RawIOBase):
         return h5guard.Stamp.of(os.fstat(self._fh.fileno()))
 
     def reopened(self) -> _RangeFile:
-        """The same window over a descriptor of its own (a forked child must not move this one's offset)."""
-        return _RangeFile(Path(self._fh.name).open("rb"), self._start, self._length)
+        """The same window over a descriptor of its own (a forked child must not move this one's offset), opened
+        through this one where the system allows (Linux /proc), so that it reads the file this one reads."""
+        descriptor = Path(f"/proc/self/fd/{self._fh.fileno()}")  # the same file even if renamed or removed since
+        source = descriptor if descriptor.exists() else Path(self._fh.name)
+        return _RangeFile(source.open("rb"), self._start, self._length)
 
     def seekable(self) -> bool:
         return True
@@ -231,28 +234,28 @@ def _open_member(member: _Member) -> Iterator[h5py.File]:
             with h5c.open_h5(window, label) as f:  # type: ignore[arg-type]
                 yield f
         return
-    with _extracted(member) as target, h5c.open_h5(target, label, _member_identity(member)) as f:
+    with _extracted(member) as (target, identity), h5c.open_h5(target, label, identity) as f:
         yield f
 
 
-def _member_identity(member: _Member) -> tuple[object, ...]:
-    """A deflated member by its archive's Stamp and its place there: each open inflates a new private copy, which
-    h5guard then checks once, not once per copy."""
-    source = None if is_remote(member.archive) else h5guard.Stamp.of(os.stat(member.archive))
-    return (str(member.archive), source, member.name, member.size, member.compressed)
-
-
 @contextmanager
-def _extracted(member: _Member) -> Iterator[Path]:
+def _extracted(member: _Member) -> Iterator[tuple[Path, tuple[object, ...]]]:
     """A deflated member inflated once into a private temporary file (its zip CRC checked on the way: zipfile
-    raises at the end of a member whose CRC does not match), removed afterwards."""
+    raises at the end of a member whose CRC does not match), removed afterwards; with the member's identity for
+    h5guard (each open inflates a new copy, checked once, not once per copy): the Stamp of the very descriptor it
+    was inflated from, taken before inflating."""
     label = f"{member.archive}:{member.name}"
     tmpdir = tempfile.mkdtemp(prefix="ckpt-keras-")
     try:
         target = Path(tmpdir) / "model.weights.h5"
         written = 0
         try:
-            with zipfile.ZipFile(openable(member.archive)) as zf, zf.open(member.name) as src, target.open("wb") as dst:
+            with (
+                _archive_file(member.archive) as (fh, source),
+                zipfile.ZipFile(fh) as zf,
+                zf.open(member.name) as src,
+                target.open("wb") as dst,
+            ):
                 while chunk := src.read(1 << 20):
                     written += len(chunk)
                     if written > member.size:
@@ -262,9 +265,19 @@ def _extracted(member: _Member) -> Iterator[Path]:
             raise
         except ZIP_ERRORS as exc:
             raise CorruptCheckpointError(f"{label}: cannot decompress ({h5c.describe_error(exc)})") from exc
-        yield target
+        yield target, (str(member.archive), source, member.name, member.size, member.compressed)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@contextmanager
+def _archive_file(archive: Path) -> Iterator[tuple[Any, h5guard.Stamp | None]]:
+    """The archive opened for reading, and the Stamp of that descriptor (None for a remote archive)."""
+    if is_remote(archive):
+        yield openable(archive), None
+        return
+    with archive.open("rb") as fh:
+        yield fh, h5guard.Stamp.of(os.fstat(fh.fileno()))
 
 
 def member_window(member: _Member) -> h5c.ByteWindow | None:
@@ -383,8 +396,8 @@ def _verify_weights(member: _Member, crc: int) -> int:
     label = f"{member.archive}:{member.name}"
     window = member_window(member)
     if window is None:
-        with _extracted(member) as target:
-            return h5c.verify_hdf5(target, label)
+        with _extracted(member) as (target, identity):
+            return h5c.verify_hdf5(target, label, identity)
     limit = h5c.size_cap(member.size)
     with _open_member(member) as f, window.open() as handle, h5c.translate_errors(label):
         done = h5c.stream_window(f, label, limit, (handle, window), crc)
