@@ -11,6 +11,7 @@ grow their output buffer for as long as the compressed stream goes on.
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import json
 import math
@@ -1117,17 +1118,16 @@ def stream_window(f: h5py.File, label: str, limit: int, raw: tuple[BinaryIO, Byt
     return frozenset(info.raw for info, _ in spans)
 
 
-def _zip_crc32() -> Callable[[Any, int], int]:
-    """zlib-ng's CRC-32 (SIMD, about 4x the stdlib's 3 GB/s here, same value), else the stdlib's."""
+@functools.cache
+def zip_crc32() -> Callable[[Any, int], int]:
+    """zlib-ng's CRC-32 (SIMD, about 4x the stdlib's 3 GB/s here, same value), else the stdlib's; imported on
+    first use, not at every command's start-up."""
     try:
         from zlib_ng import zlib_ng
     except (ImportError, OSError):  # absent, or its shared library unloadable
         return zlib.crc32
     crc: Callable[[Any, int], int] = zlib_ng.crc32
     return crc
-
-
-ZIP_CRC32 = _zip_crc32()
 
 
 class _BackgroundCrc32:
@@ -1145,7 +1145,7 @@ class _BackgroundCrc32:
         return self._pool.submit(self._extend, block)
 
     def _extend(self, block: np.ndarray) -> None:
-        self._value = ZIP_CRC32(memoryview(block.data), self._value)
+        self._value = zip_crc32()(memoryview(block.data), self._value)
 
     def result(self) -> int:
         """The CRC-32 of every block added, once the helper has caught up."""

@@ -100,10 +100,7 @@ def check(
 
 def verify(f: h5py.File, stamp: Stamp | None, label: str) -> None:
     """Refuse a file h5py opened by path when it is not the one the child checked (replaced in between)."""
-    if stamp is None:
-        return
-    handle = f.id.get_vfd_handle()
-    if isinstance(handle, int) and Stamp.of(os.fstat(handle)) != stamp:
+    if stamp is not None and _descriptor_stamp(f) not in (stamp, None):
         raise CorruptCheckpointError(f"{label}: the file changed while it was being checked (refused)")
 
 
@@ -113,6 +110,11 @@ def stamp_of_open(f: h5py.File, target: Path | IO[bytes]) -> Stamp | None:
     if callable(stamp):
         value: Stamp | None = stamp()
         return value
+    return _descriptor_stamp(f)
+
+
+def _descriptor_stamp(f: h5py.File) -> Stamp | None:
+    """The Stamp of the descriptor libhdf5's file driver holds (None for a driver without one)."""
     handle = f.id.get_vfd_handle()
     return Stamp.of(os.fstat(handle)) if isinstance(handle, int) else None
 
