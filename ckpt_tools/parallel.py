@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ckpt_tools.errors import UsageError
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -48,6 +48,8 @@ def ordered_batches(
     batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
     if jobs < 2 or len(batches) < 2:
         return [outcome for batch in batches for outcome in here(batch)]
+    from concurrent.futures import ProcessPoolExecutor  # only here: one job never pays for multiprocessing
+
     done: list[list[Outcome] | None] = [None] * len(batches)
     with ProcessPoolExecutor(min(jobs - 1, len(batches) - 1), mp_context=_context(preload)) as pool:
         futures = [pool.submit(run, batch) for batch in batches]
@@ -66,6 +68,8 @@ def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
     process runs no other thread and has not imported TensorFlow (whose thread pools make a forked child
     hang); ProcessPoolExecutor starts every fork worker before its own management thread. Otherwise a
     forkserver (spawn where there is none)."""
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1 and "tensorflow" not in sys.modules:
         return multiprocessing.get_context("fork")

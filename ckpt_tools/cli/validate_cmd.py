@@ -10,7 +10,6 @@ import click
 from ckpt_tools.cli.render import echo_json, follow_symlinks_option, jobs_option, json_option, table
 from ckpt_tools.errors import UsageError
 from ckpt_tools.validation.checks import CHECKS, CheckResult, ValidationReport, required_checks
-from ckpt_tools.validation.junit import github_annotations, write_junit
 from ckpt_tools.validation.run import ValidationRun, validate_paths
 
 STATUS_TEXT = {"pass": "pass", "fail": "FAIL", "skip": "skip"}
@@ -58,6 +57,8 @@ def _required(require: str | None, allow_weights_only: bool) -> tuple[str, ...]:
 def _annotate(run: ValidationRun) -> None:
     """GitHub Actions workflow commands, one per failed check, when running there."""
     if os.environ.get("GITHUB_ACTIONS") == "true":
+        from ckpt_tools.validation.junit import github_annotations
+
         for report in run.reports:
             for line in github_annotations(report):
                 click.echo(line)
@@ -109,6 +110,8 @@ def command(
     finite values, consistent state file. PATHS may be quoted glob patterns."""
     run = validate_paths(paths, _required(require, allow_weights_only), expand_globs=True, jobs=jobs)
     if junit_file is not None:
+        from ckpt_tools.validation.junit import write_junit
+
         write_junit(junit_file, run.reports, run.durations)
     if as_json:
         echo_json(run.to_json())

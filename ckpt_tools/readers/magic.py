@@ -36,6 +36,20 @@ def has_zip_magic(path: Path) -> bool:
         return False
 
 
+def saved_model_root(path: Path) -> Path | None:
+    """The SavedModel directory `path` names (the directory itself, or its `saved_model.pb[txt]`), or None."""
+    if path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()):
+        return path
+    if path.name in ("saved_model.pb", "saved_model.pbtxt") and path.is_file():
+        return path.parent
+    return None
+
+
+def saved_model_prefilter(path: Path) -> str | None:
+    """None when `path` is a SavedModel; else why not (so sniffing anything else never imports its reader)."""
+    return None if saved_model_root(path) is not None else "no saved_model.pb or saved_model.pbtxt"
+
+
 def hdf5_prefilter(path: Path) -> str | None:
     """None when `path` may be an HDF5 file; else why not (so h5py is never imported for it)."""
     if path.is_dir():

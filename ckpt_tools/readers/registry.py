@@ -52,7 +52,7 @@ class _Entry:
 # Built-in readers, sniffed in this order (the most specific markers first). The prefilters run before a
 # reader module is imported, so that sniffing a bundle never imports h5py.
 _REGISTRY: list[_Entry] = [
-    _Entry("saved-model", "ckpt_tools.readers.saved_model"),
+    _Entry("saved-model", "ckpt_tools.readers.saved_model", prefilter=magic.saved_model_prefilter),
     _Entry("backup-and-restore", "ckpt_tools.readers.backup"),
     _Entry("keras-archive", "ckpt_tools.readers.keras_archive", prefilter=magic.keras_archive_prefilter),
     _Entry("keras-weights-h5", "ckpt_tools.readers.keras_h5", prefilter=magic.hdf5_prefilter),

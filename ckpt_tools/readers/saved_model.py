@@ -10,7 +10,7 @@ from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import training_evidence
-from ckpt_tools.readers import tf1, tf2
+from ckpt_tools.readers import magic, tf1, tf2
 from ckpt_tools.readers.bundles import OBJECT_GRAPH_KEY, open_bundle, verify_bundle
 from ckpt_tools.readers.confine import confine
 from ckpt_tools.readers.registry import Reader
@@ -20,18 +20,8 @@ from ckpt_tools.storage import suffixed
 FORMAT = "saved-model"
 
 
-def _root(path: Path) -> Path | None:
-    if path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()):
-        return path
-    if path.name in ("saved_model.pb", "saved_model.pbtxt") and path.is_file():
-        return path.parent
-    return None
-
-
 def sniff(path: Path) -> str | None:
-    if _root(path) is None:
-        return "no saved_model.pb or saved_model.pbtxt"
-    return None
+    return magic.saved_model_prefilter(path)
 
 
 def read_signatures(message: Any) -> dict[str, Any]:
@@ -64,7 +54,7 @@ def _tensor_info(info: Any, dtype_names: dict[int, str]) -> dict[str, Any]:
 
 
 def open(path: Path) -> VariableMap:
-    root = _root(path)
+    root = magic.saved_model_root(path)
     if root is None:
         raise CorruptCheckpointError(f"{path}: not a SavedModel directory")
     from ckpt_tools.bundle.graph import read_saved_model
