@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ckpt_tools.model import VariableMap
 
 # Optimizer config keys that are bookkeeping, not hyper-parameters of the update rule.
@@ -109,7 +107,7 @@ def _side(items: Any) -> tuple[tuple[str, str, tuple[int, ...] | None], ...]:
     return tuple(out)
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = 3.4028234663852886e38  # float(np.finfo(np.float32).max), without importing numpy to list
 
 
 def short_number(value: Any) -> str:
@@ -118,5 +116,7 @@ def short_number(value: Any) -> str:
         return str(value)
     if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
         return str(value)
+    import numpy as np
+
     narrow = np.float32(value)
     return str(narrow) if float(narrow) == value else repr(value)

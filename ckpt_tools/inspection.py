@@ -8,9 +8,7 @@ import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.facts import Facts, facts
 from ckpt_tools.messages import natural_sorted
@@ -21,6 +19,9 @@ from ckpt_tools.tree import Tree, build_tree
 from ckpt_tools.values import MAX_VALUE_BYTES, check_budget, read_for_print
 from ckpt_tools.values import to_json as values_json
 from ckpt_tools.verdict import resume_verdict
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class _StatsAccumulator:
         self.high: float | None = None
 
     def add(self, block: np.ndarray) -> None:
+        import numpy as np  # only --stats reads values
+
         block = block.reshape(-1)
         if block.dtype.type.__module__.startswith("ml_dtypes") or block.dtype == np.float16:
             block = block.astype(np.float32)  # exact; numpy's float16 reductions run at a tenth of the speed
@@ -78,6 +81,8 @@ class _StatsAccumulator:
 
     def _finite_part(self, block: np.ndarray) -> np.ndarray:
         """The finite values of a float block, counting its NaN and Inf."""
+        import numpy as np
+
         finite_mask = np.isfinite(block)
         nan = int(np.count_nonzero(np.isnan(block)))
         self.nan += nan

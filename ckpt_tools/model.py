@@ -6,15 +6,16 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 Role = Literal["weight", "optimizer", "step", "other"]
 ROLES: tuple[str, ...] = ("weight", "optimizer", "step", "other")
-Loader = Callable[[], np.ndarray]
+Loader = Callable[[], "np.ndarray"]  # numpy is imported by the first read, not by listing
 # Yields the tensor's elements in order as 1-D arrays of at most the given number of elements.
-Chunker = Callable[[int], Iterator[np.ndarray]]
+Chunker = Callable[[int], Iterator["np.ndarray"]]
 
 # Bytes per element for the numpy-style dtype names ckpt-tools reports; strings have no fixed size.
 DTYPE_SIZES: dict[str, int] = {
@@ -51,6 +52,8 @@ COUNTER_DTYPES = frozenset(
 
 def numpy_dtype(name: str) -> np.dtype[Any]:
     """The numpy dtype for a reported dtype name (bfloat16 and float8 come from ml_dtypes)."""
+    import numpy as np
+
     if name == "string":
         return np.dtype(object)
     if name in ("bfloat16", "float8_e5m2", "float8_e4m3fn"):

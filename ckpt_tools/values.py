@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.errors import UsageError
 from ckpt_tools.model import Variable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # What --values reads is bounded: each tensor and all of them together by bytes (they are read whole), and
 # the elements written out in full (JSON, --all) by count, since text is many times the binary size. --stats
@@ -42,6 +43,8 @@ def _refuse(var: Variable, why: str) -> None:
 
 def read_for_print(var: Variable, limit: int = MAX_VALUE_BYTES) -> np.ndarray:
     """The tensor's values (checked against `limit` again: a string tensor's size is known only once read)."""
+    import numpy as np
+
     check_budget([var], limit=limit)
     value = var.read()
     if value.dtype == object and sum(len(x) for x in value.reshape(-1) if isinstance(x, (bytes, str))) > limit:
@@ -53,12 +56,16 @@ def read_for_print(var: Variable, limit: int = MAX_VALUE_BYTES) -> np.ndarray:
 
 def to_text(value: np.ndarray, *, threshold: int, precision: int, full: bool) -> str:
     """numpy's own printing: `threshold` elements before summarizing with `...` (`full`: never summarize)."""
+    import numpy as np
+
     limit = max(int(value.size), 1) + 1 if full else threshold
     return np.array2string(value, threshold=limit, precision=precision, separator=", ", max_line_width=120)
 
 
 def to_json(value: np.ndarray) -> Any:
     """Nested lists; NaN/Inf as the strings "nan"/"inf"/"-inf" (strict JSON); bytes decoded with escapes."""
+    import numpy as np
+
     if value.dtype.kind == "c":  # each element as [real, imaginary]
         return _nested(np.stack([value.real, value.imag], axis=-1).tolist())
     return _nested(value.tolist())

@@ -25,7 +25,9 @@ from ckpt_tools.bundle.orderedcode import (
     write_signed_num_increasing,
 )
 from ckpt_tools.bundle.table import TableFormatError, crc32c, mask_crc, snappy_decompress, unmask_crc
+from ckpt_tools.bundle.values import SCALAR_CODES
 from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError
+from ckpt_tools.model import COUNTER_DTYPES
 
 from .conftest import child_env
 
@@ -516,6 +518,63 @@ def test_big_endian_bundle_and_snappy_index(tmp_path: Path) -> None:
         assert got.dtype == value.dtype and got.tobytes() == value.tobytes(), key
     assert reader.read("s").tolist() == [b"abc", b""]
     assert reader.verify_all() == []
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("name", ["tf1", "tf2"])
+def test_scalar_reads_match_read_on_tensorflow_bundles(tf_world: dict[str, Any], name: str) -> None:
+    """`scalar()` (the numpy-free read listing uses for steps and epochs) gives what `read()` gives."""
+    reader = BundleReader(tf_world["prefixes"][name])
+    scalars = [e for e in reader.entries.values() if e.num_elements == 1 and e.dtype in SCALAR_CODES]
+    assert scalars, "the TensorFlow-written bundle has one-element counters"
+    for entry in scalars:
+        expected = reader.read(entry.key).reshape(-1)[0].item()
+        got = reader.scalar(entry.key)
+        assert (type(got), got) == (type(expected), expected), entry.key
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_scalar_reads_every_counter_dtype_in_both_byte_orders(tmp_path: Path, big: bool) -> None:
+    assert set(SCALAR_CODES) == COUNTER_DTYPES
+    data = bytearray()
+    entries = []
+    for dtype in sorted(COUNTER_DTYPES):
+        kind = np.dtype(dtype)
+        extreme = (
+            np.finfo(kind).min if kind.kind == "f" else np.iinfo(kind).min if kind.kind == "i" else np.iinfo(kind).max
+        )
+        raw = np.array([extreme], kind).astype(kind.newbyteorder(">" if big else "<")).tobytes()
+        entries.append((dtype, _entry(dtype, (), len(data), raw)))
+        data += raw
+    prefix = _craft(tmp_path, entries, bytes(data), big=big)
+    reader = BundleReader(prefix)
+    for dtype in COUNTER_DTYPES:
+        expected = reader.read(dtype).reshape(-1)[0].item()
+        assert reader.scalar(dtype) == expected and type(reader.scalar(dtype)) is type(expected), dtype
+    entry = reader.entries["int64"]
+    blob = bytearray(data)
+    blob[entry.offset] ^= 0x01
+    prefix.with_name(prefix.name + ".data-00000-of-00001").write_bytes(bytes(blob))
+    damaged = BundleReader(prefix)
+    with pytest.raises(ChecksumError) as by_read:
+        damaged.read("int64")
+    with pytest.raises(ChecksumError) as by_scalar:
+        damaged.scalar("int64")
+    assert str(by_scalar.value) == str(by_read.value)
+    assert damaged.scalar("int64", verify=False) == damaged.read("int64", verify=False).item()
+    vector = BundleReader(_craft(tmp_path / "vector", [("v", _entry("int32", (2,), 0, bytes(8)))], bytes(8)))
+    with pytest.raises(CkptToolsError, match="not a one-element"):
+        vector.scalar("v")
+
+
+def test_fixed_itemsize_agrees_with_numpy() -> None:
+    """The sizes listing checks entries against, without numpy, are numpy's."""
+    from ckpt_tools.bundle.values import fixed_dtype, fixed_itemsize
+    from ckpt_tools.model import DTYPE_SIZES
+
+    for name in (*DTYPE_SIZES, "string", "variant", "resource", "unknown_99", "int4", "float8_e4m3fnuz"):
+        dtype = fixed_dtype(name)
+        assert fixed_itemsize(name) == (None if dtype is None else dtype.itemsize), name
 
 
 def test_huge_declared_shapes_are_refused_before_allocating(tmp_path: Path) -> None:

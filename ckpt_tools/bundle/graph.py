@@ -7,13 +7,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeAlias
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ckpt_tools.bundle import protos
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.storage import as_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf refuses to parse a message larger than this
 MAX_TENSOR_ELEMENTS = 1 << 24  # a constant with more elements keeps its dtype and shape but no value
@@ -528,6 +529,8 @@ class _Decoder:
         self.budget -= nbytes
 
     def _fixed(self, proto: Any, dtype: str, count: int) -> np.ndarray:
+        import numpy as np
+
         np_dtype = _numpy_dtype(dtype)
         if np_dtype is None:
             raise _Skip(f"{dtype} values are not decoded")
@@ -540,6 +543,8 @@ class _Decoder:
         return _fill(_stored_values(proto, dtype, np_dtype, count), count)
 
     def _strings(self, proto: Any, count: int) -> np.ndarray:
+        import numpy as np
+
         if proto.tensor_content:
             raise _Skip("string tensor_content is not decoded")
         values = proto.string_val
@@ -567,6 +572,8 @@ def _element_count(shape: tuple[int, ...] | None) -> int:
 
 
 def _numpy_dtype(name: str) -> np.dtype[Any] | None:
+    import numpy as np
+
     if name in _NUMPY_DTYPES:
         return np.dtype(_NUMPY_DTYPES[name])
     if name in _ML_DTYPES:
@@ -579,6 +586,8 @@ def _numpy_dtype(name: str) -> np.dtype[Any] | None:
 
 def _stored_values(proto: Any, dtype: str, np_dtype: np.dtype[Any], count: int) -> np.ndarray:
     """The values kept in the dtype's `*_val` field (possibly fewer than `count`), as a flat array."""
+    import numpy as np
+
     field = _VALUE_FIELDS[dtype]
     values = getattr(proto, field)
     per_element = 2 if np_dtype.kind == "c" else 1
@@ -601,6 +610,8 @@ def _stored_values(proto: Any, dtype: str, np_dtype: np.dtype[Any], count: int) 
 
 def _fill(stored: np.ndarray, count: int, empty: Any = 0) -> np.ndarray:
     """TensorFlow's short form: no values means all zeros, fewer values repeat the last one."""
+    import numpy as np
+
     if stored.size == count:
         return stored
     out = np.empty(count, dtype=stored.dtype)
@@ -687,6 +698,8 @@ def _python_scalar(array: np.ndarray, dtype: str) -> float | int | bool | None:
 
 
 def _cast(value: float | int | bool, dtype: str) -> float | int | bool | None:
+    import numpy as np
+
     np_dtype = _numpy_dtype(dtype)
     if np_dtype is None or np_dtype.kind == "c":
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import functools
 import math
@@ -10,18 +11,30 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from google.protobuf.message import DecodeError
 
 from ckpt_tools.bundle import protos
 from ckpt_tools.bundle.orderedcode import encode_tensor_name_slice
 from ckpt_tools.bundle.shards import CHUNK, BlockObserver, Guard, ShardFiles, aligned_empty, current_observer
 from ckpt_tools.bundle.table import crc32c, read_table_info, unmask_crc
-from ckpt_tools.bundle.values import ValueFormatError, decode_fixed, decode_strings, decode_variants, fixed_dtype
+from ckpt_tools.bundle.values import (
+    SCALAR_CODES,
+    ValueFormatError,
+    decode_fixed,
+    decode_scalar,
+    decode_strings,
+    decode_variants,
+    fixed_dtype,
+    fixed_itemsize,
+    string_values,
+)
 from ckpt_tools.errors import ChecksumError, CkptToolsError, CorruptCheckpointError, MissingFileError, UsageError
 from ckpt_tools.storage import as_path, suffixed
+
+if TYPE_CHECKING:
+    import numpy as np
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 BUNDLE_VERSION = 1  # the format version this reader implements (TF's kTensorBundleVersion)
@@ -307,11 +320,11 @@ class BundleReader:
                 f"{path}: tensor {entry.key!r} spans bytes {entry.offset}..{entry.offset + entry.size} but the "
                 f"shard has {file_size} bytes"
             )
-        dtype = fixed_dtype(entry.dtype)
-        if dtype is not None and entry.num_elements * dtype.itemsize != entry.size:
+        itemsize = fixed_itemsize(entry.dtype)
+        if itemsize is not None and entry.num_elements * itemsize != entry.size:
             raise CorruptCheckpointError(
                 f"{path}: tensor {entry.key!r} declares shape {list(entry.shape)} of {entry.dtype} "
-                f"({entry.num_elements * dtype.itemsize} bytes) but stores {entry.size} bytes"
+                f"({entry.num_elements * itemsize} bytes) but stores {entry.size} bytes"
             )
         if entry.dtype == "string" and entry.num_elements > entry.size:
             raise CorruptCheckpointError(
@@ -321,7 +334,7 @@ class BundleReader:
             raise CorruptCheckpointError(
                 f"{path}: variant tensor {entry.key!r} declares {entry.num_elements} elements in {entry.size} bytes"
             )
-        if dtype is None and entry.dtype not in ("string", "variant"):
+        if itemsize is None and entry.dtype not in ("string", "variant"):
             raise CorruptCheckpointError(f"{path}: tensor {entry.key!r} has unsupported dtype {entry.dtype}")
         self._check_unaliased(entry, path)
         return path
@@ -342,7 +355,7 @@ class BundleReader:
     def can_stream(self, key: str) -> bool:
         """Whether `iter_elements` reads `key` block by block (unpartitioned, fixed-size dtype)."""
         entry = self.entries.get(key)
-        return entry is not None and not entry.slices and fixed_dtype(entry.dtype) is not None
+        return entry is not None and not entry.slices and fixed_itemsize(entry.dtype) is not None
 
     def iter_elements(self, key: str, elements: int, verify: bool = True) -> Iterator[np.ndarray]:
         """The elements of `key` in order, as 1-D arrays of at most `elements`, one block in memory at a time.
@@ -365,7 +378,28 @@ class BundleReader:
             if verify:
                 crc = crc32c(raw, crc)
             yield decode_fixed(raw, dtype, (len(raw) // dtype.itemsize,), big)
-        if verify and crc != unmask_crc(entry.crc32c):
+        if verify:
+            self._check_crc(path, entry, crc)
+
+    def scalar(self, key: str, verify: bool = True) -> int | float:
+        """The value of a one-element tensor of a counter dtype (model.COUNTER_DTYPES), as `read(key)` holds it,
+        read and checked the same way without numpy (a step or an epoch, read when listing)."""
+        entry = self.entries.get(key)
+        if entry is None:
+            raise UsageError(f"{self.prefix}: no tensor {key!r} in this bundle")
+        if entry.num_elements != 1 or entry.dtype not in SCALAR_CODES:
+            raise UsageError(f"{self.prefix}: tensor {key!r} is not a one-element integer or float tensor")
+        if entry.slices:  # TensorFlow never partitions a scalar; assembled as read() does
+            value: int | float = self.read(key, verify).reshape(-1)[0].item()
+            return value
+        path = self._check_extent(entry, self._files)
+        data = b"".join(self._files.chunks(path, entry.offset, entry.size))
+        if verify:
+            self._check_crc(path, entry, crc32c(data))
+        return decode_scalar(data, entry.dtype, self.header.endianness == "big")
+
+    def _check_crc(self, path: Path, entry: BundleEntry, crc: int) -> None:
+        if crc != unmask_crc(entry.crc32c):
             raise self._checksum_error(
                 path, entry, f"CRC32C mismatch (stored {unmask_crc(entry.crc32c):08x}, computed {crc:08x})"
             )
@@ -380,24 +414,28 @@ class BundleReader:
             crc = 0
             for start in range(0, entry.size, CHUNK):
                 crc = crc32c(buf[start : start + CHUNK], crc)
-            if verify and crc != unmask_crc(entry.crc32c):
-                raise self._checksum_error(
-                    path, entry, f"CRC32C mismatch (stored {unmask_crc(entry.crc32c):08x}, computed {crc:08x})"
-                )
+            if verify:
+                self._check_crc(path, entry, crc)
             return decode_fixed(buf, dtype, entry.shape, big)
         data = b"".join(files.chunks(path, entry.offset, entry.size))
-        try:
+        with self._value_errors(path, entry):
             if entry.dtype == "string":
                 values = decode_strings(data, entry.num_elements, entry.crc32c, big, verify)
             elif big:
                 raise CorruptCheckpointError(f"{path}: variant tensor {entry.key!r} in a big-endian bundle")
             else:
                 values = decode_variants(data, entry.num_elements, entry.crc32c, verify)
+        return values.reshape(entry.shape)
+
+    @contextlib.contextmanager
+    def _value_errors(self, path: Path, entry: BundleEntry) -> Iterator[None]:
+        """Bytes that do not decode, as the reader's errors: a ChecksumError, else a CorruptCheckpointError."""
+        try:
+            yield
         except ValueFormatError as exc:
             if exc.checksum:
                 raise self._checksum_error(path, entry, str(exc)) from exc
             raise CorruptCheckpointError(f"{path}: tensor {entry.key!r}: {exc}") from exc
-        return values.reshape(entry.shape)
 
     def _slice_plan(self, entry: BundleEntry) -> list[tuple[tuple[slice, ...], BundleEntry]]:
         """Where each stored slice of a partitioned tensor goes; checks the slices tile the full shape."""
@@ -441,6 +479,8 @@ class BundleReader:
         plan = self._slice_plan(entry)
         for _, part in plan:  # every size is checked against its shard before the full tensor is allocated
             self._check_extent(part, files)
+        import numpy as np
+
         dtype = fixed_dtype(entry.dtype)
         full = np.empty(entry.shape, dtype=object if dtype is None else dtype)
         for region, part in plan:
@@ -503,13 +543,21 @@ class BundleReader:
 
     def object_graph(self) -> Any | None:
         """The TrackableObjectGraph of a TF2 checkpoint, or None when the bundle has none."""
-        if OBJECT_GRAPH_KEY not in self.entries:
+        entry = self.entries.get(OBJECT_GRAPH_KEY)
+        if entry is None:
             return None
-        value = self.read(OBJECT_GRAPH_KEY)
-        if value.dtype != object or value.size != 1:
-            raise self._corrupt(f"{OBJECT_GRAPH_KEY} is not a scalar string")
+        if entry.dtype == "string" and entry.num_elements == 1 and not entry.slices:  # as TF writes it: no numpy
+            path = self._check_extent(entry, self._files)
+            data = b"".join(self._files.chunks(path, entry.offset, entry.size))
+            with self._value_errors(path, entry):
+                (raw,) = string_values(data, 1, entry.crc32c, self.header.endianness == "big", True)
+        else:
+            value = self.read(OBJECT_GRAPH_KEY)
+            if value.dtype != object or value.size != 1:
+                raise self._corrupt(f"{OBJECT_GRAPH_KEY} is not a scalar string")
+            raw = value.reshape(-1)[0]
         try:
-            return protos.TrackableObjectGraph.FromString(value.reshape(-1)[0])
+            return protos.TrackableObjectGraph.FromString(raw)
         except DecodeError as exc:
             raise self._corrupt(f"{OBJECT_GRAPH_KEY} does not parse as a TrackableObjectGraph") from exc
 
@@ -564,6 +612,8 @@ def regions_disjoint(regions: list[tuple[slice, ...]]) -> bool:
     """
     if len(regions) < 2 or not regions[0]:
         return len(regions) < 2
+    import numpy as np
+
     starts = np.array([[r.start for r in region] for region in regions], dtype=np.int64)
     stops = np.array([[r.stop for r in region] for region in regions], dtype=np.int64)
     cuts = [np.unique(np.concatenate([starts[:, k], stops[:, k]])) for k in range(starts.shape[1])]
@@ -580,6 +630,8 @@ def regions_disjoint(regions: list[tuple[slice, ...]]) -> bool:
 
 def _disjoint_on_grid(starts: np.ndarray, stops: np.ndarray, cuts: list[np.ndarray]) -> bool:
     """Each box marks its cells of the grid the boundaries `cuts` define; a cell marked twice is an overlap."""
+    import numpy as np
+
     grid = np.zeros([len(c) - 1 for c in cuts], dtype=bool)
     low = np.stack([np.searchsorted(c, starts[:, k]) for k, c in enumerate(cuts)], axis=1)
     high = np.stack([np.searchsorted(c, stops[:, k]) for k, c in enumerate(cuts)], axis=1)

@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol, cast
-
-import numpy as np
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHUNK = 8 << 20
 PAGE = mmap.PAGESIZE
@@ -27,6 +28,8 @@ MAX_POOLED = 4
 def aligned_empty(nbytes: int) -> np.ndarray:
     """A writable uint8 array of `nbytes` starting on a page boundary. A fresh large `np.empty` starts 16 bytes
     into a page, and `readinto` into it runs about 3x slower than into an aligned one."""
+    import numpy as np
+
     raw = np.empty(nbytes + PAGE, dtype=np.uint8)
     start = -raw.ctypes.data % PAGE
     return raw[start : start + nbytes]

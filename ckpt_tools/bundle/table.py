@@ -6,11 +6,14 @@ import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import google_crc32c
-import numpy as np
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 MAGIC_BYTES = TABLE_MAGIC.to_bytes(8, "little")

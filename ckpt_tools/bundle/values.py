@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.bundle.table import TableFormatError, crc32c, read_varint, unmask_crc
-from ckpt_tools.model import numpy_dtype
+from ckpt_tools.model import DTYPE_SIZES, numpy_dtype
+
+if TYPE_CHECKING:
+    import numpy as np
 
 UINT32_MAX = 0xFFFFFFFF
 UNSTORABLE = ("resource",)
@@ -30,6 +31,36 @@ def fixed_dtype(name: str) -> np.dtype[Any] | None:
     return _DTYPES[name]
 
 
+def fixed_itemsize(name: str) -> int | None:
+    """Bytes per element of a fixed-size element type, None where fixed_dtype is None; imports numpy only for
+    names outside the reported dtypes (listing a bundle reads no tensor and needs no numpy)."""
+    size = DTYPE_SIZES.get(name)
+    if size is not None:
+        return size
+    dtype = fixed_dtype(name)
+    return None if dtype is None else dtype.itemsize
+
+
+# struct codes of the counter dtypes (model.COUNTER_DTYPES), whose one-element tensors are read without numpy
+SCALAR_CODES = {
+    "int8": "b",
+    "uint8": "B",
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "int64": "q",
+    "uint64": "Q",
+    "float32": "f",
+    "float64": "d",
+}
+
+
+def decode_scalar(data: bytes, name: str, big_endian: bool) -> int | float:
+    """The value of one element of a SCALAR_CODES dtype, as numpy's `.item()` gives it."""
+    return struct.unpack((">" if big_endian else "<") + SCALAR_CODES[name], data)[0]  # type: ignore[no-any-return]
+
+
 def _lookup_dtype(name: str) -> np.dtype[Any] | None:
     if name in ("string", "variant", *UNSTORABLE) or name.startswith(("unknown_", "invalid")):
         return None
@@ -37,6 +68,7 @@ def _lookup_dtype(name: str) -> np.dtype[Any] | None:
         return numpy_dtype(name)
     except TypeError:
         import ml_dtypes
+        import numpy as np
 
         extra = getattr(ml_dtypes, name, None)
         return None if extra is None else np.dtype(extra)
@@ -49,6 +81,8 @@ def swap_unit(dtype: np.dtype[Any]) -> int:
 
 def decode_fixed(buf: np.ndarray, dtype: np.dtype[Any], shape: tuple[int, ...], big_endian: bool) -> np.ndarray:
     """View a uint8 buffer as a tensor; swaps bytes in place first when the bundle is big-endian."""
+    import numpy as np
+
     unit = swap_unit(dtype)
     if big_endian and unit > 1:
         buf.view(np.dtype(f"u{unit}")).byteswap(inplace=True)
@@ -56,7 +90,18 @@ def decode_fixed(buf: np.ndarray, dtype: np.dtype[Any], shape: tuple[int, ...], 
 
 
 def decode_strings(data: bytes, count: int, stored_crc: int, big_endian: bool, verify: bool) -> np.ndarray:
-    """A string tensor: `count` varint64 lengths, a 4-byte masked CRC32C of the lengths, then the bytes.
+    """A string tensor as a 1-D object array (see string_values)."""
+    import numpy as np
+
+    values = string_values(data, count, stored_crc, big_endian, verify)
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def string_values(data: bytes, count: int, stored_crc: int, big_endian: bool, verify: bool) -> list[bytes]:
+    """A string tensor's elements: `count` varint64 lengths, a 4-byte masked CRC32C of the lengths, then the bytes.
 
     The lengths' CRC is taken over each length as a fixed uint32 (uint64 when it exceeds 2**32-1) in the
     writer's byte order; the entry's CRC covers those same length words, the stored length CRC and the bytes.
@@ -64,7 +109,7 @@ def decode_strings(data: bytes, count: int, stored_crc: int, big_endian: bool, v
     if count == 0 and not data:
         if verify and unmask_crc(stored_crc) != 0:
             raise ValueFormatError("checksum mismatch on an empty string tensor", checksum=True)
-        return np.empty(0, dtype=object)
+        return []
     order = ">" if big_endian else "<"
     lengths: list[int] = []
     pos = 0
@@ -90,9 +135,9 @@ def decode_strings(data: bytes, count: int, stored_crc: int, big_endian: bool, v
         raise ValueFormatError(f"string lengths add up to {sum(lengths)} bytes but {len(data) - pos} are stored")
     if verify and crc32c(data[pos:], crc) != unmask_crc(stored_crc):
         raise ValueFormatError("checksum mismatch on the string bytes", checksum=True)
-    out = np.empty(count, dtype=object)
-    for i, length in enumerate(lengths):
-        out[i] = data[pos : pos + length]
+    out = []
+    for length in lengths:
+        out.append(data[pos : pos + length])
         pos += length
     return out
 
@@ -103,6 +148,8 @@ def decode_variants(data: bytes, count: int, stored_crc: int, verify: bool) -> n
     Returned as an object array of the serialized protos (bytes); each running CRC covers the lengths as
     uint64, the element bytes and the earlier element checksums.
     """
+    import numpy as np
+
     out = np.empty(count, dtype=object)
     crc = 0
     pos = 0

@@ -7,15 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ckpt_tools.errors import CkptToolsError, CorruptCheckpointError, MissingFileError
 from ckpt_tools.model import COUNTER_DTYPES, Chunker, Variable, VariableMap
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
 from ckpt_tools.storage import suffixed
 
 if TYPE_CHECKING:
-    from ckpt_tools.bundle.reader import BundleEntry
+    import numpy as np
+
+    from ckpt_tools.bundle.reader import BundleEntry, BundleReader
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -37,6 +37,23 @@ def folder_guard(root: Path) -> Callable[[Path, str], Path]:
     return guard
 
 
+class BundleLoader:
+    """A bundle tensor's loader (`read(key)` when called), which can also read a one-element counter without
+    numpy, so that listing a bundle never imports it."""
+
+    __slots__ = ("key", "reader")
+
+    def __init__(self, reader: BundleReader, key: str) -> None:
+        self.reader = reader
+        self.key = key
+
+    def __call__(self) -> np.ndarray:
+        return self.reader.read(self.key)
+
+    def scalar(self) -> int | float:
+        return self.reader.scalar(self.key)
+
+
 class Bundle:
     """A parsed bundle index plus the helpers readers need: loaders, file list, a description.
 
@@ -54,7 +71,7 @@ class Bundle:
 
     def loader(self, key: str) -> Callable[[], np.ndarray]:
         """`read(key)` of the bundle, as a callable."""
-        return functools.partial(self.reader.read, key)
+        return BundleLoader(self.reader, key)
 
     def chunker(self, key: str) -> Chunker | None:
         """Block-by-block reads for `key` when the bundle can stream it (see BundleReader.iter_elements)."""
@@ -64,17 +81,17 @@ class Bundle:
 
     def access(self) -> list[tuple[BundleEntry, Callable[[], np.ndarray], Chunker | None]]:
         """Each tensor's entry, `loader` and `chunker`, in index order, made in one pass."""
-        from ckpt_tools.bundle.values import fixed_dtype
+        from ckpt_tools.bundle.values import fixed_itemsize
 
-        read, stream = self.reader.read, self.reader.iter_elements
+        reader, stream = self.reader, self.reader.iter_elements
         streamable: dict[str, bool] = {}  # by dtype
         out: list[tuple[BundleEntry, Callable[[], np.ndarray], Chunker | None]] = []
         for key, entry in self.entries.items():
             fixed = streamable.get(entry.dtype)
             if fixed is None:
-                fixed = streamable[entry.dtype] = fixed_dtype(entry.dtype) is not None
+                fixed = streamable[entry.dtype] = fixed_itemsize(entry.dtype) is not None
             chunker = functools.partial(stream, key) if fixed and not entry.slices else None
-            out.append((entry, functools.partial(read, key), chunker))
+            out.append((entry, BundleLoader(reader, key), chunker))
         return out
 
     def files(self) -> list[Path]:
@@ -159,9 +176,13 @@ def read_scalar(var: Variable) -> int | None:
     """The integer value of a step-like scalar, or None when it is not a readable integer scalar."""
     if var.size != 1 or var.dtype not in COUNTER_DTYPES:
         return None
-    value = var.read()
+    scalar = getattr(var.loader, "scalar", None)
     try:
-        return int(np.asarray(value).reshape(-1)[0])
+        if scalar is not None:
+            return int(scalar())  # a bundle's counter, read without numpy
+        import numpy as np
+
+        return int(np.asarray(var.read()).reshape(-1)[0])
     except (ValueError, OverflowError):
         return None
 

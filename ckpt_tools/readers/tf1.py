@@ -7,9 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
 from ckpt_tools.messages import flat
@@ -30,6 +28,9 @@ from ckpt_tools.readers.registry import Reader
 from ckpt_tools.readers.tf1_state import NON_SLOT, GraphSource, apply_graph, classify, decide, meta_graph_source
 from ckpt_tools.storage import is_remote, local_copy, suffixed
 from ckpt_tools.tfimport import import_tensorflow
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FORMAT = "tf1-checkpoint"
 Entry = tuple[str, tuple[int, ...], str, Loader, Chunker | None]
@@ -173,6 +174,8 @@ def _open_v1(path: Path, file: Path) -> VariableMap:
                     f"{file}: tensor {key!r} declares shape {list(shape)}, more elements than a file of "
                     f"{size} bytes can hold (refused before reading)"
                 )
+            import numpy as np
+
             try:
                 return np.asarray(reader.get_tensor(key))
             except Exception as exc:  # any TensorFlow error (NotFoundError, DataLossError, ...) is the file's
