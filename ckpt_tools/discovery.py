@@ -296,10 +296,11 @@ class _Walker:
         while stack:
             stack.extend(reversed(self.directory(root, stack.pop())))
 
-    def scan(self, shown: str) -> tuple[set[str], set[str]] | None:
-        """The files and real subdirectories of a directory; symlinks are counted, never followed."""
+    def scan(self, shown: str) -> tuple[set[str], set[str], set[str]] | None:
+        """The files, real subdirectories and symlinks of a directory; symlinks are counted, never followed."""
         files: set[str] = set()
         dirs: set[str] = set()
+        links: set[str] = set()
         try:
             if is_url(shown):
                 return self.scan_remote(shown)
@@ -310,6 +311,7 @@ class _Walker:
                         raise _Truncated(shown)
                     if entry.is_symlink():
                         self.symlinks += 1
+                        links.add(entry.name)
                     elif entry.is_dir(follow_symlinks=False):
                         dirs.add(entry.name)
                     else:  # regular files, and FIFOs / sockets / devices: an artifact's name makes them an error
@@ -317,9 +319,9 @@ class _Walker:
         except OSError as exc:
             self.fail(shown, f"cannot list this directory: {exc.strerror or flat(exc)}")
             return None
-        return files, dirs
+        return files, dirs, links
 
-    def scan_remote(self, shown: str) -> tuple[set[str], set[str]]:
+    def scan_remote(self, shown: str) -> tuple[set[str], set[str], set[str]]:
         """scan() for a folder behind a URL: one listing (an object store has no symlinks)."""
         files: set[str] = set()
         dirs: set[str] = set()
@@ -328,7 +330,7 @@ class _Walker:
             if self.entries > self.max_entries:
                 raise _Truncated(shown)
             (dirs if entry.is_dir() else files).add(entry.name)
-        return files, dirs
+        return files, dirs, set()
 
     def directory(self, root: str, shown: str) -> list[str]:
         """Read the artifacts of one directory; return the subdirectories to descend into."""
@@ -339,7 +341,7 @@ class _Walker:
         listing = self.scan(shown)
         if listing is None:
             return []
-        files, dirs = listing
+        files, dirs, links = listing
         if _is_sealed(as_path(shown), files, dirs):
             self.read(root, shown, here)
             return []
@@ -348,9 +350,12 @@ class _Walker:
             if latest is not None:
                 self.mark(latest)  # the directory's row stands for its latest checkpoint
             self.read(root, shown, here)
+        local = not is_url(shown)
         for name, guess in _file_candidates(files):
             path = os.path.join(shown, name)
-            self.read(root, path, as_path(path).resolve(), guess=guess)
+            # a name that is no symlink resolves to itself inside the resolved directory: no realpath per file
+            plain = local and name not in links and name not in (".", "..")
+            self.read(root, path, here / name if plain else as_path(path).resolve(), guess=guess)
         return [os.path.join(shown, name) for name in sorted(dirs, key=natural_key)]
 
     def mark(self, key: Path) -> None:

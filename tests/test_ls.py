@@ -192,6 +192,20 @@ def test_ls_tree_with_symlinks_and_corrupt_files(tmp_path: Path) -> None:
     assert f"error: {root / 'bad.h5'}: " in text and f"error: {root / 'cut.h5'}: " in text
 
 
+def test_ls_keys_a_symlinked_prefix_by_its_target(tmp_path: Path) -> None:
+    """A prefix name that is itself a symlink (beside a regular `.index`) counts as the checkpoint it points to,
+    as `resolve()` says: the target is not listed a second time. Every other name is keyed without realpath."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for file in (FIXTURES / "tf2_keras3_adam").glob("ckpt-1.*"):
+            shutil.copy(file, tmp_path / folder / file.name)
+    (tmp_path / "b" / "ckpt-1").symlink_to(tmp_path / "a" / "ckpt-1")  # listed after its target
+    for jobs in (1, 2):
+        result = list_artifacts([tmp_path], jobs=jobs)
+        assert [Path(a.path).relative_to(tmp_path).as_posix() for a in result.artifacts] == ["a/ckpt-1"]
+        assert result.symlinks_skipped == 1 and result.errors == ()
+
+
 def test_ls_reads_each_artifact_once_across_overlapping_roots(tmp_path: Path) -> None:
     root, _ = _tree(tmp_path)
     calls: list[Progress] = []

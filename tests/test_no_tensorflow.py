@@ -79,7 +79,9 @@ FORMATS = sorted({t["format"] for t in TRUTHS})
 ONE_PER_FORMAT = [next(t for t in TRUTHS if t["format"] == fmt) for fmt in FORMATS]
 BUNDLES = [t for t in TRUTHS if t["id"] in ("tf1_adam", "tf2_keras3_adam", "saved_model_module")]
 # Listed without reading a tensor value or decoding a graph constant, so without numpy (0.1-0.2 s of start-up)
-NUMPY_FREE = [t for t in TRUTHS if t["id"] in ("tf2_keras3_adam", "tf2_tfkeras_adam", "tf2_epoch_var", "tf1_sgd_nometa")]
+NUMPY_FREE = [
+    t for t in TRUTHS if t["id"] in ("tf2_keras3_adam", "tf2_tfkeras_adam", "tf2_epoch_var", "tf1_sgd_nometa")
+]
 NUMPY_CHECK = r"""
 import json, sys
 from pathlib import Path
