@@ -177,12 +177,14 @@ def read_scalar(var: Variable) -> int | None:
     if var.size != 1 or var.dtype not in COUNTER_DTYPES:
         return None
     scalar = getattr(var.loader, "scalar", None)
-    try:
-        if scalar is not None:
-            return int(scalar())  # a bundle's counter, read without numpy
+    if scalar is not None:
+        value = scalar()  # a bundle's counter, read without numpy; a read error is the artifact's, not None
+    else:
         import numpy as np
 
-        return int(np.asarray(var.read()).reshape(-1)[0])
+        value = np.asarray(var.read()).reshape(-1)[0]
+    try:
+        return int(value)
     except (ValueError, OverflowError):
         return None
 
