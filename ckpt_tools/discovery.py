@@ -7,17 +7,22 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageError
 from ckpt_tools.messages import flat, printable
 from ckpt_tools.model import VariableMap
-from ckpt_tools.parallel import ordered_batches, resolve_jobs
+from ckpt_tools.parallel import early_pool, ordered_batches, resolve_jobs
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
 from ckpt_tools.storage import as_path, is_url, not_found, scrub
 from ckpt_tools.tree import natural_key as name_key
 
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
 JSON_SCHEMA = "ckpt-tools/ls/1"
+# What reading a checkpoint imports: each --jobs worker imports it while this process walks the folders
+READING = ("ckpt_tools.readers.registry", "ckpt_tools.readers.tf2", "ckpt_tools.bundle.reader", "ckpt_tools.verdict")
 MAX_ENTRIES = 100_000
 STATE_FILE = "checkpoint"
 INDEX = ".index"
@@ -413,14 +418,14 @@ def _worth_reading(events: list[_Candidate | Path]) -> list[int]:
     return out
 
 
-def _read_all(events: list[_Candidate | Path], jobs: int) -> dict[int, _Outcome]:
+def _read_all(events: list[_Candidate | Path], jobs: int, pool: ProcessPoolExecutor | None) -> dict[int, _Outcome]:
     """The outcome of every deferred candidate worth reading, read `jobs` at a time in worker processes."""
     from ckpt_tools.readers.confine import FOLLOW_SYMLINKS
 
     indexes = _worth_reading(events)
     candidates = [events[i] for i in indexes]
     read = functools.partial(_read_batch, follow_symlinks=FOLLOW_SYMLINKS.get())
-    outcomes = ordered_batches(read, candidates, jobs, preload=[__name__])
+    outcomes = ordered_batches(read, candidates, jobs, preload=[__name__], pool=pool)
     return dict(zip(indexes, outcomes, strict=True))
 
 
@@ -475,8 +480,9 @@ def list_artifacts(
         )
     jobs = resolve_jobs(jobs)
     walker = _Walker(max_entries, progress, deferred=jobs > 1)
-    segments, truncated = _walk_roots(walker, names, max_entries)
-    empty = _empty_roots(walker, segments, jobs)
+    with early_pool(jobs, READING) as pool:
+        segments, truncated = _walk_roots(walker, names, max_entries)
+        empty = _empty_roots(walker, segments, jobs, pool)
     return LsResult(
         roots=tuple(_show(r) for r in names),
         artifacts=tuple(sorted(walker.rows, key=lambda a: natural_key(a.path))),
@@ -512,9 +518,9 @@ def _walk_roots(walker: _Walker, names: tuple[str, ...], max_entries: int) -> tu
     return segments, False
 
 
-def _empty_roots(walker: _Walker, segments: list[_Segment], jobs: int) -> list[str]:
+def _empty_roots(walker: _Walker, segments: list[_Segment], jobs: int, pool: ProcessPoolExecutor | None) -> list[str]:
     """Read what a deferred walk recorded (in parallel), root by root; the roots under which nothing was found."""
-    outcomes = _read_all(walker.events, jobs) if walker.deferred else {}
+    outcomes = _read_all(walker.events, jobs, pool) if walker.deferred else {}
     empty = []
     for root, covered, recorded, first, last in segments:
         before = walker.outcomes

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ckpt_tools.errors import UsageError
 
 if TYPE_CHECKING:
     import multiprocessing.context
+    from concurrent.futures import ProcessPoolExecutor
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -38,20 +41,25 @@ def ordered_batches(
     *,
     local: Callable[[list[Item]], list[Outcome]] | None = None,
     preload: Sequence[str] = (),
+    pool: ProcessPoolExecutor | None = None,
 ) -> list[Outcome]:
     """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1 the batches are queued
     for jobs - 1 worker processes (forked when nothing makes that unsafe, else from a forkserver that imports
     `preload` once, else spawned) while this process takes batches from the
-    back of the queue itself with `local` (default `run`), so that the workers' start-up overlaps useful work."""
+    back of the queue itself with `local` (default `run`), so that the workers' start-up overlaps useful work.
+    `pool` (from `early_pool`) is used instead of starting workers here."""
     here = local or run
     size = max(1, min(MAX_BATCH, -(-len(items) // (max(jobs, 1) * 4))))
     batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
     if jobs < 2 or len(batches) < 2:
         return [outcome for batch in batches for outcome in here(batch)]
-    from concurrent.futures import ProcessPoolExecutor  # only here: one job never pays for multiprocessing
-
     done: list[list[Outcome] | None] = [None] * len(batches)
-    with ProcessPoolExecutor(min(jobs - 1, len(batches) - 1), mp_context=_context(preload)) as pool:
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            from concurrent.futures import ProcessPoolExecutor  # only here: one job never pays for multiprocessing
+
+            workers = min(jobs - 1, len(batches) - 1)
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_context(preload)))
         futures = [pool.submit(run, batch) for batch in batches]
         for i in reversed(range(len(batches))):
             if not futures[i].cancel():
@@ -61,6 +69,25 @@ def ordered_batches(
             if done[i] is None:
                 done[i] = future.result()
     return [outcome for batch in done if batch is not None for outcome in batch]
+
+
+@contextlib.contextmanager
+def early_pool(jobs: int, preload: Sequence[str]) -> Iterator[ProcessPoolExecutor | None]:
+    """jobs - 1 worker processes started now, each importing `preload` at once, for a caller that has serial work
+    to do before its batches exist (ls walks the folders): the workers' imports overlap it. None for one job."""
+    if jobs < 2:
+        yield None
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs - 1, mp_context=_context(preload)) as pool:
+        pool.submit(_import_all, tuple(preload))  # the first task starts the workers
+        yield pool
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
