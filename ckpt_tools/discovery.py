@@ -360,7 +360,12 @@ class _Walker:
             path = os.path.join(shown, name)
             # a name that is no symlink resolves to itself inside the resolved directory: no realpath per file
             plain = local and name not in links and name not in (".", "..")
-            self.read(root, path, here / name if plain else as_path(path).resolve(), guess=guess)
+            try:
+                key = here / name if plain else as_path(path).resolve()
+            except (RuntimeError, OSError) as exc:  # a symlink loop: Path.resolve raises RuntimeError on 3.11
+                self.fail(path, f"cannot resolve this path: {flat(exc) or type(exc).__name__}")
+                continue
+            self.read(root, path, key, guess=guess)
         return [os.path.join(shown, name) for name in sorted(dirs, key=natural_key)]
 
     def mark(self, key: Path) -> None:

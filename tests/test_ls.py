@@ -206,6 +206,16 @@ def test_ls_keys_a_symlinked_prefix_by_its_target(tmp_path: Path) -> None:
         assert result.symlinks_skipped == 1 and result.errors == ()
 
 
+def test_ls_a_prefix_that_is_a_symlink_loop_is_one_error_row(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "tf2_keras3_adam", tmp_path / "good")
+    shutil.copy(FIXTURES / "tf2_keras3_adam" / "ckpt-1.index", tmp_path / "x.index")
+    (tmp_path / "x").symlink_to("x")
+    report = run_json(["ls", tmp_path], expect=1)
+    assert [Path(e["path"]).name for e in report["errors"]] == ["x"]
+    assert "cannot resolve this path" in report["errors"][0]["error"]
+    assert len(report["artifacts"]) == 2
+
+
 def test_ls_reads_each_artifact_once_across_overlapping_roots(tmp_path: Path) -> None:
     root, _ = _tree(tmp_path)
     calls: list[Progress] = []
