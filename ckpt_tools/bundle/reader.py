@@ -392,11 +392,15 @@ class BundleReader:
         if entry.slices:  # TensorFlow never partitions a scalar; assembled as read() does
             value: int | float = self.read(key, verify).reshape(-1)[0].item()
             return value
-        path = self._check_extent(entry, self._files)
-        data = b"".join(self._files.chunks(path, entry.offset, entry.size))
+        path, data = self._stored_bytes(entry)
         if verify:
             self._check_crc(path, entry, crc32c(data))
         return decode_scalar(data, entry.dtype, self.header.endianness == "big")
+
+    def _stored_bytes(self, entry: BundleEntry) -> tuple[Path, bytes]:
+        """An unpartitioned entry's shard and stored bytes, after `_check_extent` (small entries: no buffer pool)."""
+        path = self._check_extent(entry, self._files)
+        return path, b"".join(self._files.chunks(path, entry.offset, entry.size))
 
     def _check_crc(self, path: Path, entry: BundleEntry, crc: int) -> None:
         if crc != unmask_crc(entry.crc32c):
@@ -547,8 +551,7 @@ class BundleReader:
         if entry is None:
             return None
         if entry.dtype == "string" and entry.num_elements == 1 and not entry.slices:  # as TF writes it: no numpy
-            path = self._check_extent(entry, self._files)
-            data = b"".join(self._files.chunks(path, entry.offset, entry.size))
+            path, data = self._stored_bytes(entry)
             with self._value_errors(path, entry):
                 (raw,) = string_values(data, 1, entry.crc32c, self.header.endianness == "big", True)
         else:
