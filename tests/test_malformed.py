@@ -35,6 +35,7 @@ JOB_TIMEOUT = 20  # seconds; a job still running then is a hang
 MAX_RSS_MIB = 1.2 * 1024  # peak resident memory of one job (issue #14)
 SLOW_JOB = 20.0  # seconds: the issue's hang bound (wall clock, strace included, on a loaded 2-core CI box)
 RUN_TIMEOUT = 900
+DRIVERS = 2  # driver subprocesses run side by side (at most one per usable CPU)
 MARKER = "/proc/self/ckpt-malformed-job/"  # a failing open() of MARKER + job id separates jobs in the strace log
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_CONVERT = importlib.util.find_spec("ckpt_tools.conversion.run") is not None
@@ -212,32 +213,63 @@ Results = dict[str, dict[str, Any]]
 
 
 def launch(jobs: list[dict[str, Any]], workdir: Path, name: str) -> tuple[Results, dict[str, list[str]]]:
-    """Run the driver in a capped subprocess (under strace if possible); results by job id, opened paths by job."""
-    jobs_file = workdir / f"{name}.jobs.json"
-    results = workdir / f"{name}.results.jsonl"
-    trace = workdir / f"{name}.strace"
-    jobs_file.write_text(json.dumps(jobs))
-    results.write_text("")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(jobs_file), str(results)]
-    strace = strace_usable()
-    if strace and os.environ.get("CKPT_NO_STRACE") != "1":
-        cmd = [strace, "-f", "-qq", "-s", "4096", "-e", "trace=open,openat,openat2,creat", "-o", str(trace), *cmd]
-    # The driver imports the installed ckpt_tools, as the tests do: nothing puts the checkout on sys.path.
-    env = {**os.environ, "PYTHONSAFEPATH": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
-    env.pop("PYTHONPATH", None)
-    env.pop("CKPT_DEBUG", None)
-    proc = subprocess.run(
-        cmd, cwd=workdir, env=env, capture_output=True, timeout=RUN_TIMEOUT, preexec_fn=_limit_memory, check=False
-    )
-    by_id = {}
-    for line in results.read_text().splitlines():
-        record = json.loads(line)
-        by_id[record["id"]] = record
-    missing = [j["id"] for j in jobs if j["id"] not in by_id]
-    assert not missing, (
-        f"driver died (exit {proc.returncode}) before jobs {missing[:5]}; stderr:\n{proc.stderr.decode()[-3000:]}"
-    )
-    return by_id, parse_trace(trace) if trace.exists() else {}
+    """Run the jobs in capped driver subprocesses side by side (under strace if possible), one per usable CPU up
+    to DRIVERS, each taking every n-th job; results by job id, opened paths by job."""
+    count = max(1, min(DRIVERS, len(os.sched_getaffinity(0)), len(jobs)))
+    strace = strace_usable() if os.environ.get("CKPT_NO_STRACE") != "1" else None
+    drivers = [_Driver(jobs[i::count], workdir, f"{name}.{i}", strace) for i in range(count)]
+    deadline = time.monotonic() + RUN_TIMEOUT
+    by_id: Results = {}
+    opened: dict[str, list[str]] = {}
+    for driver in drivers:
+        by_id.update(driver.results(deadline))
+        if driver.trace.exists():
+            for job, paths in parse_trace(driver.trace).items():
+                opened.setdefault(job, []).extend(paths)
+    return by_id, opened
+
+
+class _Driver:
+    """One driver subprocess running its share of the jobs, started at once."""
+
+    def __init__(self, jobs: list[dict[str, Any]], workdir: Path, name: str, strace: str | None) -> None:
+        self.jobs = jobs
+        jobs_file = workdir / f"{name}.jobs.json"
+        self.output = workdir / f"{name}.results.jsonl"
+        self.trace = workdir / f"{name}.strace"
+        self.stderr = workdir / f"{name}.stderr"
+        jobs_file.write_text(json.dumps(jobs))
+        self.output.write_text("")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(jobs_file), str(self.output)]
+        if strace:
+            traced = "trace=open,openat,openat2,creat"
+            cmd = [strace, "-f", "-qq", "-s", "4096", "-e", traced, "-o", str(self.trace), *cmd]
+        # The driver imports the installed ckpt_tools, as the tests do: nothing puts the checkout on sys.path.
+        env = {**os.environ, "PYTHONSAFEPATH": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+        env.pop("PYTHONPATH", None)
+        env.pop("CKPT_DEBUG", None)
+        with self.stderr.open("wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_limit_memory
+            )
+
+    def results(self, deadline: float) -> Results:
+        """This driver's records by job id, once it has ended (killed at the deadline)."""
+        try:
+            self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+        by_id = {}
+        for line in self.output.read_text().splitlines():
+            record = json.loads(line)
+            by_id[record["id"]] = record
+        missing = [j["id"] for j in self.jobs if j["id"] not in by_id]
+        assert not missing, (
+            f"driver died (exit {self.proc.returncode}) before jobs {missing[:5]}; "
+            f"stderr:\n{self.stderr.read_text(errors='replace')[-3000:]}"
+        )
+        return by_id
 
 
 def strace_usable() -> str | None:
