@@ -567,6 +567,18 @@ def test_scalar_reads_every_counter_dtype_in_both_byte_orders(tmp_path: Path, bi
         vector.scalar("v")
 
 
+def test_a_counter_declared_unlike_its_entry_is_read_like_any_tensor(tmp_path: Path) -> None:
+    """read_scalar through a bundle loader whose variable declares a one-element counter that its entry is not
+    (two int32 values): read as any tensor is, never a usage error from the numpy-free counter read."""
+    from ckpt_tools.readers.bundles import BundleLoader, read_scalar
+    from ckpt_tools.readers.naming import new_variable
+
+    raw = np.array([7, 8], np.int32).tobytes()
+    reader = BundleReader(_craft(tmp_path, [("pair", _entry("int32", (2,), 0, raw))], raw))
+    var = new_variable("pair", "pair", (), "int64", "step", loader=BundleLoader(reader, "pair"))
+    assert read_scalar(var) == 7
+
+
 def test_fixed_itemsize_agrees_with_numpy() -> None:
     """The sizes listing checks entries against, without numpy, are numpy's."""
     from ckpt_tools.bundle.values import fixed_dtype, fixed_itemsize

@@ -50,7 +50,14 @@ class BundleLoader:
     def __call__(self) -> np.ndarray:
         return self.reader.read(self.key)
 
-    def scalar(self) -> int | float:
+    def scalar(self) -> int | float | None:
+        """The counter's value read without numpy, or None when its entry is not a one-element counter (a reader
+        that declares a different dtype or shape than the bundle stores: then read like any other tensor)."""
+        from ckpt_tools.bundle.values import SCALAR_CODES
+
+        entry = self.reader.entries.get(self.key)
+        if entry is None or entry.num_elements != 1 or entry.dtype not in SCALAR_CODES:
+            return None
         return self.reader.scalar(self.key)
 
 
@@ -177,9 +184,8 @@ def read_scalar(var: Variable) -> int | None:
     if var.size != 1 or var.dtype not in COUNTER_DTYPES:
         return None
     scalar = getattr(var.loader, "scalar", None)
-    if scalar is not None:
-        value = scalar()  # a bundle's counter, read without numpy; a read error is the artifact's, not None
-    else:
+    value = scalar() if scalar is not None else None  # a bundle's counter, without numpy; its read errors raise
+    if value is None:
         import numpy as np
 
         value = np.asarray(var.read()).reshape(-1)[0]
