@@ -1,12 +1,13 @@
 """Hostile and broken inputs: every command answers each with one stderr line and exit 2 (validate: 1 or 2).
 
-The corpus comes from fixtures/make_malformed.py, written into a session temporary directory. One subprocess (a
-4 GiB address-space cap, a wall-clock timeout, run under strace when it is available) executes every
-(case, command) job in-process through the real click entry point, with stdout/stderr at the OS level redirected
-to files and re-wrapped as strict UTF-8 text (what a user with a UTF-8 locale gets), and writes one JSON line
-per job. The tests then check exit codes, the stderr contract, timing, and that no file outside the artifact was
-ever opened (strace; without strace, the exit codes alone show the honeypots were not read: they are valid
-artifacts that would have made the command succeed).
+The corpus comes from fixtures/make_malformed.py, written into a session temporary directory. Two driver
+subprocesses side by side (one per usable CPU, at most DRIVERS; each with a 4 GiB address-space cap and a
+wall-clock timeout, under strace when it is available) each execute every other (case, command) job in-process
+through the real click entry point, with stdout/stderr at the OS level redirected to files and re-wrapped as
+strict UTF-8 text (what a user with a UTF-8 locale gets), and write one JSON line per job. The tests then check
+exit codes, the stderr contract, timing, and that no file outside the artifact was ever opened (strace; without
+strace, the exit codes alone show the honeypots were not read: they are valid artifacts that would have made
+the command succeed).
 """
 
 from __future__ import annotations
@@ -214,23 +215,29 @@ Results = dict[str, dict[str, Any]]
 
 def launch(jobs: list[dict[str, Any]], workdir: Path, name: str) -> tuple[Results, dict[str, list[str]]]:
     """Run the jobs in capped driver subprocesses side by side (under strace if possible), one per usable CPU up
-    to DRIVERS, each taking every n-th job; results by job id, opened paths by job."""
+    to DRIVERS, each taking every n-th job; results by job id, opened paths by job (every job's, when traced)."""
     count = max(1, min(DRIVERS, len(os.sched_getaffinity(0)), len(jobs)))
     strace = strace_usable() if os.environ.get("CKPT_NO_STRACE") != "1" else None
-    drivers = [_Driver(jobs[i::count], workdir, f"{name}.{i}", strace) for i in range(count)]
-    deadline = time.monotonic() + RUN_TIMEOUT
+    drivers: list[_Driver] = []
     by_id: Results = {}
     opened: dict[str, list[str]] = {}
-    for driver in drivers:
-        by_id.update(driver.results(deadline))
-        if driver.trace.exists():
-            for job, paths in parse_trace(driver.trace).items():
+    try:
+        drivers += [_Driver(jobs[i::count], workdir, f"{name}.{i}", strace) for i in range(count)]
+        deadline = time.monotonic() + RUN_TIMEOUT
+        for driver in drivers:
+            by_id.update(driver.results(deadline))
+            for job, paths in (parse_trace(driver.trace) if strace else {}).items():
                 opened.setdefault(job, []).extend(paths)
+    finally:
+        for driver in drivers:
+            driver.stop()
+    untraced = [j["id"] for j in jobs if strace and j["id"] not in opened]
+    assert not untraced, f"no strace record of jobs {untraced[:5]}: the open() check would be blind to them"
     return by_id, opened
 
 
 class _Driver:
-    """One driver subprocess running its share of the jobs, started at once."""
+    """One driver subprocess (in a session of its own, with strace when given) running its share of the jobs."""
 
     def __init__(self, jobs: list[dict[str, Any]], workdir: Path, name: str, strace: str | None) -> None:
         self.jobs = jobs
@@ -250,16 +257,29 @@ class _Driver:
         env.pop("CKPT_DEBUG", None)
         with self.stderr.open("wb") as err:
             self.proc = subprocess.Popen(
-                cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_limit_memory
+                cmd,
+                cwd=workdir,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=_limit_memory,
+                start_new_session=True,  # stop() kills strace and the traced driver with its children together
             )
 
+    def stop(self) -> None:
+        """Kill whatever of the driver's process group still runs, and reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def results(self, deadline: float) -> Results:
-        """This driver's records by job id, once it has ended (killed at the deadline)."""
+        """This driver's records by job id, once it has ended; a failure if it outlives the deadline or ends
+        before its last job."""
         try:
             self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        finally:
-            self.proc.kill()
-            self.proc.wait()
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"a driver was still running after {RUN_TIMEOUT} s (killed)")
         by_id = {}
         for line in self.output.read_text().splitlines():
             record = json.loads(line)
