@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from collections.abc import Callable, Iterable
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageError
-from ckpt_tools.messages import flat, printable
+from ckpt_tools.messages import escaped_name, flat
 from ckpt_tools.model import VariableMap
 from ckpt_tools.parallel import early_pool, ordered_batches, resolve_jobs
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
@@ -42,7 +43,7 @@ TF_KERAS_BACKUP = "chief"
 
 def _show(text: str) -> str:
     """`text` fit for a terminal and a report: control characters escaped, URL credentials and queries gone."""
-    return printable(scrub(text))
+    return escaped_name(scrub(text))
 
 
 def natural_key(path: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:
@@ -158,6 +159,15 @@ class _Truncated(Exception):
     """The directory-entry budget ran out."""
 
 
+def resolved(path: Path) -> Path:
+    """`path.resolve()`, with a symlink loop raised as OSError (ELOOP) like the other filesystem errors: Python
+    3.11's Path.resolve raises RuntimeError for it."""
+    try:
+        return path.resolve()
+    except RuntimeError as exc:
+        raise OSError(errno.ELOOP, "symlink loop", str(path)) from exc
+
+
 def _optimizer_word(vmap: VariableMap) -> str:
     present = vmap.optimizer.present
     return "unknown" if present is None else "present" if present else "absent"
@@ -168,7 +178,7 @@ def _shown(root: str, path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        inside = path.resolve().relative_to(as_path(root).resolve())
+        inside = resolved(path).relative_to(resolved(as_path(root)))
     except (ValueError, OSError):
         return _show(str(path))
     return _show(os.path.join(root, str(inside)) if str(inside) != "." else root)
@@ -253,7 +263,7 @@ def _read_candidate(candidate: _Candidate, follow_symlinks: bool = False) -> _Ou
     prefix = None
     try:
         with open_checkpoint(candidate.shown) as vmap:
-            prefix = vmap.prefix.resolve() if vmap.prefix is not None else None
+            prefix = resolved(vmap.prefix) if vmap.prefix is not None else None
             return _Outcome(_row(candidate.root, candidate.shown, vmap), prefix=prefix)
     except FormatNotRecognizedError as exc:
         return _Outcome(None, None if candidate.guess else flat(exc) or type(exc).__name__, prefix)
@@ -296,10 +306,12 @@ class _Walker:
         self.errors.append(ListingError(_show(path), _show(text)))
 
     def walk(self, root: str) -> None:
-        """List `root` and everything below it, depth first, without recursion."""
-        stack = [root]
+        """List `root` and everything below it, depth first, without recursion. Only the root is resolved: a
+        subdirectory found by the walk is no symlink, so it resolves to its name inside its resolved parent (one
+        resolve per directory made deep trees quadratic: each costs one lstat per level)."""
+        stack: list[tuple[str, Path | None]] = [(root, None)]
         while stack:
-            stack.extend(reversed(self.directory(root, stack.pop())))
+            stack.extend(reversed(self.directory(root, *stack.pop())))
 
     def scan(self, shown: str) -> tuple[set[str], set[str], set[str]] | None:
         """The files, real subdirectories and symlinks of a directory; symlinks are counted, never followed."""
@@ -337,9 +349,10 @@ class _Walker:
             (dirs if entry.is_dir() else files).add(entry.name)
         return files, dirs, set()
 
-    def directory(self, root: str, shown: str) -> list[str]:
-        """Read the artifacts of one directory; return the subdirectories to descend into."""
-        here = as_path(shown).resolve()
+    def directory(self, root: str, shown: str, real: Path | None = None) -> list[tuple[str, Path | None]]:
+        """Read the artifacts of one directory (`real`: its resolved path when known); return the
+        subdirectories to descend into, each with its resolved path when that is known without resolving."""
+        here = real if real is not None else as_path(shown).resolve()
         if here in self.visited:
             return []
         self.visited.add(here)
@@ -366,7 +379,7 @@ class _Walker:
                 self.fail(path, f"cannot resolve this path: {flat(exc) or type(exc).__name__}")
                 continue
             self.read(root, path, key, guess=guess)
-        return [os.path.join(shown, name) for name in sorted(dirs, key=natural_key)]
+        return [(os.path.join(shown, name), here / name if local else None) for name in sorted(dirs, key=natural_key)]
 
     def mark(self, key: Path) -> None:
         """Count `key` as read (a directory's row stands for the checkpoint its state file names latest)."""
@@ -490,8 +503,10 @@ def list_artifacts(
         empty = _empty_roots(walker, segments, jobs, pool)
     return LsResult(
         roots=tuple(_show(r) for r in names),
-        artifacts=tuple(sorted(walker.rows, key=lambda a: natural_key(a.path))),
-        errors=tuple(sorted(walker.errors, key=lambda e: natural_key(e.path))),
+        # total orders: paths that differ only in case tie under natural_key, and the walk records errors in
+        # another order with --jobs (listing errors as it walks, read errors after)
+        artifacts=tuple(sorted(walker.rows, key=lambda a: (natural_key(a.path), a.path))),
+        errors=tuple(sorted(walker.errors, key=lambda e: (natural_key(e.path), e.path, e.error))),
         entries=walker.entries,
         symlinks_skipped=walker.symlinks,
         empty_roots=tuple(empty),

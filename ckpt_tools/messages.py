@@ -29,6 +29,16 @@ def flat(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+# Every C0 control (newline and tab included), DEL, C1 controls, bidirectional overrides and isolates.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escaped_name(text: str) -> str:
+    """A name fit for one cell or line of a report: control characters as `\\xNN`/`\\uNNNN` escapes (a newline
+    in a file name must not make a fake row), undecodable bytes as `printable` shows them."""
+    return printable(_CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
+
+
 def printable(text: str) -> str:
     """Names from damaged files may hold undecodable bytes (surrogate escapes): show them as \\x escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

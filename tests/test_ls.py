@@ -216,6 +216,61 @@ def test_ls_a_prefix_that_is_a_symlink_loop_is_one_error_row(tmp_path: Path) -> 
     assert len(report["artifacts"]) == 2
 
 
+def test_ls_a_state_file_naming_a_symlink_loop_is_one_error_row(tmp_path: Path) -> None:
+    """The latest checkpoint a state file names is a prefix that loops (`p -> p` beside `p.index`): an error row,
+    not an internal error (Python 3.11's Path.resolve raises RuntimeError on a loop)."""
+    source = bundle_prefix(FIXTURES / "tf1_adam")
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(f"{source}{suffix}", tmp_path / f"p{suffix}")
+    (tmp_path / "p").symlink_to("p")
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "p"\n')
+    for jobs in ("-j1", "-j2"):
+        report = run_json(["ls", tmp_path, jobs], expect=1)
+        assert report["errors"] and all("loop" in e["error"] or "resolve" in e["error"] for e in report["errors"])
+
+
+def test_ls_error_rows_that_differ_only_in_case_come_out_alike_with_jobs(tmp_path: Path) -> None:
+    """Error rows whose paths tie in the case-blind natural order (`P`, `p`) are ordered the same by -j1 and -j2
+    (the walk records a loop at once and read errors later, in another order with jobs)."""
+    (tmp_path / "P.index").write_bytes(b"junk")
+    (tmp_path / "p.index").write_bytes(b"junk")
+    (tmp_path / "p").symlink_to("p")
+    one = run_cli(["ls", tmp_path, "-j1"], expect=1)
+    two = run_cli(["ls", tmp_path, "-j2"], expect=1)
+    assert one.stdout == two.stdout and one.stdout.count("error: ") == 2
+
+
+def test_ls_resolves_only_the_root_of_a_deep_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A walk 300 folders deep resolves the root, not each folder (each resolve costs one lstat per level: deep
+    trees were quadratic, 2,000 levels took 100 s)."""
+    deep = tmp_path
+    for _ in range(300):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    calls: list[Path] = []
+    original = Path.resolve
+
+    def counting(self: Path, strict: bool = False) -> Path:
+        calls.append(self)
+        return original(self, strict)
+
+    monkeypatch.setattr(Path, "resolve", counting)
+    result = list_artifacts([tmp_path])
+    assert result.empty_roots == (str(tmp_path),)
+    assert len(calls) <= 5, f"{len(calls)} resolves for 301 folders"
+
+
+def test_ls_escapes_a_newline_in_a_file_name(tmp_path: Path) -> None:
+    """A file name holding a newline and a made-up row cannot add a row or an error line to the text output."""
+    fake = "m.keras\nfake.keras   keras-archive  22  99  3  -  present  yes\nx.keras"
+    shutil.copy(FIXTURES / "keras3_adam" / "model.keras", tmp_path / fake)
+    (tmp_path / "bad\nerror: spoofed.keras").write_bytes(b"junk")
+    out = run_cli(["ls", tmp_path], expect=1).stdout
+    assert not any(line.startswith(("fake.keras", "error: spoofed")) for line in out.splitlines()), out
+    assert "m.keras\\nfake.keras" in out and "bad\\nerror: spoofed.keras" in out
+    assert len(out.splitlines()) == 6, out  # header, rule, one row, blank, counts, one error line
+
+
 def test_ls_reads_each_artifact_once_across_overlapping_roots(tmp_path: Path) -> None:
     root, _ = _tree(tmp_path)
     calls: list[Progress] = []
