@@ -427,3 +427,23 @@ def test_cli_translates_argument_errors_into_flags() -> None:
     error = UsageError("require='x': unknown check(s) x", argument="require", detail="unknown check(s) x")
     assert main.message(ctx, error) == "--require: unknown check(s) x"
     assert main.message(ctx, UsageError("plain")) == "plain"
+
+
+def test_a_symlink_loop_beside_a_checkpoint_does_not_hide_its_files(tmp_path: Path) -> None:
+    """A loop (`self -> self`) in the folder: the state check still sees the retained checkpoints (the folder
+    listing had been dropped whole when one entry could not be stat'ed)."""
+    folder = tmp_path / "run"
+    shutil.copytree(FIXTURES / "tf1_adam", folder)
+    (folder / "self").symlink_to("self")
+    report = validate(folder)
+    state = next(c for c in report.checks if c.name == "state")
+    assert state.status == "pass", state.reason
+
+
+def test_validate_escapes_a_newline_in_a_path(tmp_path: Path) -> None:
+    """A path holding a newline is shown escaped: it cannot add a line that looks like a report of its own."""
+    bad = tmp_path / "x\nfake PASS"
+    bad.write_bytes(b"junk")
+    out = run_cli(["validate", bad, FIXTURES / "tf1_adam"], expect=2).stdout
+    assert not any(line.startswith("fake PASS") for line in out.splitlines()), out
+    assert "x\\nfake PASS" in out

@@ -9,6 +9,7 @@ import click
 
 from ckpt_tools.cli.render import echo_json, follow_symlinks_option, jobs_option, json_option, table
 from ckpt_tools.errors import UsageError
+from ckpt_tools.messages import escaped_name
 from ckpt_tools.validation.checks import CHECKS, CheckResult, ValidationReport, required_checks
 from ckpt_tools.validation.run import ValidationRun, validate_paths
 
@@ -20,17 +21,19 @@ def _status(check: CheckResult) -> str:
 
 
 def _one_report(report: ValidationReport) -> list[str]:
-    lines = [f"{report.path} ({report.format or 'unreadable'})"]
+    lines = [f"{escaped_name(report.path)} ({report.format or 'unreadable'})"]
     if report.error is not None:
-        return [*lines, f"error: {report.error}"]
+        return [*lines, f"error: {escaped_name(report.error)}"]
     rows = [[c.name, _status(c), c.reason] for c in report.checks]
     return [*lines, table(rows, ["check", "status", "reason"])]
 
 
 def _many_reports(run: ValidationRun) -> list[str]:
     headers = ["path", "format", *CHECKS, "result"]
-    rows = [[r.path, r.format or "-", *(_status(c) for c in r.checks), r.verdict.upper()] for r in run.reports]
-    problems = run.problems()
+    rows = [
+        [escaped_name(r.path), r.format or "-", *(_status(c) for c in r.checks), r.verdict.upper()] for r in run.reports
+    ]
+    problems = [f"{escaped_name(r.path)}: {escaped_name(p)}" for r in run.reports for p in r.problems()]
     return [table(rows, headers), *(["", *problems] if problems else [])]
 
 

@@ -103,10 +103,19 @@ class _Listings:
                     self._files[directory] = frozenset(p.name for p in directory.iterdir() if p.is_file())
                 else:
                     with os.scandir(directory) as entries:
-                        self._files[directory] = frozenset(e.name for e in entries if e.is_file())
+                        self._files[directory] = frozenset(e.name for e in entries if _is_file(e))
             except OSError:
                 self._files[directory] = frozenset()
         return self._files[directory]
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """Whether the entry is (or links to) a regular file; an entry that cannot be told (a symlink loop) is not,
+    and does not hide the folder's other files."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _checkpoint_exists(prefix: Path, listings: _Listings | None = None) -> str | None:
