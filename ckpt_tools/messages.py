@@ -29,14 +29,24 @@ def flat(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-# Every C0 control (newline and tab included), DEL, C1 controls, bidirectional overrides and isolates.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# DEL, C1 controls, bidirectional overrides and isolates: with the C0 controls, what a hostile name must not send
+# to a terminal (move the cursor, retitle the window, hide or reorder text).
+_UNSAFE_ABOVE_C0 = "\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROLS = re.compile(f"[\x00-\x1f{_UNSAFE_ABOVE_C0}]")
+_CONTROLS_BUT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b-\x1f{_UNSAFE_ABOVE_C0}]")  # newline and tab kept
+
+
+def escape_controls(text: str, keep_line_breaks: bool = False) -> str:
+    """Control characters as `\\xNN`/`\\uNNNN` escapes (newline and tab too unless `keep_line_breaks`),
+    undecodable bytes as `printable` shows them."""
+    pattern = _CONTROLS_BUT_LINE_BREAKS if keep_line_breaks else _CONTROLS
+    return printable(pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
 
 
 def escaped_name(text: str) -> str:
-    """A name fit for one cell or line of a report: control characters as `\\xNN`/`\\uNNNN` escapes (a newline
-    in a file name must not make a fake row), undecodable bytes as `printable` shows them."""
-    return printable(_CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text))
+    """A name fit for one cell or line of a report: every control character escaped (a newline in a file name
+    must not make a fake row)."""
+    return escape_controls(text)
 
 
 def printable(text: str) -> str:

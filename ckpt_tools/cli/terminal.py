@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-# C0 controls but newline and tab, DEL, C1 controls, bidirectional overrides/isolates: names from a hostile file
-# must not move the cursor, retitle the window, hide text or reorder it.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+from ckpt_tools.messages import escape_controls
 
 
 def escape(text: str) -> str:
-    """Control characters as `\\xNN`/`\\uNNNN`; undecodable bytes (surrogate escapes) as `\\udcNN`."""
-    text = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """Control characters but newline and tab as `\\xNN`/`\\uNNNN`; undecodable bytes (surrogate escapes) as
+    `\\udcNN`."""
+    return escape_controls(text, keep_line_breaks=True)
 
 
 class TerminalSafe:
