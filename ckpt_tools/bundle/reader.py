@@ -381,13 +381,18 @@ class BundleReader:
         if verify:
             self._check_crc(path, entry, crc)
 
+    def holds_scalar(self, key: str) -> bool:
+        """Whether `key` is a one-element tensor of a counter dtype, the tensors `scalar` reads."""
+        entry = self.entries.get(key)
+        return entry is not None and entry.num_elements == 1 and entry.dtype in SCALAR_CODES
+
     def scalar(self, key: str, verify: bool = True) -> int | float:
         """The value of a one-element tensor of a counter dtype (model.COUNTER_DTYPES), as `read(key)` holds it,
         read and checked the same way without numpy (a step or an epoch, read when listing)."""
         entry = self.entries.get(key)
         if entry is None:
             raise UsageError(f"{self.prefix}: no tensor {key!r} in this bundle")
-        if entry.num_elements != 1 or entry.dtype not in SCALAR_CODES:
+        if not self.holds_scalar(key):
             raise UsageError(f"{self.prefix}: tensor {key!r} is not a one-element integer or float tensor")
         if entry.slices:  # TensorFlow never partitions a scalar; assembled as read() does
             value: int | float = self.read(key, verify).reshape(-1)[0].item()

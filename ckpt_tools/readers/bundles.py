@@ -53,12 +53,7 @@ class BundleLoader:
     def scalar(self) -> int | float | None:
         """The counter's value read without numpy, or None when its entry is not a one-element counter (a reader
         that declares a different dtype or shape than the bundle stores: then read like any other tensor)."""
-        from ckpt_tools.bundle.values import SCALAR_CODES
-
-        entry = self.reader.entries.get(self.key)
-        if entry is None or entry.num_elements != 1 or entry.dtype not in SCALAR_CODES:
-            return None
-        return self.reader.scalar(self.key)
+        return self.reader.scalar(self.key) if self.reader.holds_scalar(self.key) else None
 
 
 class Bundle:
