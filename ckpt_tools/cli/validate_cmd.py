@@ -33,7 +33,7 @@ def _many_reports(run: ValidationRun) -> list[str]:
     rows = [
         [escaped_name(r.path), r.format or "-", *(_status(c) for c in r.checks), r.verdict.upper()] for r in run.reports
     ]
-    problems = [f"{escaped_name(r.path)}: {escaped_name(p)}" for r in run.reports for p in r.problems()]
+    problems = [escaped_name(line) for line in run.problems()]
     return [table(rows, headers), *(["", *problems] if problems else [])]
 
 
