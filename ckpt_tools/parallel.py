@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ckpt_tools.errors import UsageError
 
 if TYPE_CHECKING:
     import multiprocessing.context
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
-MAX_BATCH = 16  # items per batch handed to a worker process
+MAX_BATCH = 16  # items per batch: the last batches decide how evenly the processes finish
+IN_FLIGHT_PER_WORKER = 2  # batches queued per worker ahead of its results, so that it never waits for one
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -43,11 +45,11 @@ def ordered_batches(
     preload: Sequence[str] = (),
     pool: ProcessPoolExecutor | None = None,
 ) -> list[Outcome]:
-    """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1 the batches are queued
-    for jobs - 1 worker processes (forked when nothing makes that unsafe, else from a forkserver that imports
-    `preload` once, else spawned) while this process takes batches from the
-    back of the queue itself with `local` (default `run`), so that the workers' start-up overlaps useful work.
-    `pool` (from `early_pool`) is used instead of starting workers here."""
+    """`run` over consecutive batches of `items`, results in item order. With `jobs` > 1, jobs - 1 worker
+    processes (forked when nothing makes that unsafe, else from a forkserver that imports `preload` once, else
+    spawned) take batches from the front while this process takes them from the back with `local` (default
+    `run`), so that the workers' start-up overlaps useful work. `pool` (from `early_pool`) is used instead of
+    starting workers here."""
     here = local or run
     size = max(1, min(MAX_BATCH, -(-len(items) // (max(jobs, 1) * 4))))
     batches = [list(items[i : i + size]) for i in range(0, len(items), size)]
@@ -60,15 +62,45 @@ def ordered_batches(
 
             workers = min(jobs - 1, len(batches) - 1)
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_context(preload)))
-        futures = [pool.submit(run, batch) for batch in batches]
-        for i in reversed(range(len(batches))):
-            if not futures[i].cancel():
-                break  # the workers take batches in order: every earlier one is theirs too
-            done[i] = here(batches[i])
-        for i, future in enumerate(futures):
-            if done[i] is None:
-                done[i] = future.result()
+        else:
+            workers = jobs - 1
+        front = _Front(pool, run, batches, IN_FLIGHT_PER_WORKER * workers)
+        back = len(batches)
+        while front.top_up(back):
+            back -= 1
+            done[back] = here(batches[back])
+        for i, future in front.submitted:
+            done[i] = future.result()
     return [outcome for batch in done if batch is not None for outcome in batch]
+
+
+class _Front(Generic[Item, Outcome]):
+    """The batches handed to the workers, from the front, a few at a time: a queued batch can no longer be taken
+    back, so queueing them all at once would leave the workers the last ones while this process sits idle."""
+
+    def __init__(
+        self,
+        pool: ProcessPoolExecutor,
+        run: Callable[[list[Item]], list[Outcome]],
+        batches: list[list[Item]],
+        in_flight: int,
+    ) -> None:
+        self.pool, self.run, self.batches, self.in_flight = pool, run, batches, max(1, in_flight)
+        self.submitted: list[tuple[int, Future[list[Outcome]]]] = []
+        self._unfinished: collections.deque[Future[list[Outcome]]] = collections.deque()
+
+    def top_up(self, back: int) -> bool:
+        """Queue the next batches, none at or past `back`, until `in_flight` of them are unfinished; whether a
+        batch before `back` is left for this process to take."""
+        unfinished = self._unfinished
+        while unfinished and unfinished[0].done():
+            unfinished.popleft()
+        while len(unfinished) < self.in_flight and len(self.submitted) < back:
+            i = len(self.submitted)
+            future = self.pool.submit(self.run, self.batches[i])
+            self.submitted.append((i, future))
+            unfinished.append(future)
+        return len(self.submitted) < back
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import pytest
 from ckpt_tools.bundle import BundleReader
 from ckpt_tools.bundle.shards import CHUNK, PAGE, aligned_empty
 from ckpt_tools.inspection import tensor_stats, variable_stats
+from ckpt_tools.parallel import MAX_BATCH, ordered_batches
 from ckpt_tools.readers import keras_h5
 from ckpt_tools.readers.registry import open_checkpoint
 from ckpt_tools.validation.checks import all_finite, count_nonfinite, required_checks, validate
@@ -365,6 +366,22 @@ def test_jobs_in_the_api_give_the_same_run() -> None:
     two = validate_paths(paths, required_checks(), jobs=3)
     assert [r.to_json() for r in one] == [r.to_json() for r in two]
     assert one.exit_code == two.exit_code == 2
+
+
+def _tagged(batch: list[int]) -> list[tuple[int, int]]:
+    return [(item, os.getpid()) for item in batch]
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_ordered_batches_keep_order_and_this_process_takes_the_last_batches(jobs: int) -> None:
+    """Workers take batches from the front, handed out a few at a time; this process takes them from the back
+    (the last batch is always its own), and every result lands in item order."""
+    items = list(range(40 * MAX_BATCH + 3))
+    out = ordered_batches(_tagged, items, jobs)
+    assert [item for item, _ in out] == items
+    pids = {pid for _, pid in out}
+    assert out[-1][1] == os.getpid() and len(pids) >= 2
+    assert out[0][1] != os.getpid()  # the first batch went to a worker
 
 
 @needs_tf
