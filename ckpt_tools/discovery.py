@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageError
-from ckpt_tools.messages import escaped_name, flat
+from ckpt_tools.messages import escaped_name, flat, os_reason
 from ckpt_tools.model import VariableMap
 from ckpt_tools.parallel import early_pool, ordered_batches, resolve_jobs
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
@@ -334,7 +334,7 @@ class _Walker:
                     else:  # regular files, and FIFOs / sockets / devices: an artifact's name makes them an error
                         files.add(entry.name)
         except OSError as exc:
-            self.fail(shown, f"cannot list this directory: {exc.strerror or flat(exc)}")
+            self.fail(shown, f"cannot list this directory: {os_reason(exc)}")
             return None
         return files, dirs, links
 

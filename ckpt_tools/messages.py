@@ -24,6 +24,12 @@ def counted(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def os_reason(exc: OSError) -> str:
+    """Why an OS call failed, on one line: its strerror, else its message, else its type (an OSError raised with
+    no errno, such as FileNotFoundError("..."), has strerror None)."""
+    return exc.strerror or flat(exc) or type(exc).__name__
+
+
 def flat(exc: BaseException) -> str:
     """An exception's message with all whitespace runs (newlines included) collapsed to single spaces."""
     return " ".join(str(exc).split())

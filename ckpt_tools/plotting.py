@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ckpt_tools.diffing import IDENTICAL, DiffEntry, DiffResult
 from ckpt_tools.errors import CkptToolsError, MissingDependencyError, UsageError
 from ckpt_tools.history import HistoryResult, NormAccumulator, layer_of, numeric, stream_norms
+from ckpt_tools.messages import os_reason
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,7 +80,7 @@ def _save(fig: Figure, out: Path, fmt: str) -> None:
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise CkptToolsError(f"cannot write {os.fspath(out)!r}: {exc.strerror}") from exc
+        raise CkptToolsError(f"cannot write {os.fspath(out)!r}: {os_reason(exc)}") from exc
     try:
         with os.fdopen(fd, "wb") as fh, rc_context({"svg.hashsalt": "ckpt-tools"}):
             # No date and no tool version in the file: the same input draws the same bytes.

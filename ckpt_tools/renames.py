@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ckpt_tools.errors import MissingDependencyError, MissingFileError, UsageError
+from ckpt_tools.messages import os_reason
 from ckpt_tools.model import Variable
 
 Side = Literal["a", "b"]
@@ -168,7 +169,7 @@ def load_rules(path: Path | str) -> RenameRules:
     except FileNotFoundError as exc:
         raise MissingFileError(f"{path}: rename rules file does not exist") from exc
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read rename rules: {exc.strerror}") from exc
+        raise UsageError(f"{path}: cannot read rename rules: {os_reason(exc)}") from exc
     if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
         raise UsageError(f"{path}: rename rules must be a regular file")
     size = info.st_size

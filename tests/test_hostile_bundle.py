@@ -417,3 +417,15 @@ def test_validate_reports_the_refusal(linked: dict[str, Path]) -> None:
         assert report.exit_code == 2 and report.error is not None and "--follow-symlinks" in report.error, name
         with pytest.raises(CkptToolsError, match="outside"):
             ckpt_tools.open(linked[name])
+
+
+def test_a_state_file_naming_a_missing_checkpoint_is_one_exact_error(tmp_path: Path) -> None:
+    """A `checkpoint` state file whose latest checkpoint is gone (the rest of the directory deleted): the directory
+    is a checkpoint directory, so every command names the missing checkpoint instead of "not a recognized
+    checkpoint" with a reason per reader (one of which read "unreadable (None)")."""
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "gone-1"\n')
+    expected = f"{tmp_path / 'checkpoint'}: latest checkpoint 'gone-1' does not exist"
+    result = run_cli(["inspect", str(tmp_path)], expect=2)
+    assert result.stderr == f"ckpt: error: {expected}\n" and not result.stdout
+    report = run_json(["validate", str(tmp_path)], expect=2)
+    assert report["artifacts"][0]["verdict"] == "unreadable" and report["artifacts"][0]["error"] == expected

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
+from ckpt_tools.messages import os_reason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,7 +159,7 @@ class ShardFiles:
             except FileNotFoundError as exc:
                 raise MissingFileError(f"{path}: data shard not found (needed by {needed_by!r})") from exc
             except OSError as exc:
-                raise CorruptCheckpointError(f"{path}: cannot stat data shard: {exc.strerror or exc}") from exc
+                raise CorruptCheckpointError(f"{path}: cannot stat data shard: {os_reason(exc)}") from exc
             if not stat.S_ISREG(info.st_mode):  # a directory, FIFO or device: never open it
                 raise CorruptCheckpointError(f"{path}: data shard is not a regular file")
             self._sizes[path] = info.st_size
@@ -185,7 +186,7 @@ class ShardFiles:
         except FileNotFoundError as exc:
             raise MissingFileError(f"{path}: data shard not found") from exc
         except OSError as exc:
-            raise CorruptCheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            raise CorruptCheckpointError(f"{path}: cannot read: {os_reason(exc)}") from exc
 
     def read_into(self, path: Path, offset: int, out: np.ndarray) -> None:
         """Fill the writable uint8 array `out` with the bytes at `offset` of `path` (no intermediate copies;
@@ -204,7 +205,7 @@ class ShardFiles:
         except FileNotFoundError as exc:
             raise MissingFileError(f"{path}: data shard not found") from exc
         except OSError as exc:
-            raise CorruptCheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            raise CorruptCheckpointError(f"{path}: cannot read: {os_reason(exc)}") from exc
 
     def blocks(self, path: Path, offset: int, size: int, block: int = CHUNK) -> Iterator[np.ndarray]:
         """The bytes [offset, offset + size) of `path` as uint8 views of one pooled buffer, `block` bytes each

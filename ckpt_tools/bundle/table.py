@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import google_crc32c
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
+from ckpt_tools.messages import os_reason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -236,7 +237,7 @@ def _read_file(path: Path) -> bytes:
     except IsADirectoryError as exc:
         raise CorruptCheckpointError(f"{path}: is a directory, not a table file") from exc
     except OSError as exc:
-        raise CorruptCheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise CorruptCheckpointError(f"{path}: cannot read: {os_reason(exc)}") from exc
 
 
 def parse_table(data: bytes) -> tuple[list[tuple[bytes, bytes]], set[int]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.errors import ConversionError, MissingDependencyError, UsageError
+from ckpt_tools.messages import os_reason
 from ckpt_tools.tfimport import INSTALL_HINT, import_tensorflow
 
 
@@ -82,7 +83,7 @@ def _check_defined(spec: str, path: Path, name: str) -> None:
     except (SyntaxError, ValueError) as exc:
         raise UsageError(f"{spec}: {path} is not valid Python ({type(exc).__name__}: {exc})") from exc
     except OSError as exc:
-        raise UsageError(f"{spec}: cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"{spec}: cannot read {path}: {os_reason(exc)}") from exc
     bound: set[str] = set()
     uncertain = False  # a star import, or names bound under if/try/with/for: only importing can tell
     for node in tree.body:

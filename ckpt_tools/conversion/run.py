@@ -40,7 +40,7 @@ from ckpt_tools.conversion.rnn import cell_view
 from ckpt_tools.conversion.sources import SOURCE_FORMATS, check_format, epoch_note, prepared
 from ckpt_tools.conversion.verify import CheckpointResult, Expected, Fingerprints, verify_keras, verify_tf2
 from ckpt_tools.errors import ConversionError, UsageError
-from ckpt_tools.messages import printable
+from ckpt_tools.messages import os_reason, printable
 from ckpt_tools.model import VariableMap, numpy_dtype
 from ckpt_tools.readers.membership import Members, members
 from ckpt_tools.readers.paths import state_prefixes
@@ -324,7 +324,7 @@ def _write_atomically(
             output.commit()
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise ConversionError(f"{out_path}: {exc.strerror} while writing; OUT was not replaced") from exc
+            raise ConversionError(f"{out_path}: {os_reason(exc)} while writing; OUT was not replaced") from exc
         text = " ".join(str(exc).split())
         full = next((m for m in _FULL_DISK if m in text), None)
         if exc.errno is None and full is not None:  # h5py's errors carry the C errno only in their text

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.errors import CorruptCheckpointError
+from ckpt_tools.messages import os_reason
 from ckpt_tools.model import VariableMap
 from ckpt_tools.readers.bundles import read_scalar, verify_bundle
 from ckpt_tools.readers.confine import confine
@@ -87,7 +88,7 @@ def _keras3_metadata(meta_file: Path) -> tuple[int | None, int | None, str | Non
         with meta_file.open("rb") as fh:
             data = fh.read(MAX_METADATA_BYTES + 1)
     except OSError as exc:
-        raise CorruptCheckpointError(f"{meta_file}: cannot read ({exc.strerror or type(exc).__name__})") from exc
+        raise CorruptCheckpointError(f"{meta_file}: cannot read ({os_reason(exc)})") from exc
     try:
         metadata = json.loads(data)
     except (ValueError, RecursionError) as exc:

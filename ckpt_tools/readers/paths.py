@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.messages import os_reason
 from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
 from ckpt_tools.storage import as_path, is_remote, is_url, is_web, suffixed
 
@@ -86,7 +87,7 @@ def _state_text(state_path: Path) -> str:
                 raise CorruptCheckpointError(f"{state_path}: checkpoint state file is not a regular file")
             raw = fh.read(MAX_STATE_BYTES + 1)
     except OSError as exc:
-        raise CorruptCheckpointError(f"{state_path}: cannot read: {exc.strerror or exc}") from exc
+        raise CorruptCheckpointError(f"{state_path}: cannot read: {os_reason(exc)}") from exc
     if len(raw) > MAX_STATE_BYTES:
         raise CorruptCheckpointError(f"{state_path}: checkpoint state file is larger than {MAX_STATE_BYTES >> 20} MiB")
     try:

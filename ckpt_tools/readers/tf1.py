@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ckpt_tools.errors import CorruptCheckpointError, UnsafeInputError
-from ckpt_tools.messages import flat
+from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
+from ckpt_tools.messages import flat, os_reason
 from ckpt_tools.model import Chunker, Loader, OptimizerInfo, Variable, VariableMap
 from ckpt_tools.optimizers.catalogue import FORMAT_SPECIFIC
 from ckpt_tools.readers.bundles import (
@@ -70,10 +70,12 @@ def sniff(path: Path) -> str | None:
         if _v1_file(path) is not None:
             return None
         prefix = bundle_prefix(path)
-    except CorruptCheckpointError as exc:
-        return str(exc)
+    except (CorruptCheckpointError, MissingFileError):
+        # A damaged state file, or one naming a checkpoint that is gone: the directory is a checkpoint directory
+        # by TensorFlow's own convention, so accept it and let open() say what is wrong (sniffed last of all).
+        return None
     except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+        return f"unreadable ({os_reason(exc)})"
     if prefix is None:
         return "no .index file, checkpoint state file or V1 checkpoint file"
     reason = sniff_bundle(prefix)

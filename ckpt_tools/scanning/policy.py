@@ -13,6 +13,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport (setu
     import tomli as tomllib
 
 from ckpt_tools.errors import UsageError
+from ckpt_tools.messages import os_reason
 from ckpt_tools.scanning.findings import ArtifactScan, Finding
 from ckpt_tools.scanning.rules import RULES
 
@@ -64,7 +65,7 @@ def load_policy(path: Path) -> Policy:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(f"{path}: not a valid TOML policy ({str(exc).splitlines()[0]})", argument="policy") from None
     except OSError as exc:
-        raise UsageError(f"{path}: cannot read the policy ({exc.strerror})", argument="policy") from None
+        raise UsageError(f"{path}: cannot read the policy ({os_reason(exc)})", argument="policy") from None
     return _policy(document, str(path))
 
 
