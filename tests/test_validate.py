@@ -23,11 +23,13 @@ from ckpt_tools.validation.run import ValidationRun
 
 from .conftest import (
     FIXTURES,
+    HAS_TF,
     ROOT,
     child_env,
     expected_fixtures,
     fixture_params,
     fixture_path,
+    needs_tf,
     read_through_tensorflow,
     run_cli,
     run_json,
@@ -447,3 +449,54 @@ def test_validate_escapes_a_newline_in_a_path(tmp_path: Path) -> None:
     out = run_cli(["validate", bad, FIXTURES / "tf1_adam"], expect=2).stdout
     assert not any(line.startswith("fake PASS") for line in out.splitlines()), out
     assert "x\\nfake PASS" in out
+
+
+_TF_LOADS = "import sys, tensorflow as tf; tf.saved_model.load(sys.argv[1])"
+
+
+@pytest.mark.parametrize("fixture", ["saved_model_module", "saved_model_tf1_export"])
+def test_a_saved_model_without_its_variables_index_is_unreadable_as_tensorflow_finds(
+    tmp_path: Path, fixture: str
+) -> None:
+    """Its saved_model.pb declares variables, so a missing `variables.index` is a missing file, not "no variables
+    to verify" (which passed the files check); TensorFlow's own loader fails on the same directory."""
+    artifact = tmp_path / fixture
+    shutil.copytree(FIXTURES / fixture, artifact)
+    (artifact / "variables" / "variables.index").unlink()
+    entry = run_json(["validate", str(artifact)], expect=2)["artifacts"][0]
+    assert entry["verdict"] == "unreadable"
+    assert entry["error"].startswith(f"{artifact / 'variables' / 'variables.index'}: file of the artifact is missing")
+    if HAS_TF:
+        loaded = subprocess.run([sys.executable, "-c", _TF_LOADS, str(artifact)], env=TF_ENV, capture_output=True)
+        assert loaded.returncode != 0
+
+
+def test_a_saved_model_whose_variables_index_is_a_fifo_is_refused_unopened(tmp_path: Path) -> None:
+    artifact = tmp_path / "sm"
+    shutil.copytree(FIXTURES / "saved_model_module", artifact)
+    index = artifact / "variables" / "variables.index"
+    index.unlink()
+    os.mkfifo(index)  # opening it would block until a writer came
+    result = run_cli(["inspect", str(artifact)], expect=2)
+    assert result.stderr == f"ckpt: error: {index}: not a regular file\n"
+
+
+@needs_tf
+def test_a_tf1_export_without_variables_has_none_as_tensorflow_wrote_it(tmp_path: Path) -> None:
+    """TF1's builder writes no variables.index for a graph without variables, and TensorFlow loads that: still
+    a SavedModel with nothing to verify, not a missing file."""
+    script = (
+        "import sys, tensorflow as tf\n"
+        "g = tf.Graph()\n"
+        "with g.as_default(), tf.compat.v1.Session(graph=g) as s:\n"
+        "    x = tf.compat.v1.placeholder(tf.float32, [2]); y = x * 2\n"
+        "    b = tf.compat.v1.saved_model.Builder(sys.argv[1])\n"
+        "    b.add_meta_graph_and_variables(s, ['serve'])\n"
+        "    b.save()\n"
+        "tf.saved_model.load(sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "sm")], env=TF_ENV, check=True, capture_output=True)
+    assert not (tmp_path / "sm" / "variables" / "variables.index").exists()
+    entry = run_json(["validate", str(tmp_path / "sm")], expect=1)["artifacts"][0]
+    files = next(c for c in entry["checks"] if c["name"] == "files")
+    assert files["status"] == "pass" and "no variables to verify" in files["reason"]

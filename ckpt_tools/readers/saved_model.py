@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError
+from ckpt_tools.messages import counted
 from ckpt_tools.model import VariableMap
 from ckpt_tools.optimizers.coverage import summarize
 from ckpt_tools.optimizers.graph_evidence import training_evidence
@@ -72,6 +73,7 @@ def open(path: Path) -> VariableMap:
     prefix = root / "variables" / "variables"
     pb_files = (root / "saved_model.pb",)
     if not suffixed(prefix, ".index").is_file():
+        _check_no_variables(prefix, message)
         metadata["variables"] = "none (no variables/variables.index)"
         return VariableMap(root, FORMAT, {}, summarize([]), root=root, metadata=metadata, files=pb_files)
     confine(root, prefix.parent, "variables/ directory")
@@ -87,6 +89,33 @@ def open(path: Path) -> VariableMap:
         source = _graph_source(message, pb)
         vmap = tf1.build_map(root, FORMAT, entries, source, files=tuple(bundle.files()), closer=bundle.close, **common)
     return dataclasses.replace(vmap, files=pb_files + vmap.files)
+
+
+def _check_no_variables(prefix: Path, message: Any) -> None:
+    """A SavedModel without `variables/variables.index` is whole only when it has no variables (TF1's builder
+    then writes none): refuse one whose index is not a regular file, whose data shards are there, or whose
+    saved_model.pb declares variables (a variable op in a graph, a variable node in the object graph)."""
+    index = suffixed(prefix, ".index")
+    if index.is_symlink() or index.exists():
+        raise CorruptCheckpointError(f"{index}: not a regular file")
+    shards = sorted(p.name for p in prefix.parent.glob("variables.data-*")) if prefix.parent.is_dir() else []
+    declared = declared_variables(message) if message is not None else 0
+    if shards or declared:
+        evidence = f"saved_model.pb declares {counted(declared, 'variable')}" if declared else f"{shards[0]} is there"
+        raise MissingFileError(f"{index}: file of the artifact is missing ({evidence})")
+
+
+def declared_variables(message: Any) -> int:
+    """How many variables a parsed SavedModel declares: the larger, over its graphs, of the variable ops in the
+    graph and the variable nodes of the object graph (a TF1 export has only the former)."""
+    from ckpt_tools.bundle.graph import VARIABLE_OPS
+
+    counts = [0]
+    for meta in message.meta_graphs:
+        ops = sum(1 for node in meta.graph_def.node if node.op in VARIABLE_OPS)
+        objects = sum(1 for node in meta.object_graph_def.nodes if node.WhichOneof("kind") == "variable")
+        counts.append(max(ops, objects))
+    return max(counts)
 
 
 def _graph_source(message: Any, pb: Path) -> GraphSource:
