@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ckpt_tools.errors import CkptToolsError, FormatNotRecognizedError, UsageError
-from ckpt_tools.messages import escaped_name, flat, os_reason
+from ckpt_tools.messages import bounded, escaped_name, flat, os_reason
 from ckpt_tools.model import VariableMap
 from ckpt_tools.parallel import early_pool, ordered_batches, resolve_jobs
 from ckpt_tools.readers.paths import is_state_file, read_state, resolve_state_entry
@@ -303,7 +303,7 @@ class _Walker:
             if text.startswith(spelling + ": "):
                 text = text[len(spelling) + 2 :]
                 break
-        self.errors.append(ListingError(_show(path), _show(text)))
+        self.errors.append(ListingError(_show(path), _show(bounded(text))))
 
     def walk(self, root: str) -> None:
         """List `root` and everything below it, depth first, without recursion. Only the root is resolved: a

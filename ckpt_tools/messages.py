@@ -30,6 +30,15 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or flat(exc) or type(exc).__name__
 
 
+MAX_MESSAGE_CHARS = 2000
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` cut to `limit` characters (ending in `...`): a name a hostile file made megabytes long must not make
+    an error line or report field of the same size."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def flat(exc: BaseException) -> str:
     """An exception's message with all whitespace runs (newlines included) collapsed to single spaces."""
     return " ".join(str(exc).split())

@@ -429,3 +429,13 @@ def test_a_state_file_naming_a_missing_checkpoint_is_one_exact_error(tmp_path: P
     assert result.stderr == f"ckpt: error: {expected}\n" and not result.stdout
     report = run_json(["validate", str(tmp_path)], expect=2)
     assert report["artifacts"][0]["verdict"] == "unreadable" and report["artifacts"][0]["error"] == expected
+
+
+def test_a_megabytes_long_state_entry_is_not_echoed_whole(tmp_path: Path) -> None:
+    """A state file may be 8 MiB, its one entry as long: the error line, validate's report (text and JSON) and
+    ls's error line each quote a bounded part of it (validate and ls had echoed all 8 MB)."""
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "' + "a" * 8_000_000 + '"\n')
+    assert len(run_cli(["inspect", str(tmp_path)], expect=2).stderr) < 2200
+    for args in (["validate"], ["validate", "--json"], ["ls"], ["ls", "--json"]):
+        result = run_cli([*args, str(tmp_path)], expect=None)
+        assert result.exit_code in (1, 2) and 0 < len(result.stdout + result.stderr) < 5000, args

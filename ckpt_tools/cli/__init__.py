@@ -17,7 +17,7 @@ import click
 
 from ckpt_tools import __version__
 from ckpt_tools.errors import CkptToolsError, UsageError
-from ckpt_tools.messages import flat, printable
+from ckpt_tools.messages import bounded, flat, printable
 
 COMMANDS = ("inspect", "diff", "validate", "convert", "ls", "scan")
 
@@ -99,8 +99,7 @@ def flag_for(command: click.Command | None, argument: str) -> str | None:
 
 def one_line(exc: BaseException) -> str:
     """The message on one line, printable whatever bytes a hostile file put into names."""
-    text = printable(flat(exc))
-    return text if len(text) <= 2000 else text[:1997] + "..."
+    return bounded(printable(flat(exc)))
 
 
 @click.group(cls=CkptGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})

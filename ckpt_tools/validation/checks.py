@@ -12,7 +12,7 @@ import numpy as np
 
 from ckpt_tools.bundle.shards import observing
 from ckpt_tools.errors import CkptToolsError, UsageError
-from ckpt_tools.messages import counted, flat, listed
+from ckpt_tools.messages import bounded, counted, flat, listed
 from ckpt_tools.model import Variable, VariableMap
 from ckpt_tools.storage import as_path, scrub
 from ckpt_tools.validation.integrity import MAX_LISTED, check_files, check_state
@@ -78,7 +78,7 @@ class ValidationReport:
     def unreadable(cls, path: str, error: str, required: tuple[str, ...]) -> ValidationReport:
         """The report for an artifact that cannot be opened at all: every check skipped, exit code 2."""
         checks = tuple(CheckResult(n, "skip", "artifact unreadable", n in required) for n in CHECKS)
-        return cls(path, None, checks, required, error=error)
+        return cls(path, None, checks, required, error=bounded(error))
 
     def check(self, name: str) -> CheckResult:
         for result in self.checks:
