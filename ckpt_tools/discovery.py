@@ -303,7 +303,7 @@ class _Walker:
             if text.startswith(spelling + ": "):
                 text = text[len(spelling) + 2 :]
                 break
-        self.errors.append(ListingError(_show(path), _show(bounded(text))))
+        self.errors.append(ListingError(_show(path), bounded(_show(text))))
 
     def walk(self, root: str) -> None:
         """List `root` and everything below it, depth first, without recursion. Only the root is resolved: a

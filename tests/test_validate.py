@@ -481,15 +481,26 @@ def test_a_saved_model_whose_variables_index_is_a_fifo_is_refused_unopened(tmp_p
     assert result.stderr == f"ckpt: error: {index}: not a regular file\n"
 
 
+_TF1_EXPORTS = {
+    "no-variables": "y = x * 2",
+    # A local variable is not saved: TF1's builder makes no saver and writes no index, and TensorFlow loads it.
+    "local-variable-only": (
+        "v = tf.compat.v1.Variable([0.0, 0.0], collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES]); y = x * 2 + v"
+    ),
+}
+
+
 @needs_tf
-def test_a_tf1_export_without_variables_has_none_as_tensorflow_wrote_it(tmp_path: Path) -> None:
-    """TF1's builder writes no variables.index for a graph without variables, and TensorFlow loads that: still
-    a SavedModel with nothing to verify, not a missing file."""
+@pytest.mark.parametrize("graph", sorted(_TF1_EXPORTS))
+def test_a_tf1_export_without_saved_variables_has_none_as_tensorflow_wrote_it(tmp_path: Path, graph: str) -> None:
+    """TF1's builder writes no variables.index for a graph without saved variables, and TensorFlow loads that:
+    still a SavedModel with nothing to verify, not a missing file."""
     script = (
         "import sys, tensorflow as tf\n"
         "g = tf.Graph()\n"
         "with g.as_default(), tf.compat.v1.Session(graph=g) as s:\n"
-        "    x = tf.compat.v1.placeholder(tf.float32, [2]); y = x * 2\n"
+        f"    x = tf.compat.v1.placeholder(tf.float32, [2]); {_TF1_EXPORTS[graph]}\n"
+        "    s.run(tf.compat.v1.local_variables_initializer())\n"
         "    b = tf.compat.v1.saved_model.Builder(sys.argv[1])\n"
         "    b.add_meta_graph_and_variables(s, ['serve'])\n"
         "    b.save()\n"
@@ -500,3 +511,15 @@ def test_a_tf1_export_without_variables_has_none_as_tensorflow_wrote_it(tmp_path
     entry = run_json(["validate", str(tmp_path / "sm")], expect=1)["artifacts"][0]
     files = next(c for c in entry["checks"] if c["name"] == "files")
     assert files["status"] == "pass" and "no variables to verify" in files["reason"]
+
+
+def test_a_saved_model_whose_variables_folder_links_outside_is_refused_unlisted(tmp_path: Path) -> None:
+    """Without an index, looking for data shards must not list a `variables/` that resolves outside the model."""
+    artifact = tmp_path / "sm"
+    shutil.copytree(FIXTURES / "saved_model_tf1_export", artifact)
+    shutil.rmtree(artifact / "variables")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "variables.data-secret").write_bytes(b"")
+    (artifact / "variables").symlink_to(tmp_path / "outside")
+    result = run_cli(["inspect", str(artifact)], expect=2)
+    assert "outside" in result.stderr and "secret" not in result.stderr and "--follow-symlinks" in result.stderr

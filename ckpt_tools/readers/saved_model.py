@@ -98,7 +98,11 @@ def _check_no_variables(prefix: Path, message: Any) -> None:
     index = suffixed(prefix, ".index")
     if index.is_symlink() or index.exists():
         raise CorruptCheckpointError(f"{index}: not a regular file")
-    shards = sorted(p.name for p in prefix.parent.glob("variables.data-*")) if prefix.parent.is_dir() else []
+    shards: list[str] = []
+    if prefix.parent.is_symlink() or prefix.parent.exists():
+        confine(prefix.parent.parent, prefix.parent, "variables/ directory")  # nothing outside the folder is listed
+        if prefix.parent.is_dir():
+            shards = sorted(p.name for p in prefix.parent.glob("variables.data-*"))
     declared = declared_variables(message) if message is not None else 0
     if shards or declared:
         evidence = f"saved_model.pb declares {counted(declared, 'variable')}" if declared else f"{shards[0]} is there"
@@ -106,15 +110,17 @@ def _check_no_variables(prefix: Path, message: Any) -> None:
 
 
 def declared_variables(message: Any) -> int:
-    """How many variables a parsed SavedModel declares: the larger, over its graphs, of the variable ops in the
-    graph and the variable nodes of the object graph (a TF1 export has only the former)."""
+    """How many saved variables a parsed SavedModel declares, the most over its graphs: a TF2 graph's variable
+    nodes in its object graph; a TF1 graph's variable ops when it has a saver (without one, as for a graph whose
+    only variables are local ones, TF1's builder saves nothing and TensorFlow loads it without an index)."""
     from ckpt_tools.bundle.graph import VARIABLE_OPS
 
     counts = [0]
     for meta in message.meta_graphs:
-        ops = sum(1 for node in meta.graph_def.node if node.op in VARIABLE_OPS)
-        objects = sum(1 for node in meta.object_graph_def.nodes if node.WhichOneof("kind") == "variable")
-        counts.append(max(ops, objects))
+        if meta.HasField("object_graph_def"):
+            counts.append(sum(1 for node in meta.object_graph_def.nodes if node.WhichOneof("kind") == "variable"))
+        elif meta.HasField("saver_def"):
+            counts.append(sum(1 for node in meta.graph_def.node if node.op in VARIABLE_OPS))
     return max(counts)
 
 
