@@ -439,3 +439,48 @@ def test_a_megabytes_long_state_entry_is_not_echoed_whole(tmp_path: Path) -> Non
     for args in (["validate"], ["validate", "--json"], ["ls"], ["ls", "--json"]):
         result = run_cli([*args, str(tmp_path)], expect=None)
         assert result.exit_code in (1, 2) and 0 < len(result.stdout + result.stderr) < 5000, args
+
+
+def _resolution_cases(base: Path) -> list[Path]:
+    """Paths of every kind a hostile artifact can hold, for the resolver to agree with os.path.realpath on."""
+    (base / "dir" / "sub").mkdir(parents=True)
+    (base / "dir" / "file").write_bytes(b"x")
+    os.mkfifo(base / "fifo")
+    links = {"to_file": "dir/file", "to_dir": "dir", "chain": "to_dir", "dangling": "gone", "loop": "loop"}
+    for name, target in links.items():
+        (base / name).symlink_to(target)
+    (base / "dir" / "up").symlink_to("../dir/sub")
+    names = ["dir", "dir/file", "fifo", "to_file", "to_dir/file", "chain/sub", "dangling", "dangling/x", "loop"]
+    names += ["loop/x", "dir/up/..", "to_dir/../dir/file", "missing/x", "dir/file/x", "dir/sub/"]
+    return [base / name for name in names]
+
+
+def test_real_path_agrees_with_os_realpath_on_every_kind_of_path(tmp_path: Path) -> None:
+    from ckpt_tools.readers.confine import real_path
+
+    for path in _resolution_cases(tmp_path):
+        assert real_path(path) == os.path.realpath(path), path
+    relative = os.path.relpath(tmp_path / "chain" / "sub")
+    assert real_path(relative) == os.path.realpath(relative)
+
+
+def test_validating_a_deep_checkpoint_costs_a_few_lstat_calls_per_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving a path component by component walks it again per component: 63 resolutions of a checkpoint
+    300 folders deep were about 19,000 lstat calls (2.65 s at 1,500 deep). Counted, not timed."""
+    deep = tmp_path.joinpath(*["d"] * 300)
+    deep.mkdir(parents=True)
+    for file in (FIXTURES / "tf1_adam").iterdir():
+        shutil.copy(file, deep / file.name)
+    calls = 0
+    real_lstat = os.lstat
+
+    def counting_lstat(*args: Any, **kwargs: Any) -> os.stat_result:
+        nonlocal calls
+        calls += 1
+        return real_lstat(*args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", counting_lstat)
+    run_cli(["validate", str(deep)], expect=0)
+    assert calls < 10 * 300, calls

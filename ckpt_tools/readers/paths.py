@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from ckpt_tools.errors import CorruptCheckpointError, MissingFileError, UnsafeInputError
 from ckpt_tools.messages import os_reason
-from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside
+from ckpt_tools.readers.confine import FOLLOW_SYMLINKS, confine, is_inside, real_path
 from ckpt_tools.storage import as_path, is_remote, is_url, is_web, suffixed
 
 STATE_FILE = "checkpoint"
@@ -148,7 +148,7 @@ def resolve_state_entry(directory: Path, entry: str) -> Path:
     """
     if is_remote(directory):
         return _remote_entry(directory, entry)
-    return _resolve_entry(directory, Path(os.path.realpath(directory)), entry)
+    return _resolve_entry(directory, Path(real_path(directory)), entry)
 
 
 def _remote_entry(directory: Path, entry: str) -> Path:
@@ -192,7 +192,7 @@ def _resolve_entry(directory: Path, real_root: Path, entry: str) -> Path:
     if _plain_below(root, candidate):  # no symlink below the folder: resolving is re-rooting
         return real_root / candidate.relative_to(root)
     confine(directory, candidate, "state-file entry")
-    return Path(os.path.realpath(candidate))
+    return Path(real_path(candidate))
 
 
 def _below(root: Path, path: Path) -> bool:
@@ -228,7 +228,7 @@ def state_prefixes(directory: Path, state: CheckpointState | None = None) -> lis
         entries.append(state.latest)
     if is_remote(directory):
         return [_remote_entry(directory, e) for e in entries]
-    real_root = Path(os.path.realpath(directory))
+    real_root = Path(real_path(directory))
     return [_resolve_entry(directory, real_root, e) for e in entries]
 
 
